@@ -1,0 +1,145 @@
+// Command flowguard is the adaptive rate-limiting decision service. This
+// file only parses flags, loads configuration and runs a subcommand.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/devflow/flowguard/internal/config"
+	"github.com/devflow/flowguard/serving"
+)
+
+const usage = `flowguard — adaptive rate limiting for a public API
+
+Usage:
+  flowguard serve [--config FILE] [--addr HOST:PORT]   run the decision service (no config = embedded default)
+  flowguard config validate FILE                       check a configuration file
+  flowguard version                                    print the version
+
+Run 'flowguard COMMAND --help' for a command's flags.
+`
+
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = serve(args[1:], stderr)
+	case "config":
+		err = configCmd(args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "flowguard", version)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "flowguard: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	default:
+		fmt.Fprintln(stderr, "flowguard:", err)
+		return 1
+	}
+}
+
+// errUsage means the flag package already printed what was wrong.
+var errUsage = errors.New("usage")
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	return nil
+}
+
+func serve(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "configuration `FILE` (default: the embedded examples/policies.yaml)")
+	addr := fs.String("addr", "", "listen address `HOST:PORT`, overriding server.addr")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: logLevel(cfg.Server.LogLevel)}))
+	srv, err := serving.New(cfg, serving.Options{Logger: log, Addr: *addr})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	return srv.Run(ctx)
+}
+
+func configCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "validate" {
+		fmt.Fprint(stderr, "usage: flowguard config validate FILE\n")
+		return errUsage
+	}
+	fs := flag.NewFlagSet("config validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, "usage: flowguard config validate FILE\n") }
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	cfg, err := config.Load(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	limiter := "in-memory limiter"
+	if cfg.Redis != nil {
+		limiter = "redis limiter"
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d tiers, %s, digest %s)\n", cfg.Name, len(cfg.Policies.Tiers()), limiter, cfg.Digest)
+	return nil
+}
+
+func loadConfig(path string) (*config.Loaded, error) {
+	if path == "" {
+		return config.Default()
+	}
+	return config.Load(path)
+}
+
+func logLevel(s string) slog.Level {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(s))
+	return l
+}

@@ -1,0 +1,14 @@
+// Package examples holds flowguard's example configuration. The embedded
+// default — what `flowguard serve` runs with no --config — is built from
+// these files, so the examples always load.
+package examples
+
+import _ "embed"
+
+// Policies is examples/policies.yaml: service settings and tenant policies.
+//
+//go:embed policies.yaml
+var Policies []byte
+
+// PoliciesName is how errors and logs name the embedded file.
+const PoliciesName = "examples/policies.yaml (embedded)"

@@ -1,0 +1,124 @@
+package fallback
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/devflow/flowguard/internal/testredis"
+)
+
+func TestBreakerOpensProbesAndCloses(t *testing.T) {
+	clock := newFakeClock()
+	b := NewBreaker(BreakerOptions{Failures: 3, OpenFor: time.Second, Clock: clock.Now})
+	for i := range 2 {
+		if !b.Allow() || b.Failure() {
+			t.Fatalf("failure %d opened the breaker early", i+1)
+		}
+	}
+	if !b.Allow() || !b.Failure() {
+		t.Fatal("third consecutive failure must open the breaker")
+	}
+	if b.Allow() {
+		t.Fatal("open breaker let a call through")
+	}
+	clock.Advance(time.Second)
+	if !b.Allow() {
+		t.Fatal("no probe after OpenFor")
+	}
+	if b.Allow() {
+		t.Fatal("two probes at once")
+	}
+	b.Failure() // failed probe: open for 2s now
+	clock.Advance(1500 * time.Millisecond)
+	if b.Allow() {
+		t.Fatal("backoff did not double after a failed probe")
+	}
+	clock.Advance(500 * time.Millisecond)
+	if !b.Allow() {
+		t.Fatal("no probe after the doubled backoff")
+	}
+	b.Success()
+	if b.Open() || !b.Allow() {
+		t.Fatal("successful probe must close the breaker")
+	}
+}
+
+func TestResilientFallsBackAndRecovers(t *testing.T) {
+	srv := testredis.Start(t)
+	mem := NewMemoryStore(MemoryOptions{SweepEvery: -1})
+	r := NewResilient(NewRedisStore(srv.Client(), RedisOptions{}), mem, ResilientOptions{
+		Share:   0.5,
+		Breaker: BreakerOptions{Failures: 2, OpenFor: 20 * time.Millisecond, MaxOpenFor: 20 * time.Millisecond},
+	})
+	l := Limit{Rate: 100, Burst: 10, Period: time.Second}
+	ctx := context.Background()
+	d, err := r.Decide(ctx, Key{Name: "k"}, l, 1)
+	if err != nil || d.Fallback || !d.OK() {
+		t.Fatalf("healthy decision = %+v, %v", d, err)
+	}
+
+	srv.Stop()
+	var reasons []string
+	for range 4 {
+		d, err := r.Decide(ctx, Key{Name: "k2"}, l, 1)
+		if err != nil || !d.Fallback {
+			t.Fatalf("decision during outage = %+v, %v; want a fallback", d, err)
+		}
+		reasons = append(reasons, d.Reason)
+	}
+	// A killed server refuses connections; go-redis may report that as an
+	// error or run out the call's timeout redialling.
+	if (reasons[0] != ReasonRedisError && reasons[0] != ReasonRedisTimeout) || reasons[3] != ReasonCircuitOpen {
+		t.Fatalf("reasons = %v, want redis_error or redis_timeout first and redis_circuit_open once the breaker opened", reasons)
+	}
+	if !r.FallbackActive() {
+		t.Fatal("FallbackActive = false during outage")
+	}
+	// The fallback share is half the budget: 5 of burst 10.
+	var admitted int64
+	for range 20 {
+		d, _ := r.Decide(ctx, Key{Name: "share"}, l, 1)
+		admitted += d.Allowed
+	}
+	if admitted != 5 {
+		t.Fatalf("fallback admitted %d, want the instance share of 5", admitted)
+	}
+
+	srv.Restart()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		d, _ := r.Decide(ctx, Key{Name: "k3"}, l, 1)
+		if !d.Fallback {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("never returned to Redis after it came back")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if r.FallbackActive() {
+		t.Fatal("FallbackActive still true after recovery")
+	}
+	st := r.Stats()
+	if st.Errors.Load()+st.Timeouts.Load() < 2 || st.CircuitOpens.Load() < 1 || st.FallbackByReason[ReasonCircuitOpen].Load() < 1 {
+		t.Fatalf("stats errors=%d opens=%d", st.Errors.Load(), st.CircuitOpens.Load())
+	}
+}
+
+func TestResilientTimesOutSlowRedis(t *testing.T) {
+	srv := testredis.Start(t)
+	client := srv.Client()
+	r := NewResilient(NewRedisStore(client, RedisOptions{Timeout: 5 * time.Millisecond}), NewMemoryStore(MemoryOptions{SweepEvery: -1}), ResilientOptions{})
+	// DEBUG SLEEP blocks the server, so the script call must time out.
+	go client.Do(context.Background(), "DEBUG", "SLEEP", "0.3")
+	time.Sleep(20 * time.Millisecond)
+	start := time.Now()
+	d, err := r.Decide(context.Background(), Key{Name: "k"}, PerSecond(10), 1)
+	if err != nil || !d.Fallback || d.Reason != ReasonRedisTimeout {
+		t.Fatalf("decision = %+v, %v; want a redis_timeout fallback", d, err)
+	}
+	if el := time.Since(start); el > 200*time.Millisecond {
+		t.Fatalf("decision took %s: the timeout did not bound the call", el)
+	}
+}

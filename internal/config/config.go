@@ -1,0 +1,249 @@
+// Package config loads flowguard's configuration file: service settings,
+// the optional Redis limiter and the tenant policies, in one strictly
+// checked YAML file. With no file, the embedded default built from
+// examples/policies.yaml is used.
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/devflow/flowguard/examples"
+	"github.com/devflow/flowguard/internal/yamlx"
+	"github.com/devflow/flowguard/policy"
+)
+
+// File is the configuration file.
+type File struct {
+	Server   Server     `yaml:"server"`
+	Redis    *Redis     `yaml:"redis"` // nil: in-memory limiter
+	Policies policy.Doc `yaml:"policies"`
+}
+
+// Server configures the HTTP service.
+type Server struct {
+	// Addr is the listen address. Default: ":8080".
+	Addr string `yaml:"addr"`
+	// Region is stamped on decisions. Default: "local".
+	Region string `yaml:"region"`
+	// MaxBodyBytes caps a /v1/decide body; larger is a 413. Default: 65536.
+	MaxBodyBytes int `yaml:"max_body_bytes"`
+	// MaxBatch caps the items of one /v1/decide/batch call. Default: 500.
+	MaxBatch int `yaml:"max_batch"`
+	// MaxBatchBodyBytes caps a batch body. Default: 1048576.
+	MaxBatchBodyBytes int `yaml:"max_batch_body_bytes"`
+	// MaxCost caps a request's cost; larger is a 400. Default: 10000.
+	MaxCost int64 `yaml:"max_cost"`
+	// ShutdownTimeout bounds the drain on SIGTERM. Default: 10s.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// ReloadEvery is how often the file is checked for changes; negative
+	// turns the check off (SIGHUP still reloads). Default: 1s.
+	ReloadEvery time.Duration `yaml:"reload_every"`
+	// LogLevel is debug, info, warn or error. Default: info.
+	LogLevel string `yaml:"log_level"`
+}
+
+// Redis configures the shared limiter.
+type Redis struct {
+	// Addrs: one address is a single node, several a Redis Cluster.
+	Addrs    []string `yaml:"addrs"`
+	Username string   `yaml:"username"`
+	// Password, or PasswordEnv naming an environment variable that holds it.
+	Password    string `yaml:"password"`
+	PasswordEnv string `yaml:"password_env"`
+	DB          int    `yaml:"db"`
+	TLS         bool   `yaml:"tls"`
+	// Prefix starts every key. Default: "fg:".
+	Prefix string `yaml:"prefix"`
+	// Timeout bounds each call; past it the decision falls back. Default: 5ms.
+	Timeout time.Duration `yaml:"timeout"`
+	// PoolSize is the connection pool size. Default: 10 per CPU.
+	PoolSize int `yaml:"pool_size"`
+	// Instances is how many serving instances share Redis; during an outage
+	// each enforces 1/Instances of every budget. Default: 1.
+	Instances int `yaml:"instances"`
+	// LeaseWindow sizes budget leases (see fallback.LeasedStore); 0 turns
+	// leasing off: one Redis call per decision. Default: 50ms.
+	LeaseWindow *time.Duration `yaml:"lease_window"`
+	Breaker     Breaker        `yaml:"breaker"`
+}
+
+// Breaker configures the Redis circuit breaker.
+type Breaker struct {
+	// Failures is how many consecutive failures open it. Default: 5.
+	Failures int `yaml:"failures"`
+	// OpenFor is the first wait before a probe; it doubles up to 10s.
+	// Default: 500ms.
+	OpenFor time.Duration `yaml:"open_for"`
+}
+
+// Loaded is a validated configuration.
+type Loaded struct {
+	File
+	// Name is the file's path, or examples.PoliciesName for the default.
+	Name string
+	// Path is the file to watch for reloads; "" for the embedded default.
+	Path string
+	// Policies is the compiled policy set.
+	Policies *policy.Set
+	// Digest is the SHA-256 of the file's bytes, for readiness and logs.
+	Digest string
+}
+
+// Load reads and validates the file at path.
+func Load(path string) (*Loaded, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	l, err := Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	l.Path = path
+	return l, nil
+}
+
+// Default returns the embedded default configuration.
+func Default() (*Loaded, error) {
+	return Parse(examples.PoliciesName, examples.Policies)
+}
+
+// Parse validates data, naming it name in errors.
+func Parse(name string, data []byte) (*Loaded, error) {
+	var f File
+	doc, err := yamlx.Decode(name, data, &f)
+	if err != nil {
+		return nil, err
+	}
+	var errs yamlx.Errors
+	f.Server.defaults()
+	errs = append(errs, f.Server.validate(doc)...)
+	if f.Redis != nil {
+		f.Redis.defaults()
+		errs = append(errs, f.Redis.validate(doc)...)
+	}
+	set, err := policy.Compile(f.Policies, doc, "policies")
+	if err != nil {
+		errs = append(errs, err.(yamlx.Errors)...)
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	sum := sha256.Sum256(data)
+	return &Loaded{File: f, Name: name, Policies: set, Digest: hex.EncodeToString(sum[:8])}, nil
+}
+
+func (s *Server) defaults() {
+	if s.Addr == "" {
+		s.Addr = ":8080"
+	}
+	if s.Region == "" {
+		s.Region = "local"
+	}
+	if s.MaxBodyBytes == 0 {
+		s.MaxBodyBytes = 64 << 10
+	}
+	if s.MaxBatch == 0 {
+		s.MaxBatch = 500
+	}
+	if s.MaxBatchBodyBytes == 0 {
+		s.MaxBatchBodyBytes = 1 << 20
+	}
+	if s.MaxCost == 0 {
+		s.MaxCost = 10_000
+	}
+	if s.ShutdownTimeout == 0 {
+		s.ShutdownTimeout = 10 * time.Second
+	}
+	if s.ReloadEvery == 0 {
+		s.ReloadEvery = time.Second
+	}
+	if s.LogLevel == "" {
+		s.LogLevel = "info"
+	}
+}
+
+func (s *Server) validate(d *yamlx.Doc) yamlx.Errors {
+	var errs yamlx.Errors
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, d.Errorf([]string{"server", field}, format, args...))
+	}
+	if s.MaxBodyBytes < 64 || s.MaxBodyBytes > 64<<20 {
+		bad("max_body_bytes", "%d must be between 64 and 67108864", s.MaxBodyBytes)
+	}
+	if s.MaxBatch < 1 || s.MaxBatch > 100_000 {
+		bad("max_batch", "%d must be between 1 and 100000", s.MaxBatch)
+	}
+	if s.MaxBatchBodyBytes < s.MaxBodyBytes || s.MaxBatchBodyBytes > 256<<20 {
+		bad("max_batch_body_bytes", "%d must be at least max_body_bytes and at most 268435456", s.MaxBatchBodyBytes)
+	}
+	if s.MaxCost < 1 {
+		bad("max_cost", "%d must be at least 1", s.MaxCost)
+	}
+	if s.ShutdownTimeout < 0 {
+		bad("shutdown_timeout", "%s must not be negative", s.ShutdownTimeout)
+	}
+	switch s.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level", "%q, want debug, info, warn or error", s.LogLevel)
+	}
+	return errs
+}
+
+func (r *Redis) defaults() {
+	if r.Prefix == "" {
+		r.Prefix = "fg:"
+	}
+	if r.Timeout == 0 {
+		r.Timeout = 5 * time.Millisecond
+	}
+	if r.Instances == 0 {
+		r.Instances = 1
+	}
+	if r.LeaseWindow == nil {
+		w := 50 * time.Millisecond
+		r.LeaseWindow = &w
+	}
+}
+
+func (r *Redis) validate(d *yamlx.Doc) yamlx.Errors {
+	var errs yamlx.Errors
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, d.Errorf([]string{"redis", field}, format, args...))
+	}
+	if len(r.Addrs) == 0 {
+		bad("addrs", "at least one host:port is required")
+	}
+	if r.Timeout < 100*time.Microsecond || r.Timeout > 10*time.Second {
+		bad("timeout", "%s must be between 100µs and 10s", r.Timeout)
+	}
+	if r.Instances < 1 || r.Instances > 10_000 {
+		bad("instances", "%d must be between 1 and 10000", r.Instances)
+	}
+	if *r.LeaseWindow < 0 || *r.LeaseWindow > 10*time.Second {
+		bad("lease_window", "%s must be between 0 and 10s", *r.LeaseWindow)
+	}
+	if r.PoolSize < 0 {
+		bad("pool_size", "%d must not be negative", r.PoolSize)
+	}
+	if r.Breaker.Failures < 0 {
+		bad("breaker", "failures %d must not be negative", r.Breaker.Failures)
+	}
+	if r.PasswordEnv != "" && r.Password != "" {
+		bad("password_env", "set password or password_env, not both")
+	}
+	return errs
+}
+
+// RedisPassword returns the password, reading PasswordEnv when set.
+func (r *Redis) RedisPassword() string {
+	if r.PasswordEnv != "" {
+		return os.Getenv(r.PasswordEnv)
+	}
+	return r.Password
+}

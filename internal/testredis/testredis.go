@@ -1,0 +1,115 @@
+// Package testredis starts a real redis-server process for tests, on a free
+// loopback port, with persistence off. Tests stop and restart it to inject
+// outages.
+//
+// When redis-server is not installed the test is skipped, except under
+// CI=true, where a missing dependency is a failure.
+package testredis
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Server is one redis-server process.
+type Server struct {
+	t    testing.TB
+	bin  string
+	port int
+	dir  string
+	cmd  *exec.Cmd
+}
+
+// Start starts redis-server and registers its shutdown with t.Cleanup.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("redis-server is not installed, and CI=true forbids skipping: %v", err)
+		}
+		t.Skipf("redis-server not installed (apt-get install redis-server): %v", err)
+	}
+	s := &Server{t: t, bin: bin, port: freePort(t), dir: t.TempDir()}
+	s.Restart()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Tune is applied to every client Client returns. The fallback package sets
+// it to its own TuneOptions; testredis cannot import it without a cycle.
+var Tune = func(*redis.UniversalOptions) {}
+
+// Addr is host:port.
+func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+
+// Client returns a client for the server with the options flowguard uses
+// on its decision path (see fallback.TuneOptions), closed at cleanup.
+func (s *Server) Client() redis.UniversalClient {
+	o := &redis.UniversalOptions{Addrs: []string{s.Addr()}}
+	Tune(o)
+	c := redis.NewUniversalClient(o)
+	s.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Restart starts the process if it is not running, on the same port, and
+// waits until it answers PING.
+func (s *Server) Restart() {
+	s.t.Helper()
+	if s.cmd != nil {
+		return
+	}
+	cmd := exec.Command(s.bin, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir, "--protected-mode", "no",
+		"--enable-debug-command", "local")
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("start redis-server: %v", err)
+	}
+	s.cmd = cmd
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("redis-server on %s did not answer: %v", s.Addr(), err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Stop kills the process (an abrupt outage, like a crash) and waits for it.
+func (s *Server) Stop() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}
+
+func freePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// String describes the server for test logs.
+func (s *Server) String() string { return fmt.Sprintf("redis-server %s", s.Addr()) }

@@ -1,0 +1,136 @@
+package policy
+
+import (
+	"strings"
+
+	"github.com/devflow/flowguard/fallback"
+)
+
+// MLMode says how far the bandit may go for a key.
+type MLMode string
+
+const (
+	MLOn     MLMode = "on"     // the bandit's multiplier is enforced
+	MLShadow MLMode = "shadow" // the bandit's choice is computed and logged, the base budget enforced
+	MLOff    MLMode = "off"    // deterministic budget only
+)
+
+// Rule is a resolved policy: what bounds one key's budget on one endpoint.
+// Rules are shared and must not be modified.
+type Rule struct {
+	// Name identifies the rule in RateLimit-Policy headers: the tier, the
+	// tenant, or either followed by the endpoint pattern.
+	Name string
+	// Tier is the tenant's tier; Tenant is "" for an unknown tenant.
+	Tier, Tenant string
+	// Scope is the endpoint pattern of an override, or "" when the key's
+	// whole traffic shares one budget. It keys the limiter.
+	Scope string
+	// Limit is the base budget, before any multiplier.
+	Limit fallback.Limit
+	// Floor and Ceiling bound the budget multiplier: the bandit never goes
+	// outside [Floor, Ceiling], and the deterministic budget is 1 clamped to it.
+	Floor, Ceiling float64
+	ML             MLMode
+	AutoBlock      bool // the key may be blocked outright, not only throttled
+	Audit          bool // every decision is written to the audit log
+}
+
+// Budget returns the limit for multiplier m, after clamping m to
+// [Floor, Ceiling], and the multiplier used.
+func (r *Rule) Budget(m float64) (fallback.Limit, float64) {
+	m = min(max(m, r.Floor), r.Ceiling)
+	return r.Limit.Scale(m), m
+}
+
+// Set is a compiled, immutable set of policies. It is safe for concurrent
+// use.
+type Set struct {
+	defaultTier *ruleTable
+	tiers       map[string]*ruleTable
+	tenants     map[string]*ruleTable
+	deny, allow map[string]struct{}
+	tierNames   []string
+}
+
+// ruleTable is one owner's (tier's or tenant's) rules: a base rule and its
+// endpoint overrides, already merged.
+type ruleTable struct {
+	base     *Rule
+	exact    map[string]*Rule // "METHOD /path" and "/path" (any method)
+	prefixes []prefixRule     // most specific first
+}
+
+type prefixRule struct {
+	method string // "" = any
+	path   string // without the trailing *
+	rule   *Rule
+}
+
+// Resolve returns the rule for a tenant's endpoint. An unknown or empty
+// tenant gets the default tier. endpoint is "METHOD /path" (a query string
+// is ignored) or "/path"; the most specific matching override wins: exact
+// path over prefix, longer prefix over shorter, a named method over any.
+// Resolve does not allocate.
+func (s *Set) Resolve(tenant, endpoint string) *Rule {
+	t := s.tenants[tenant]
+	if t == nil {
+		t = s.defaultTier
+	}
+	if len(t.exact) == 0 && len(t.prefixes) == 0 {
+		return t.base
+	}
+	method, path, methodPath := splitEndpoint(endpoint)
+	if method != "" {
+		if r := t.exact[methodPath]; r != nil {
+			return r
+		}
+	}
+	if r := t.exact[path]; r != nil {
+		return r
+	}
+	for _, p := range t.prefixes {
+		if (p.method == "" || p.method == method) && strings.HasPrefix(path, p.path) {
+			return p.rule
+		}
+	}
+	return t.base
+}
+
+// splitEndpoint splits "METHOD /path?query" into its method, its path and
+// "METHOD /path", slicing endpoint rather than allocating when it can.
+func splitEndpoint(endpoint string) (method, path, methodPath string) {
+	if i := strings.IndexAny(endpoint, "?#"); i >= 0 {
+		endpoint = endpoint[:i]
+	}
+	i := strings.IndexByte(endpoint, ' ')
+	if i < 0 {
+		return "", endpoint, endpoint
+	}
+	method, path = endpoint[:i], endpoint[i+1:]
+	if strings.HasPrefix(path, " ") {
+		path = strings.TrimLeft(path, " ")
+		return method, path, method + " " + path
+	}
+	return method, path, endpoint
+}
+
+// Denied reports whether key is on the deny list.
+func (s *Set) Denied(key string) bool { _, ok := s.deny[key]; return ok }
+
+// Allowed reports whether key is on the allow list.
+func (s *Set) Allowed(key string) bool { _, ok := s.allow[key]; return ok }
+
+// Tiers returns the tier names, sorted.
+func (s *Set) Tiers() []string { return append([]string(nil), s.tierNames...) }
+
+// Tier returns a tier's base rule, or nil.
+func (s *Set) Tier(name string) *Rule {
+	if t := s.tiers[name]; t != nil {
+		return t.base
+	}
+	return nil
+}
+
+// DefaultTier returns the base rule of the default tier.
+func (s *Set) DefaultTier() *Rule { return s.defaultTier.base }

@@ -1,0 +1,60 @@
+package serving
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/devflow/flowguard/fallback"
+	"github.com/valyala/fasthttp"
+)
+
+// componentStatus is one line of /readyz.
+type componentStatus struct {
+	Status string `json:"status"` // ok, degraded (answering, but not at full strength) or down
+	Detail string `json:"detail,omitempty"`
+	// policy only
+	Source        string `json:"source,omitempty"`
+	Digest        string `json:"digest,omitempty"`
+	LoadedAt      string `json:"loaded_at,omitempty"`
+	LastReloadErr string `json:"last_reload_error,omitempty"`
+}
+
+// handleReady reports readiness per component. The service is ready
+// whenever it can decide — a Redis outage makes the limiter degraded, not
+// the service unready, because decisions go on from the fallback. Only a
+// draining server answers 503, so load balancers stop sending to it.
+func (s *Server) handleReady(ctx *fasthttp.RequestCtx) {
+	cur := s.current.Load()
+	pol := componentStatus{
+		Status:   "ok",
+		Source:   cur.Name,
+		Digest:   cur.Digest,
+		LoadedAt: time.UnixMilli(s.reloadedAt.Load()).UTC().Format(time.RFC3339),
+	}
+	if e := s.reloadErr.Load(); e != nil {
+		pol.Status, pol.LastReloadErr = "degraded", *e
+	}
+	lim := componentStatus{Status: "ok", Detail: "in-memory limiter"}
+	if s.redis != nil {
+		lim.Detail = "redis"
+		h := s.redisUp.Load()
+		r := s.limiter.(*fallback.Resilient)
+		switch {
+		case r.FallbackActive():
+			lim.Status, lim.Detail = "degraded", "redis circuit open: deciding from this instance's share in memory"
+		case !h.ok && !h.at.IsZero():
+			lim.Status, lim.Detail = "degraded", "redis unreachable: "+h.detail
+		}
+	}
+	status, code := "ready", fasthttp.StatusOK
+	if s.draining.Load() {
+		status, code = "draining", fasthttp.StatusServiceUnavailable
+	}
+	body, _ := json.Marshal(map[string]any{
+		"status":     status,
+		"components": map[string]componentStatus{"policy": pol, "limiter": lim},
+	})
+	ctx.SetStatusCode(code)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(body)
+}

@@ -1,0 +1,184 @@
+package serving
+
+import (
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/devflow/flowguard/fallback"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics is the service's non-global registry. Every metric is named
+// flowguard_*, Go and process metrics included.
+type metrics struct {
+	reg       *prometheus.Registry
+	decisions *prometheus.CounterVec
+	latency   prometheus.Histogram
+	responses *prometheus.CounterVec
+	reloads   *prometheus.CounterVec
+	panics    prometheus.Counter
+
+	// cache of decision counters by tier, so the hot path does no label
+	// hashing; copy-on-write, since tiers only change on reload.
+	mu        sync.Mutex
+	cache     atomic.Pointer[map[string]*tierCounters]
+	respCache atomic.Pointer[map[responseKey]prometheus.Counter]
+}
+
+var (
+	actions = [...]string{ActionAllow, ActionThrottle, ActionBlock}
+	sources = [...]string{SourceML, SourceDeterministic, SourceFallback}
+)
+
+type tierCounters [len(actions)][len(sources)]prometheus.Counter
+
+func newMetrics(lim limiter) *metrics {
+	reg := prometheus.NewRegistry()
+	m := &metrics{
+		reg: reg,
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flowguard_decisions_total",
+			Help: "Decisions made, by action (allow, throttle, block), tier and source (ml, deterministic, fallback).",
+		}, []string{"action", "tier", "source"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "flowguard_decision_duration_seconds",
+			Help:    "Server-side time to decide one request, parse to response.",
+			Buckets: []float64{5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3},
+		}),
+		responses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flowguard_http_responses_total",
+			Help: "HTTP responses, by handler and status code.",
+		}, []string{"handler", "code"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flowguard_policy_reloads_total",
+			Help: "Policy reloads, by result (success, error). On error the previous policy stays.",
+		}, []string{"result"}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flowguard_pipeline_panics_total",
+			Help: "Panics caught in the decision pipeline; each was answered from memory.",
+		}),
+	}
+	reg.MustRegister(m.decisions, m.latency, m.responses, m.reloads, m.panics)
+	m.reloads.WithLabelValues("success")
+	m.reloads.WithLabelValues("error")
+	prefixed := prometheus.WrapRegistererWithPrefix("flowguard_", reg)
+	prefixed.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	empty := map[string]*tierCounters{}
+	m.cache.Store(&empty)
+	noResponses := map[responseKey]prometheus.Counter{}
+	m.respCache.Store(&noResponses)
+
+	if r, ok := lim.(*fallback.Resilient); ok {
+		st := r.Stats()
+		for kind, c := range map[string]*atomic.Int64{"timeout": &st.Timeouts, "error": &st.Errors} {
+			reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name:        "flowguard_limiter_backend_errors_total",
+				Help:        "Failed calls to the shared limiter store (Redis), by kind.",
+				ConstLabels: prometheus.Labels{"backend": "redis", "kind": kind},
+			}, func() float64 { return float64(c.Load()) }))
+		}
+		for reason, c := range st.FallbackByReason {
+			reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name:        "flowguard_fallback_decisions_total",
+				Help:        "Decisions answered from this instance's in-memory share because the shared store could not answer, by reason.",
+				ConstLabels: prometheus.Labels{"reason": reason},
+			}, func() float64 { return float64(c.Load()) }))
+		}
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "flowguard_limiter_circuit_opens_total",
+			Help: "Times the Redis circuit breaker opened.",
+		}, func() float64 { return float64(st.CircuitOpens.Load()) }))
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "flowguard_fallback_active",
+		Help: "1 while decisions come from the in-memory fallback because the shared store is unavailable.",
+	}, func() float64 {
+		if r, ok := lim.(*fallback.Resilient); ok && r.FallbackActive() {
+			return 1
+		}
+		return 0
+	}))
+	return m
+}
+
+// countDecision counts d without allocating once its tier has been seen.
+func (m *metrics) countDecision(d *Decision) {
+	tier := d.rule.Tier
+	tc := (*m.cache.Load())[tier]
+	if tc == nil {
+		tc = m.addTier(tier)
+	}
+	tc[actionIndex(d.Action)][sourceIndex(d.source)].Inc()
+}
+
+func (m *metrics) addTier(tier string) *tierCounters {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := *m.cache.Load()
+	if tc := old[tier]; tc != nil {
+		return tc
+	}
+	tc := new(tierCounters)
+	for i, a := range actions {
+		for j, s := range sources {
+			tc[i][j] = m.decisions.WithLabelValues(a, tier, s)
+		}
+	}
+	next := make(map[string]*tierCounters, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[tier] = tc
+	m.cache.Store(&next)
+	return tc
+}
+
+func actionIndex(a string) int {
+	switch a {
+	case ActionAllow:
+		return 0
+	case ActionThrottle:
+		return 1
+	}
+	return 2
+}
+
+func sourceIndex(s string) int {
+	switch s {
+	case SourceML:
+		return 0
+	case SourceDeterministic:
+		return 1
+	}
+	return 2
+}
+
+type responseKey struct {
+	handler string
+	code    int
+}
+
+// response returns the response counter for handler and code, cached
+// copy-on-write like the decision counters.
+func (m *metrics) response(handler string, code int) prometheus.Counter {
+	k := responseKey{handler, code}
+	if c := (*m.respCache.Load())[k]; c != nil {
+		return c
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := *m.respCache.Load()
+	if c := old[k]; c != nil {
+		return c
+	}
+	c := m.responses.WithLabelValues(handler, strconv.Itoa(code))
+	next := make(map[responseKey]prometheus.Counter, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[k] = c
+	m.respCache.Store(&next)
+	return c
+}

@@ -1,0 +1,158 @@
+package serving
+
+import (
+	"context"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/devflow/flowguard/fallback"
+	"github.com/devflow/flowguard/policy"
+)
+
+// Actions.
+const (
+	ActionAllow    = "allow"
+	ActionThrottle = "throttle"
+	ActionBlock    = "block"
+)
+
+// Sources of a decision, as metric labels.
+const (
+	SourceML            = "ml"
+	SourceDeterministic = "deterministic"
+	SourceFallback      = "fallback"
+)
+
+// Reasons a decision gives, besides the limiter's fallback reasons.
+const (
+	ReasonDenyList         = "deny_list"          // the key is deny-listed
+	ReasonBudgetExhausted  = "budget_exhausted"   // throttled: no budget left for this cost
+	ReasonCostAboveBurst   = "cost_exceeds_burst" // throttled: the cost can never fit the burst
+	ReasonInternalError    = "internal_error"     // a bug was caught; the decision is the in-memory one
+	ReasonInvalidLimit     = "invalid_limit"      // the resolved limit could not be enforced
+	variantStatic          = "static"
+	defaultDecisionIDBytes = 40
+)
+
+// Decision is the answer to one DecideRequest, as on the wire.
+type Decision struct {
+	Action       string
+	Limit        int64 // the budget's rate per period, after the multiplier
+	Remaining    int64
+	ResetMS      int64
+	RetryAfterMS int64 // 0 when allowed, -1 when the cost can never pass
+	Multiplier   float64
+	Arm          string
+	Propensity   float64
+	Variant      string
+	Experiment   string
+	ModelVersion string
+	DecisionID   string
+	Fallback     bool
+	Reason       string
+
+	rule   *policy.Rule
+	limit  fallback.Limit
+	source string
+}
+
+// limiter is the deterministic limiter: *fallback.Resilient over Redis, or
+// the in-memory store.
+type limiter interface {
+	Decide(ctx context.Context, key fallback.Key, l fallback.Limit, n int64) (fallback.Decision, error)
+}
+
+// decide runs the pipeline for one request. It does not fail: every path
+// ends in a decision.
+func (s *Server) decide(ctx context.Context, req *DecideRequest) (d Decision) {
+	set := s.policies.Load()
+	rule := set.Resolve(req.Tenant, req.Endpoint)
+	limit, m := rule.Budget(1)
+	d = Decision{
+		Limit:      limit.Rate,
+		Multiplier: m,
+		Propensity: 1,
+		Variant:    variantStatic,
+		DecisionID: s.ids.next(),
+		rule:       rule,
+		limit:      limit,
+		source:     SourceDeterministic,
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("decision pipeline panicked; answering from memory", "panic", p, "key_len", len(req.Key))
+			s.metrics.panics.Inc()
+			d = s.safeDecision(req, rule, limit, d)
+		}
+	}()
+	if set.Denied(req.Key) {
+		d.Action, d.Reason = ActionBlock, ReasonDenyList
+		d.RetryAfterMS = -1
+		return d
+	}
+	res, err := s.limiter.Decide(ctx, fallback.Key{Name: req.Key, Scope: rule.Scope}, limit, req.Cost)
+	if err != nil {
+		d.Action, d.Reason, d.RetryAfterMS = ActionThrottle, ReasonInvalidLimit, -1
+		return d
+	}
+	d.fill(res)
+	return d
+}
+
+// fill copies a limiter result into the decision.
+func (d *Decision) fill(res fallback.Decision) {
+	d.Remaining = res.Remaining
+	d.ResetMS = ceilMillis(res.ResetAfter)
+	switch {
+	case res.OK():
+		d.Action = ActionAllow
+	case res.RetryAfter < 0:
+		d.Action, d.Reason, d.RetryAfterMS = ActionThrottle, ReasonCostAboveBurst, -1
+	default:
+		d.Action, d.Reason, d.RetryAfterMS = ActionThrottle, ReasonBudgetExhausted, ceilMillis(res.RetryAfter)
+	}
+	if res.Fallback {
+		d.Fallback, d.Reason, d.source = true, res.Reason, SourceFallback
+	}
+}
+
+// safeDecision answers after a panic: the in-memory store with this
+// instance's share, so even a bug never fails open without a bound.
+func (s *Server) safeDecision(req *DecideRequest, rule *policy.Rule, limit fallback.Limit, d Decision) Decision {
+	d.Fallback, d.source = true, SourceFallback
+	res, err := s.local.Decide(context.Background(), fallback.Key{Name: req.Key, Scope: rule.Scope}, limit.Scale(s.share), req.Cost)
+	if err != nil {
+		d.Action, d.RetryAfterMS = ActionThrottle, -1
+	} else {
+		d.fill(res)
+	}
+	d.Fallback, d.Reason, d.source = true, ReasonInternalError, SourceFallback
+	return d
+}
+
+func ceilMillis(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
+}
+
+// idSource makes decision IDs: an instance prefix and a counter, unique
+// across instances and restarts without coordination.
+type idSource struct {
+	prefix string
+	n      atomic.Uint64
+}
+
+func newIDSource(now time.Time, pid int) *idSource {
+	prefix := "d" + strconv.FormatInt(now.UnixMilli(), 36) + strconv.FormatInt(int64(pid), 36) + "-"
+	return &idSource{prefix: prefix}
+}
+
+func (g *idSource) next() string {
+	var b [defaultDecisionIDBytes]byte
+	out := append(b[:0], g.prefix...)
+	out = strconv.AppendUint(out, g.n.Add(1), 36)
+	return string(out)
+}

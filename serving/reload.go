@@ -1,0 +1,85 @@
+package serving
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/signal"
+	"reflect"
+	"syscall"
+	"time"
+
+	"github.com/devflow/flowguard/internal/config"
+)
+
+// watchConfig reloads the policies on SIGHUP and whenever the file's
+// contents change. The embedded default has no file, so only SIGHUP is
+// watched, and it has nothing to reload.
+func (s *Server) watchConfig(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	var tick <-chan time.Time
+	if s.cfg.Path != "" && s.cfg.Server.ReloadEvery > 0 {
+		t := time.NewTicker(s.cfg.Server.ReloadEvery)
+		defer t.Stop()
+		tick = t.C
+	}
+	last, _ := os.ReadFile(s.cfg.Path)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			s.log.Info("SIGHUP: reloading policies", "config", s.cfg.Name)
+			_ = s.Reload()
+			last, _ = os.ReadFile(s.cfg.Path)
+		case <-tick:
+			data, err := os.ReadFile(s.cfg.Path)
+			if err != nil || bytes.Equal(data, last) {
+				if err != nil {
+					s.reloadFailed(err)
+				}
+				continue
+			}
+			last = data
+			s.log.Info("configuration file changed: reloading policies", "config", s.cfg.Name)
+			_ = s.Reload()
+		}
+	}
+}
+
+// Reload re-reads the configuration file and swaps in its policies. An
+// invalid file keeps the current policies: the error is logged, counted in
+// flowguard_policy_reloads_total{result="error"}, shown on /readyz and
+// returned. Changes outside the policies section need a restart, and a
+// warning says so.
+func (s *Server) Reload() error {
+	if s.cfg.Path == "" {
+		s.log.Info("running on the embedded default: nothing to reload")
+		return nil
+	}
+	next, err := config.Load(s.cfg.Path)
+	if err != nil {
+		s.reloadFailed(err)
+		return err
+	}
+	cur := s.current.Load()
+	if !reflect.DeepEqual(next.Server, cur.Server) || !reflect.DeepEqual(next.Redis, cur.Redis) {
+		s.log.Warn("server or redis settings changed: they apply after a restart; policies reloaded now", "config", next.Name)
+	}
+	s.policies.Store(next.Policies)
+	s.current.Store(next)
+	s.reloadErr.Store(nil)
+	s.reloadedAt.Store(time.Now().UnixMilli())
+	s.metrics.reloads.WithLabelValues("success").Inc()
+	s.log.Info("policies reloaded", "config", next.Name, "digest", next.Digest, "tiers", next.Policies.Tiers())
+	return nil
+}
+
+func (s *Server) reloadFailed(err error) {
+	msg := err.Error()
+	s.reloadErr.Store(&msg)
+	s.metrics.reloads.WithLabelValues("error").Inc()
+	s.log.Error("policy reload failed; keeping the current policies", "err", msg)
+}

@@ -1,0 +1,252 @@
+package serving
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/devflow/flowguard/fallback"
+	"github.com/devflow/flowguard/internal/config"
+	"github.com/devflow/flowguard/policy"
+	"github.com/redis/go-redis/v9"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fastjson"
+)
+
+// Options configures a Server beyond its configuration file.
+type Options struct {
+	// Logger receives the service's logs. Default: discard.
+	Logger *slog.Logger
+	// Addr overrides server.addr of the configuration.
+	Addr string
+}
+
+// Server is the decision service. Create it with New, run it with Run or
+// Serve, and Close it when done.
+type Server struct {
+	cfg      *config.Loaded // as started; server and redis settings never reload
+	addr     string
+	current  atomic.Pointer[config.Loaded]
+	policies atomic.Pointer[policy.Set]
+
+	limiter limiter
+	local   *fallback.MemoryStore // the in-memory store: the limiter itself, or Redis's fallback
+	share   float64               // this instance's share of a budget when deciding alone
+	redis   redis.UniversalClient
+	leased  *fallback.LeasedStore
+	redisUp atomic.Pointer[redisHealth]
+
+	metrics *metrics
+	log     *slog.Logger
+	ids     *idSource
+	parsers fastjson.ParserPool
+	bufs    sync.Pool
+
+	http       *fasthttp.Server
+	draining   atomic.Bool
+	reloadErr  atomic.Pointer[string]
+	reloadedAt atomic.Int64
+}
+
+type redisHealth struct {
+	ok     bool
+	detail string
+	at     time.Time
+}
+
+// New builds a Server from a validated configuration. It does not connect
+// to anything: Redis may be down at start, and decisions then fall back.
+func New(cfg *config.Loaded, opts Options) (*Server, error) {
+	if cfg == nil || cfg.Policies == nil {
+		return nil, errors.New("serving: configuration has no policies")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg:   cfg,
+		addr:  cfg.Server.Addr,
+		local: fallback.NewMemoryStore(fallback.MemoryOptions{}),
+		share: 1,
+		log:   log,
+		ids:   newIDSource(time.Now(), os.Getpid()),
+	}
+	if opts.Addr != "" {
+		s.addr = opts.Addr
+	}
+	s.current.Store(cfg)
+	s.policies.Store(cfg.Policies)
+	s.reloadedAt.Store(time.Now().UnixMilli())
+	s.bufs.New = func() any { b := make([]byte, 0, 512); return &b }
+
+	if rc := cfg.Redis; rc != nil {
+		s.redis = newRedisClient(rc)
+		s.share = 1 / float64(rc.Instances)
+		var remote interface {
+			Allow(context.Context, fallback.Key, fallback.Limit, int64) (fallback.Result, error)
+		}
+		store := fallback.NewRedisStore(s.redis, fallback.RedisOptions{Prefix: rc.Prefix, Timeout: rc.Timeout})
+		remote = store
+		if *rc.LeaseWindow > 0 {
+			s.leased = fallback.NewLeasedStore(store, fallback.LeaseOptions{Window: *rc.LeaseWindow})
+			remote = s.leased
+		}
+		s.limiter = fallback.NewResilient(remote, s.local, fallback.ResilientOptions{
+			Share:   s.share,
+			Breaker: fallback.BreakerOptions{Failures: rc.Breaker.Failures, OpenFor: rc.Breaker.OpenFor},
+		})
+		s.redisUp.Store(&redisHealth{detail: "not checked yet"})
+	} else {
+		s.limiter = s.local
+	}
+	s.metrics = newMetrics(s.limiter)
+	s.http = &fasthttp.Server{
+		Handler:                      s.Handler(),
+		ErrorHandler:                 s.transportError,
+		Name:                         "flowguard",
+		MaxRequestBodySize:           max(cfg.Server.MaxBodyBytes, cfg.Server.MaxBatchBodyBytes),
+		ReadTimeout:                  10 * time.Second,
+		WriteTimeout:                 10 * time.Second,
+		IdleTimeout:                  90 * time.Second,
+		CloseOnShutdown:              true,
+		NoDefaultDate:                true,
+		NoDefaultContentType:         true,
+		Logger:                       fasthttpLogger{log},
+		DisablePreParseMultipartForm: true,
+		SecureErrorLogMessage:        true,
+	}
+	return s, nil
+}
+
+func newRedisClient(rc *config.Redis) redis.UniversalClient {
+	o := &redis.UniversalOptions{
+		Addrs:      rc.Addrs,
+		Username:   rc.Username,
+		Password:   rc.RedisPassword(),
+		DB:         rc.DB,
+		PoolSize:   rc.PoolSize,
+		ClientName: "flowguard",
+	}
+	if rc.TLS {
+		o.TLSConfig = tlsConfig()
+	}
+	fallback.TuneOptions(o, rc.Timeout)
+	return redis.NewUniversalClient(o)
+}
+
+// Run listens on the configured address and serves until ctx is cancelled
+// (SIGTERM in the CLI), then stops accepting and drains in-flight requests
+// for at most server.shutdown_timeout. SIGHUP and changes to the
+// configuration file reload the policies.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.addr, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve is Run on a listener the caller made; it closes ln.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	bg, stopBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { stopBG(); wg.Wait() }()
+	wg.Add(2)
+	go func() { defer wg.Done(); s.watchConfig(bg) }()
+	go func() { defer wg.Done(); s.maintain(bg) }()
+
+	s.log.Info("flowguard serving", "addr", ln.Addr().String(), "config", s.cfg.Name,
+		"limiter", s.backendName(), "tiers", s.cfg.Policies.Tiers(), "gomaxprocs", runtime.GOMAXPROCS(0))
+	errc := make(chan error, 1)
+	go func() { errc <- s.http.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.draining.Store(true)
+	s.log.Info("draining", "timeout", s.cfg.Server.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.Server.ShutdownTimeout)
+	defer cancel()
+	if err := s.http.ShutdownWithContext(sctx); err != nil {
+		s.log.Warn("drain deadline passed; closing remaining connections", "err", err)
+		return nil
+	}
+	<-errc
+	s.log.Info("stopped")
+	return nil
+}
+
+// maintain evicts idle leases and checks Redis for readiness, once a second.
+func (s *Server) maintain(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		s.checkRedis(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.leased != nil {
+			s.leased.Sweep()
+		}
+	}
+}
+
+func (s *Server) checkRedis(ctx context.Context) {
+	if s.redis == nil {
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	h := &redisHealth{ok: true, detail: "ok", at: time.Now()}
+	err := s.redis.Ping(pctx).Err()
+	if err == nil {
+		err = fallback.NewRedisStore(s.redis, fallback.RedisOptions{Timeout: time.Second}).Load(pctx)
+	}
+	if err != nil {
+		h.ok, h.detail = false, err.Error()
+	}
+	if prev := s.redisUp.Swap(h); prev.ok != h.ok {
+		if h.ok {
+			s.log.Info("redis reachable", "addrs", s.cfg.Redis.Addrs)
+		} else {
+			s.log.Warn("redis unreachable; decisions fall back to this instance's share", "addrs", s.cfg.Redis.Addrs, "err", err)
+		}
+	}
+}
+
+func (s *Server) backendName() string {
+	if s.redis != nil {
+		return "redis"
+	}
+	return "memory"
+}
+
+// Close releases the Redis client and the in-memory store.
+func (s *Server) Close() error {
+	s.local.Close()
+	if s.redis != nil {
+		return s.redis.Close()
+	}
+	return nil
+}
+
+// fasthttpLogger sends fasthttp's own messages to slog.
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Warn(fmt.Sprintf(format, args...), "component", "http")
+}
+
+func tlsConfig() *tls.Config { return &tls.Config{MinVersion: tls.VersionTLS12} }

@@ -1,0 +1,188 @@
+package serving
+
+import (
+	"math"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/valyala/fastjson"
+)
+
+// DecideRequest is one gateway question: may this key make this request?
+type DecideRequest struct {
+	Key      string // required
+	Tenant   string // unknown or empty: the default tier
+	Endpoint string // "METHOD /path"
+	Cost     int64  // Default: 1
+	Region   string
+	ClientIP string
+}
+
+// Limits on request fields; longer values are rejected, not truncated.
+const (
+	maxKeyLen      = 256
+	maxFieldLen    = 512
+	maxBatchNested = 64
+)
+
+// apiError is a 4xx answer: {"error":{"code":…,"message":…}}.
+type apiError struct {
+	status  int
+	code    string
+	message string
+}
+
+func (e *apiError) Error() string { return e.code + ": " + e.message }
+
+func badRequest(code, message string) *apiError {
+	return &apiError{status: 400, code: code, message: message}
+}
+
+// parseDecide parses one decide request object. It never panics, whatever
+// the bytes.
+func parseDecide(p *fastjson.Parser, body []byte, maxCost int64) (DecideRequest, *apiError) {
+	if len(body) == 0 {
+		return DecideRequest{}, badRequest("empty_body", "request body is empty; send a JSON object with at least \"key\"")
+	}
+	v, err := p.ParseBytes(body)
+	if err != nil {
+		return DecideRequest{}, badRequest("malformed_json", "request body is not valid JSON: "+err.Error())
+	}
+	return decodeDecide(v, maxCost)
+}
+
+// decodeDecide validates one parsed request object.
+func decodeDecide(v *fastjson.Value, maxCost int64) (DecideRequest, *apiError) {
+	var r DecideRequest
+	obj, err := v.Object()
+	if err != nil {
+		return r, badRequest("wrong_type", "request must be a JSON object, got "+v.Type().String())
+	}
+	var bad *apiError
+	obj.Visit(func(k []byte, f *fastjson.Value) {
+		if bad != nil {
+			return
+		}
+		switch string(k) {
+		case "key":
+			r.Key, bad = stringField("key", f, maxKeyLen)
+		case "tenant":
+			r.Tenant, bad = stringField("tenant", f, maxFieldLen)
+		case "endpoint":
+			r.Endpoint, bad = stringField("endpoint", f, maxFieldLen)
+		case "region":
+			r.Region, bad = stringField("region", f, maxFieldLen)
+		case "client_ip":
+			r.ClientIP, bad = stringField("client_ip", f, maxFieldLen)
+		case "cost":
+			r.Cost, bad = costField(f, maxCost)
+		}
+	})
+	if bad != nil {
+		return DecideRequest{}, bad
+	}
+	if r.Key == "" {
+		return DecideRequest{}, badRequest("missing_key", "\"key\" is required and must be a non-empty string")
+	}
+	if r.Cost == 0 {
+		r.Cost = 1
+	}
+	return r, nil
+}
+
+func stringField(name string, v *fastjson.Value, maxLen int) (string, *apiError) {
+	if v.Type() == fastjson.TypeNull {
+		return "", nil
+	}
+	b, err := v.StringBytes()
+	if err != nil {
+		return "", badRequest("wrong_type", "\""+name+"\" must be a string, got "+v.Type().String())
+	}
+	if len(b) > maxLen {
+		return "", badRequest("field_too_long", "\""+name+"\" is longer than "+strconv.Itoa(maxLen)+" bytes")
+	}
+	if !utf8.Valid(b) {
+		return "", badRequest("invalid_utf8", "\""+name+"\" is not valid UTF-8")
+	}
+	return string(b), nil
+}
+
+func costField(v *fastjson.Value, maxCost int64) (int64, *apiError) {
+	if v.Type() != fastjson.TypeNumber {
+		return 0, badRequest("wrong_type", "\"cost\" must be a whole number, got "+v.Type().String())
+	}
+	n, err := v.Int64()
+	if err != nil {
+		f, ferr := v.Float64()
+		switch {
+		case ferr == nil && f != math.Trunc(f):
+			return 0, badRequest("invalid_cost", "\"cost\" must be a whole number, got "+string(v.MarshalTo(nil)))
+		default:
+			return 0, badRequest("invalid_cost", "\"cost\" "+string(v.MarshalTo(nil))+" is out of range 1.."+strconv.FormatInt(maxCost, 10))
+		}
+	}
+	if n < 1 || n > maxCost {
+		return 0, badRequest("invalid_cost", "\"cost\" "+strconv.FormatInt(n, 10)+" is out of range 1.."+strconv.FormatInt(maxCost, 10))
+	}
+	return n, nil
+}
+
+// appendJSONString appends s as a JSON string literal.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// appendError appends {"error":{"code":…,"message":…}}.
+func appendError(b []byte, e *apiError) []byte {
+	b = append(b, `{"error":{"code":`...)
+	b = appendJSONString(b, e.code)
+	b = append(b, `,"message":`...)
+	b = appendJSONString(b, e.message)
+	return append(b, "}}"...)
+}
+
+// appendFloat appends a float the way encoding/json would: shortest form.
+func appendFloat(b []byte, f float64) []byte {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return append(b, '0')
+	}
+	return strconv.AppendFloat(b, f, 'g', -1, 64)
+}
