@@ -93,6 +93,7 @@ func (c *compiler) compile(doc Doc) *Set {
 		return s
 	}
 	tierSpecs := make(map[string]Spec)
+	broken := make(map[string]bool) // reported once already
 	for _, name := range sortedKeys(doc.Tiers) {
 		spec := doc.Tiers[name]
 		path := []string{"tiers", name}
@@ -102,14 +103,17 @@ func (c *compiler) compile(doc Doc) *Set {
 		}
 		if spec.Rate == nil {
 			c.errorf(path, "rate is required for a tier")
+			broken[name] = true
 			continue
 		}
 		full := withDefaults(spec)
 		before := len(c.errs)
 		s.tiers[name] = c.table(name, name, "", full, nil, path)
 		s.tierNames = append(s.tierNames, name)
-		if len(c.errs) == before { // a broken tier is reported once, not again for each tenant
+		if len(c.errs) == before {
 			tierSpecs[name] = full
+		} else {
+			broken[name] = true
 		}
 	}
 	def := doc.DefaultTier
@@ -119,6 +123,7 @@ func (c *compiler) compile(doc Doc) *Set {
 	switch t := s.tiers[def]; {
 	case t != nil:
 		s.defaultTier = t
+	case broken[def]:
 	case doc.DefaultTier != "":
 		c.errorf([]string{"default_tier"}, "unknown tier %q (tiers: %s)", def, strings.Join(s.tierNames, ", "))
 	default:
@@ -137,7 +142,7 @@ func (c *compiler) compile(doc Doc) *Set {
 		}
 		tierSpec, ok := tierSpecs[tier]
 		if !ok {
-			if s.tiers[tier] == nil {
+			if !broken[tier] { // a broken tier is reported once, not again for each tenant
 				c.errorf(append(path, "tier"), "unknown tier %q (tiers: %s)", tier, strings.Join(s.tierNames, ", "))
 			}
 			continue
@@ -241,7 +246,7 @@ func (c *compiler) rule(s Spec, path []string) *Rule {
 	if p := *s.Period; p < time.Millisecond || p > maxPeriod {
 		c.errorf(at("period"), "period %s must be between 1ms and %s", p, maxPeriod)
 	}
-	if b := *s.Burst; b <= 0 || b > maxRate {
+	if b := *s.Burst; (b <= 0 || b > maxRate) && s.Burst != s.Rate { // a burst that follows a bad rate is not a second error
 		c.errorf(at("burst"), "burst %d must be between 1 and %d", b, maxRate)
 	}
 	floor, ceiling := *s.Floor, *s.Ceiling
@@ -262,7 +267,7 @@ func (c *compiler) rule(s Spec, path []string) *Rule {
 	}
 	l := fallback.Limit{Rate: *s.Rate, Burst: *s.Burst, Period: *s.Period}
 	if err := l.Validate(); err != nil {
-		c.errorf(at("rate"), "%v", err)
+		c.errorf(at("rate"), "%v", strings.TrimPrefix(err.Error(), "fallback: "))
 		return nil
 	}
 	return &Rule{Limit: l, Floor: floor, Ceiling: ceiling, ML: ml, AutoBlock: *s.AutoBlock, Audit: *s.Audit}

@@ -89,6 +89,7 @@ func New(cfg *config.Loaded, opts Options) (*Server, error) {
 	s.bufs.New = func() any { b := make([]byte, 0, 512); return &b }
 
 	if rc := cfg.Redis; rc != nil {
+		redis.SetLogger(redisLogger{log}) // go-redis logs through a process-wide hook
 		s.redis = newRedisClient(rc)
 		s.share = 1 / float64(rc.Instances)
 		var remote interface {
@@ -240,6 +241,15 @@ func (s *Server) Close() error {
 		return s.redis.Close()
 	}
 	return nil
+}
+
+// redisLogger sends go-redis's messages (mostly failed dials during an
+// outage, one per attempt) to slog at debug level: the outage itself is
+// logged once, by the readiness check, and counted in metrics.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, args ...any) {
+	l.log.DebugContext(ctx, fmt.Sprintf(format, args...), "component", "redis")
 }
 
 // fasthttpLogger sends fasthttp's own messages to slog.

@@ -126,7 +126,7 @@ func child(n *yaml.Node, key string) *yaml.Node {
 var (
 	lineRE     = regexp.MustCompile(`^line (\d+): (.*)$`)
 	syntaxRE   = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-	unknownRE  = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
+	unknownRE  = regexp.MustCompile(`^field (.+) not found in type \S+$`)
 	mismatchRE = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (\\S+)$")
 	kindRE     = regexp.MustCompile(`^cannot unmarshal !!(\w+) into (\S+)$`)
 )

@@ -1,0 +1,144 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/devflow/flowguard/examples"
+	"github.com/devflow/flowguard/internal/yamlx"
+)
+
+// TestBadFiles pins the exact message for each rule: a person fixing the
+// file reads these, so they must name the file, the line and the problem.
+func TestBadFiles(t *testing.T) {
+	cases := map[string]string{
+		"bad_unknown_key.yaml":           `testdata/bad_unknown_key.yaml:5: unknown key "flor"`,
+		"bad_floor_above_ceiling.yaml":   `testdata/bad_floor_above_ceiling.yaml:6: policies.tiers.free.floor: floor 3 is above ceiling 2`,
+		"bad_rate_negative.yaml":         `testdata/bad_rate_negative.yaml:4: policies.tiers.free.rate: rate -5 must be a positive number of requests per period`,
+		"bad_rate_not_number.yaml":       `testdata/bad_rate_not_number.yaml:4: "fast" is not a whole number`,
+		"bad_rate_too_fast.yaml":         `testdata/bad_rate_too_fast.yaml:4: policies.tiers.free.rate: invalid limit: 5000 per 1ms is faster than one request per microsecond`,
+		"bad_period.yaml":                `testdata/bad_period.yaml:5: "1 fortn..." is not a duration such as 500ms, 10s or 1m`,
+		"bad_period_bare_number.yaml":    `testdata/bad_period_bare_number.yaml:5: "60" is not a duration such as 500ms, 10s or 1m`,
+		"bad_ml_mode.yaml":               `testdata/bad_ml_mode.yaml:5: policies.tiers.free.ml: ml is "maybe", want on, shadow or off`,
+		"bad_unknown_tier.yaml":          `testdata/bad_unknown_tier.yaml:7: policies.tenants.acme.tier: unknown tier "platinum" (tiers: free)`,
+		"bad_default_tier.yaml":          `testdata/bad_default_tier.yaml:2: policies.default_tier: unknown tier "gold" (tiers: free)`,
+		"bad_no_tiers.yaml":              `testdata/bad_no_tiers.yaml:1: policies: at least one tier is required under tiers`,
+		"bad_endpoint_pattern.yaml":      `testdata/bad_endpoint_pattern.yaml:7: policies.tiers.free.endpoints.post payments: endpoint pattern must be "/path", "METHOD /path" or end in "/*" for a prefix`,
+		"bad_duplicate_key.yaml":         `testdata/bad_duplicate_key.yaml:5: mapping key "rate" already defined at line 4`,
+		"bad_syntax.yaml":                `testdata/bad_syntax.yaml:2: invalid YAML: did not find expected key`,
+		"bad_deny_and_allow.yaml":        `testdata/bad_deny_and_allow.yaml:6: policies.allow: key "k1" is on both the deny and the allow list`,
+		"bad_tier_missing_rate.yaml":     `testdata/bad_tier_missing_rate.yaml:4: policies.tiers.free: rate is required for a tier`,
+		"bad_server_value.yaml":          `testdata/bad_server_value.yaml:3: server.log_level: "loud", want debug, info, warn or error`,
+		"bad_redis_no_addrs.yaml":        `testdata/bad_redis_no_addrs.yaml:2: redis.addrs: at least one host:port is required`,
+		"bad_empty.yaml":                 `testdata/bad_empty.yaml: file is empty`,
+		"bad_tenant_endpoint_burst.yaml": `testdata/bad_tenant_endpoint_burst.yaml:9: policies.tenants.acme.endpoints.POST /v1/payments.burst: burst 0 must be between 1 and 1000000000`,
+		"bad_two_documents.yaml":         `testdata/bad_two_documents.yaml:5: more than one YAML document`,
+	}
+	files, _ := filepath.Glob("testdata/bad_*.yaml")
+	if len(files) != len(cases) {
+		t.Errorf("%d bad_*.yaml files but %d cases: every file needs its expected message", len(files), len(cases))
+	}
+	for name, want := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := Load(filepath.Join("testdata", name))
+			if err == nil {
+				t.Fatal("loaded without error")
+			}
+			if got := err.Error(); got != want {
+				t.Fatalf("error\n got: %s\nwant: %s", got, want)
+			}
+			var ye *yamlx.Error
+			var yes yamlx.Errors
+			if !errors.As(err, &ye) && !errors.As(err, &yes) {
+				t.Fatalf("error %T is not a yamlx error", err)
+			}
+		})
+	}
+}
+
+func TestMissingFile(t *testing.T) {
+	_, err := Load("testdata/no_such_file.yaml")
+	if err == nil || !strings.HasPrefix(err.Error(), "testdata/no_such_file.yaml: ") || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("err = %v, want one naming the file and wrapping ErrNotExist", err)
+	}
+}
+
+func TestEveryExampleLoads(t *testing.T) {
+	files, _ := filepath.Glob("../../examples/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no examples found")
+	}
+	for _, f := range files {
+		if strings.Contains(f, "experiments") || strings.Contains(f, "scenario") {
+			continue // other formats, checked by their own packages
+		}
+		if _, err := Load(f); err != nil {
+			t.Errorf("%v", err)
+		}
+	}
+}
+
+func TestDefaultIsTheExampleFile(t *testing.T) {
+	onDisk, err := os.ReadFile("../../examples/policies.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(onDisk) != string(examples.Policies) {
+		t.Fatal("embedded default differs from examples/policies.yaml")
+	}
+	d, err := Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Redis != nil || d.Path != "" {
+		t.Fatalf("embedded default must be in-memory and unwatched, got redis=%v path=%q", d.Redis, d.Path)
+	}
+	for _, tier := range []string{"free", "pro", "enterprise"} {
+		if d.Policies.Tier(tier) == nil {
+			t.Errorf("embedded default lacks tier %q", tier)
+		}
+	}
+}
+
+func TestDefaultsFilled(t *testing.T) {
+	l, err := Parse("inline.yaml", []byte("redis:\n  addrs: [\"127.0.0.1:6379\"]\npolicies:\n  tiers:\n    free:\n      rate: 10\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, r := l.Server, l.Redis
+	if s.Addr != ":8080" || s.MaxBodyBytes != 65536 || s.MaxBatch != 500 || s.MaxCost != 10000 {
+		t.Errorf("server defaults = %+v", s)
+	}
+	if r.Timeout.String() != "5ms" || r.Instances != 1 || r.LeaseWindow.String() != "50ms" || r.Prefix != "fg:" {
+		t.Errorf("redis defaults = %+v", r)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(examples.Policies)
+	files, _ := filepath.Glob("testdata/*.yaml")
+	for _, p := range files {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		l, err := Parse("fuzz.yaml", data)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "fuzz.yaml") {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			return
+		}
+		// Whatever loaded must resolve without panicking.
+		r := l.Policies.Resolve("any", "GET /v1/x?y")
+		if r == nil || r.Limit.Validate() != nil {
+			t.Fatalf("loaded policies resolve to an unusable rule: %+v", r)
+		}
+	})
+}

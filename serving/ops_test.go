@@ -1,0 +1,188 @@
+package serving
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/devflow/flowguard/internal/config"
+)
+
+func TestMetricsPassPromtool(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("promtool is not installed, and CI=true forbids skipping: %v", err)
+		}
+		t.Skipf("promtool not installed (apt-get install prometheus): %v", err)
+	}
+	ts := startServer(t, mustParse(t, testPolicies))
+	post(t, ts.URL+"/v1/decide", `{"key":"p1"}`)
+	post(t, ts.URL+"/v1/decide", `{"key":""}`)
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(scrape(t, ts.URL))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func limitOf(t testing.TB, url string) int64 {
+	_, body := post(t, url+"/v1/decide", `{"key":"reload-probe-`+time.Now().Format("150405.000000000")+`"}`)
+	return decode[wireDecision](t, body).Limit
+}
+
+func TestReloadOnFileChange(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "flowguard.yaml")
+	write := func(rate string) {
+		if err := os.WriteFile(path, []byte("server:\n  reload_every: 20ms\npolicies:\n  tiers:\n    free:\n      rate: "+rate+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("10")
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, cfg)
+	if got := limitOf(t, ts.URL); got != 10 {
+		t.Fatalf("limit = %d, want 10", got)
+	}
+	write("20")
+	waitFor(t, "the new rate to apply", func() bool { return limitOf(t, ts.URL) == 20 })
+
+	write("-1")
+	waitFor(t, "the reload error to be counted", func() bool {
+		return strings.Contains(scrape(t, ts.URL), `flowguard_policy_reloads_total{result="error"} 1`)
+	})
+	if got := limitOf(t, ts.URL); got != 20 {
+		t.Fatalf("an invalid file replaced the policy: limit = %d, want 20", got)
+	}
+	resp, err := client.Get(ts.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	n, _ := resp.Body.Read(buf)
+	b.Write(buf[:n])
+	resp.Body.Close()
+	if !strings.Contains(b.String(), "rate -1 must be a positive number") {
+		t.Fatalf("readyz does not show the reload error: %s", b.String())
+	}
+}
+
+func TestReloadOnSIGHUP(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "flowguard.yaml")
+	write := func(rate string) {
+		if err := os.WriteFile(path, []byte("server:\n  reload_every: -1s\npolicies:\n  tiers:\n    free:\n      rate: "+rate+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("10")
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, cfg)
+	limitOf(t, ts.URL) // the watcher is running once the server answers
+	write("30")
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "SIGHUP to reload", func() bool { return limitOf(t, ts.URL) == 30 })
+	if !strings.Contains(scrape(t, ts.URL), `flowguard_policy_reloads_total{result="success"} 1`) {
+		t.Fatal("successful reload not counted")
+	}
+}
+
+// TestGracefulShutdown cancels Serve while requests flow: every request
+// that was accepted gets its answer, and then the port is closed.
+func TestGracefulShutdown(t *testing.T) {
+	cfg := mustParse(t, testPolicies)
+	srv, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+
+	var answered, refused, bad atomic.Int64
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &http.Client{Timeout: 5 * time.Second}
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := c.Post(url+"/v1/decide", "application/json", strings.NewReader(`{"key":"g`+string(rune('a'+w))+`"}`))
+				if err != nil {
+					refused.Add(1)
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					bad.Add(1)
+				}
+				answered.Add(1)
+			}
+		}()
+	}
+	waitFor(t, "traffic", func() bool { return answered.Load() > 200 })
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Serve did not return after cancel")
+	}
+	close(stop)
+	wg.Wait()
+	if bad.Load() != 0 {
+		t.Fatalf("%d non-200 answers during shutdown", bad.Load())
+	}
+	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		t.Fatal("port still accepts connections after shutdown")
+	} else if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Logf("dial after shutdown: %v", err)
+	}
+	t.Logf("%d answered, %d refused after close, 0 failed", answered.Load(), refused.Load())
+}
