@@ -18,8 +18,15 @@ type LeaseOptions struct {
 	// a slow key leases one token at a time (every decision is exact) and a
 	// hot key a chunk. Default: 50ms.
 	Window time.Duration
+	// TTL is how long leased tokens stay spendable; what is left then is
+	// dropped. Default: 1s.
+	TTL time.Duration
 	// MaxChunk caps a lease. Default: 64.
 	MaxChunk int64
+	// Instances is how many instances lease from the same store. A lease
+	// never exceeds Burst/(4·Instances), so all instances together hold at
+	// most a quarter of any burst. Default: 1.
+	Instances int
 	// Clock returns the current time. Default: time.Now.
 	Clock func() time.Time
 }
@@ -29,18 +36,23 @@ type LeaseOptions struct {
 // retry-after passes, so a throttled key does not cost a round trip either.
 //
 // It never admits more than the remote store granted: every leased token
-// was taken from the shared GCRA state first. A token may be spent up to
-// Window after it was granted, so over any interval W one key is admitted at
-// most Burst + Rate·(W + Window) across all instances. What a lease costs is
-// the other side: up to Rate·Window tokens per instance may sit unused until
-// they expire, a short under-admission that only hot keys see.
+// was taken from the shared GCRA state first. Leased tokens are spent later
+// than they were granted, so over any interval W one key is admitted at most
+// Burst + Rate·W + N·chunk across N instances, where chunk ≤ min(Rate·Window,
+// MaxChunk, Burst/(4N)): at most a quarter of the burst over the exact GCRA
+// bound. The other side is under-admission: tokens still leased when the TTL
+// ends are dropped, at most one chunk per instance per TTL, which only a
+// key using less than Window/TTL of its budget can lose, and the Burst/(4N)
+// cap leaves three quarters of every burst to whichever instance needs it.
 //
 // Concurrent misses of one key share one remote call. It is safe for
 // concurrent use.
 type LeasedStore struct {
-	remote   remoteStore
-	window   int64 // µs
-	maxChunk int64
+	remote    remoteStore
+	window    int64 // µs
+	ttl       int64 // µs
+	maxChunk  int64
+	instances int64
 	clock    func() time.Time
 	shards   [256]leaseShard
 }
@@ -67,9 +79,16 @@ func NewLeasedStore(remote *RedisStore, opts LeaseOptions) *LeasedStore {
 }
 
 func newLeasedStore(remote remoteStore, opts LeaseOptions) *LeasedStore {
-	s := &LeasedStore{remote: remote, window: opts.Window.Microseconds(), maxChunk: opts.MaxChunk, clock: opts.Clock}
+	s := &LeasedStore{remote: remote, window: opts.Window.Microseconds(), ttl: opts.TTL.Microseconds(),
+		maxChunk: opts.MaxChunk, instances: int64(opts.Instances), clock: opts.Clock}
 	if s.window <= 0 {
 		s.window = (50 * time.Millisecond).Microseconds()
+	}
+	if s.ttl <= 0 {
+		s.ttl = time.Second.Microseconds()
+	}
+	if s.instances < 1 {
+		s.instances = 1
 	}
 	if s.maxChunk <= 0 {
 		s.maxChunk = 64
@@ -86,7 +105,7 @@ func newLeasedStore(remote remoteStore, opts LeaseOptions) *LeasedStore {
 // chunk is what one lease takes: the tokens l earns in the window, capped.
 func (s *LeasedStore) chunk(l Limit) int64 {
 	c := s.window / l.interval()
-	return max(1, min(c, s.maxChunk, l.Burst/4))
+	return max(1, min(c, s.maxChunk, l.Burst/(4*s.instances)))
 }
 
 // Allow decides a request of cost n for key under limit l, from a lease
@@ -114,6 +133,13 @@ func (s *LeasedStore) Allow(ctx context.Context, key Key, l Limit, n int64) (Res
 		if le.tokens >= n {
 			le.tokens -= n
 			res := Result{Allowed: n, Remaining: le.tokens + le.remaining, ResetAfter: micros(max(le.resetAt-now, 0))}
+			if le.fetching == nil && (le.tokens < s.chunk(l)/2 || now > le.expires-s.ttl/4) {
+				// Running low or old: top up in the background, so a key
+				// with steady traffic never waits on Redis.
+				done := make(chan struct{})
+				le.fetching = done
+				go s.refill(sh, key, le, l, done)
+			}
 			sh.mu.Unlock()
 			return res, nil
 		}
@@ -162,11 +188,33 @@ func (s *LeasedStore) Allow(ctx context.Context, key Key, l Limit, n int64) (Res
 		}
 		le.deniedUntil = 0
 		le.tokens += held + res.Allowed - n
-		le.expires = now + s.window
+		le.expires = now + s.ttl
 		out := Result{Allowed: n, Remaining: le.tokens + res.Remaining, ResetAfter: res.ResetAfter}
 		sh.mu.Unlock()
 		return out, nil
 	}
+}
+
+// refill tops a lease up with one chunk. A failure is not reported: the
+// next decision that finds the lease empty calls the store itself and sees
+// the error.
+func (s *LeasedStore) refill(sh *leaseShard, key Key, le *lease, l Limit, done chan struct{}) {
+	res, err := s.remote.take(context.Background(), key, l, 1, s.chunk(l))
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	le.fetching = nil
+	close(done)
+	if err != nil || res.Allowed == 0 {
+		return
+	}
+	now := s.clock().UnixMicro()
+	if now >= le.expires {
+		le.tokens = 0
+	}
+	le.tokens += res.Allowed
+	le.expires = now + s.ttl
+	le.remaining = res.Remaining
+	le.resetAt = now + res.ResetAfter.Microseconds()
 }
 
 // Sweep drops leases that are spent or expired and have no call in flight.

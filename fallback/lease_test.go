@@ -30,7 +30,7 @@ func TestLeasedInstancesNeverExceedTheSharedBudget(t *testing.T) {
 	var admitted atomic.Int64
 	var wg sync.WaitGroup
 	for range instances {
-		s := newLeasedStore(remote, LeaseOptions{Clock: clock.Now})
+		s := newLeasedStore(remote, LeaseOptions{Clock: clock.Now, Instances: instances})
 		for range workers {
 			wg.Add(1)
 			go func() {
@@ -49,7 +49,7 @@ func TestLeasedInstancesNeverExceedTheSharedBudget(t *testing.T) {
 	wg.Wait()
 	got := admitted.Load()
 	// Each instance may strand at most one chunk (Rate·Window, capped) unspent.
-	chunk := newLeasedStore(remote, LeaseOptions{}).chunk(l)
+	chunk := newLeasedStore(remote, LeaseOptions{Instances: instances}).chunk(l)
 	if got > l.Burst || got < l.Burst-instances*chunk {
 		t.Fatalf("admitted %d, want within [%d, %d]", got, l.Burst-instances*chunk, l.Burst)
 	}
@@ -94,7 +94,7 @@ func TestLeaseExpires(t *testing.T) {
 	srv := testredis.Start(t)
 	clock := newFakeClock()
 	remote := &countingRemote{RedisStore: NewRedisStore(srv.Client(), RedisOptions{Clock: clock.Now, Timeout: time.Second})}
-	s := newLeasedStore(remote, LeaseOptions{Clock: clock.Now, Window: 50 * time.Millisecond})
+	s := newLeasedStore(remote, LeaseOptions{Clock: clock.Now, Window: 50 * time.Millisecond, TTL: 100 * time.Millisecond})
 	l := Limit{Rate: 1000, Burst: 1000, Period: time.Second}
 	for range 2 {
 		if _, err := s.Allow(context.Background(), Key{Name: "k"}, l, 1); err != nil {
@@ -104,7 +104,7 @@ func TestLeaseExpires(t *testing.T) {
 	if c := remote.calls.Load(); c != 1 {
 		t.Fatalf("remote calls = %d, want 1 (second decision from the lease)", c)
 	}
-	clock.Advance(51 * time.Millisecond)
+	clock.Advance(101 * time.Millisecond)
 	if _, err := s.Allow(context.Background(), Key{Name: "k"}, l, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -117,5 +117,56 @@ func TestLeaseExpires(t *testing.T) {
 	clock.Advance(time.Second)
 	if n := s.Sweep(); n != 1 {
 		t.Fatalf("swept %d expired leases, want 1", n)
+	}
+}
+
+// gatedRemote holds every call until the test opens the gate.
+type gatedRemote struct {
+	*RedisStore
+	gate  chan struct{}
+	calls atomic.Int64
+}
+
+func (g *gatedRemote) take(ctx context.Context, key Key, l Limit, n, upTo int64) (Result, error) {
+	if g.calls.Add(1) > 1 {
+		<-g.gate
+	}
+	return g.RedisStore.take(ctx, key, l, n, upTo)
+}
+
+// TestLeaseRefillsInBackground: a key with steady traffic tops its lease up
+// while it still has tokens, so its decisions do not wait on Redis.
+func TestLeaseRefillsInBackground(t *testing.T) {
+	srv := testredis.Start(t)
+	clock := newFakeClock()
+	remote := &gatedRemote{RedisStore: NewRedisStore(srv.Client(), RedisOptions{Clock: clock.Now, Timeout: time.Second}), gate: make(chan struct{})}
+	s := newLeasedStore(remote, LeaseOptions{Clock: clock.Now})
+	l := Limit{Rate: 1000, Burst: 1000, Period: time.Second} // chunk = 50
+	if c := s.chunk(l); c != 50 {
+		t.Fatalf("chunk = %d, want 50", c)
+	}
+	// The first call leases 50; spending past half of them starts a refill
+	// that blocks at the gate, yet the remaining tokens keep answering.
+	for i := range 50 {
+		res, err := s.Allow(context.Background(), Key{Name: "steady"}, l, 1)
+		if err != nil || !res.OK() {
+			t.Fatalf("decision %d: %+v %v", i, res, err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for remote.calls.Load() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("remote calls = %d, want the first lease and one background refill", remote.calls.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(remote.gate)
+	// The 51st decision waits for the refill in flight rather than making
+	// a call of its own, and is served from it.
+	if res, err := s.Allow(context.Background(), Key{Name: "steady"}, l, 1); err != nil || !res.OK() {
+		t.Fatalf("after the refill: %+v %v", res, err)
+	}
+	if c := remote.calls.Load(); c != 2 {
+		t.Fatalf("remote calls = %d: decisions went to Redis instead of the refilled lease", c)
 	}
 }

@@ -98,7 +98,7 @@ func New(cfg *config.Loaded, opts Options) (*Server, error) {
 		store := fallback.NewRedisStore(s.redis, fallback.RedisOptions{Prefix: rc.Prefix, Timeout: rc.Timeout})
 		remote = store
 		if *rc.LeaseWindow > 0 {
-			s.leased = fallback.NewLeasedStore(store, fallback.LeaseOptions{Window: *rc.LeaseWindow})
+			s.leased = fallback.NewLeasedStore(store, fallback.LeaseOptions{Window: *rc.LeaseWindow, TTL: rc.LeaseTTL, Instances: rc.Instances})
 			remote = s.leased
 		}
 		s.limiter = fallback.NewResilient(remote, s.local, fallback.ResilientOptions{

@@ -68,6 +68,8 @@ type Redis struct {
 	// LeaseWindow sizes budget leases (see fallback.LeasedStore); 0 turns
 	// leasing off: one Redis call per decision. Default: 50ms.
 	LeaseWindow *time.Duration `yaml:"lease_window"`
+	// LeaseTTL is how long leased tokens stay spendable. Default: 1s.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
 	Breaker     Breaker        `yaml:"breaker"`
 }
 
@@ -205,6 +207,9 @@ func (r *Redis) defaults() {
 	if r.Instances == 0 {
 		r.Instances = 1
 	}
+	if r.LeaseTTL == 0 {
+		r.LeaseTTL = time.Second
+	}
 	if r.LeaseWindow == nil {
 		w := 50 * time.Millisecond
 		r.LeaseWindow = &w
@@ -227,6 +232,9 @@ func (r *Redis) validate(d *yamlx.Doc) yamlx.Errors {
 	}
 	if *r.LeaseWindow < 0 || *r.LeaseWindow > 10*time.Second {
 		bad("lease_window", "%s must be between 0 and 10s", *r.LeaseWindow)
+	}
+	if r.LeaseTTL < *r.LeaseWindow || r.LeaseTTL > time.Minute {
+		bad("lease_ttl", "%s must be at least lease_window and at most 1m", r.LeaseTTL)
 	}
 	if r.PoolSize < 0 {
 		bad("pool_size", "%d must not be negative", r.PoolSize)
