@@ -53,8 +53,8 @@ type LeasedStore struct {
 	ttl       int64 // µs
 	maxChunk  int64
 	instances int64
-	clock    func() time.Time
-	shards   [256]leaseShard
+	clock     func() time.Time
+	shards    [256]leaseShard
 }
 
 type leaseShard struct {

@@ -18,16 +18,25 @@ import (
 // decisions say fallback with a reason, and the service returns to Redis
 // by itself when it is back.
 func TestRedisOutageWhileRequestsFlow(t *testing.T) {
+	// Leases keep serving for up to lease_ttl after Redis goes; both the
+	// leased path and the one-call-per-decision path must fall back.
+	for name, lease := range map[string]string{"leased": "lease_window: 50ms\n  lease_ttl: 100ms", "per-call": "lease_window: 0s"} {
+		t.Run(name, func(t *testing.T) { testRedisOutage(t, lease) })
+	}
+}
+
+func testRedisOutage(t *testing.T, lease string) {
 	rs := testredis.Start(t)
 	cfg := mustParse(t, fmt.Sprintf(`
 redis:
   addrs: [%q]
   instances: 2
+  %s
   breaker: {failures: 3, open_for: 50ms}
 policies:
   tiers:
     free: {rate: 100000, period: 1s, burst: 100000}
-`, rs.Addr()))
+`, rs.Addr(), lease))
 	ts := startServer(t, cfg)
 
 	type sample struct {
@@ -76,7 +85,9 @@ policies:
 	rs.Stop()
 	under5Before, totalBefore := histogramAt(t, ts.URL, "0.005")
 	before := count()
-	waitFor(t, "traffic during the outage", func() bool { return count() > before+1500 })
+	waitFor(t, "traffic during the outage", func() bool {
+		return count() > before+1500 && time.Since(outageStart) > 500*time.Millisecond
+	})
 	under5After, totalAfter := histogramAt(t, ts.URL, "0.005")
 	outageEnd := time.Now()
 	rs.Restart()

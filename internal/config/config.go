@@ -70,7 +70,7 @@ type Redis struct {
 	LeaseWindow *time.Duration `yaml:"lease_window"`
 	// LeaseTTL is how long leased tokens stay spendable. Default: 1s.
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
-	Breaker     Breaker        `yaml:"breaker"`
+	Breaker  Breaker       `yaml:"breaker"`
 }
 
 // Breaker configures the Redis circuit breaker.

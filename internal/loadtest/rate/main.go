@@ -113,7 +113,9 @@ func main() {
 
 	slices.Sort(lat)
 	slices.Sort(svc)
-	at := func(xs []time.Duration, p float64) float64 { return float64(xs[min(len(xs)-1, int(p*float64(len(xs))))].Microseconds()) }
+	at := func(xs []time.Duration, p float64) float64 {
+		return float64(xs[min(len(xs)-1, int(p*float64(len(xs))))].Microseconds())
+	}
 	q := func(p float64) float64 { return at(lat, p) }
 	r := report{Rate: *rate, Sent: total, Errors: int(errs.Load()), Non2xx: int(non2xx.Load()),
 		Achieved: float64(total) / elapsed.Seconds(), P50us: q(0.50), P90us: q(0.90), P99us: q(0.99), P999us: q(0.999), MaxUs: float64(lat[len(lat)-1].Microseconds())}
