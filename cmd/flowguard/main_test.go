@@ -1,0 +1,46 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestCLI(t *testing.T) {
+	cases := map[string]struct {
+		args   []string
+		code   int
+		stdout string // substring
+		stderr string // substring
+	}{
+		"no command":            {nil, 2, "", "Usage:"},
+		"unknown command":       {[]string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
+		"help":                  {[]string{"--help"}, 0, "flowguard serve", ""},
+		"version":               {[]string{"version"}, 0, "flowguard", ""},
+		"validate good file":    {[]string{"config", "validate", "../../examples/policies.yaml"}, 0, "../../examples/policies.yaml: ok (3 tiers, in-memory limiter", ""},
+		"validate redis file":   {[]string{"config", "validate", "../../examples/redis.yaml"}, 0, "redis limiter", ""},
+		"validate bad file":     {[]string{"config", "validate", "../../internal/config/testdata/bad_floor_above_ceiling.yaml"}, 1, "", "bad_floor_above_ceiling.yaml:6: policies.tiers.free.floor: floor 3 is above ceiling 2"},
+		"validate missing file": {[]string{"config", "validate", "nope.yaml"}, 1, "", "nope.yaml: cannot read: no such file or directory"},
+		"validate no file":      {[]string{"config", "validate"}, 2, "", "usage: flowguard config validate FILE"},
+		"config without verb":   {[]string{"config"}, 2, "", "usage: flowguard config validate FILE"},
+		"serve help":            {[]string{"serve", "--help"}, 0, "", "-config FILE"},
+		"serve bad flag":        {[]string{"serve", "--port", "1"}, 2, "", "flag provided but not defined: -port"},
+		"serve stray argument":  {[]string{"serve", "extra"}, 1, "", `unexpected argument "extra"`},
+		"serve bad config":      {[]string{"serve", "--config", "../../internal/config/testdata/bad_unknown_key.yaml"}, 1, "", `bad_unknown_key.yaml:5: unknown key "flor"`},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := run(c.args, &out, &errOut)
+			if code != c.code {
+				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, c.code, out.String(), errOut.String())
+			}
+			if !strings.Contains(out.String(), c.stdout) {
+				t.Errorf("stdout %q lacks %q", out.String(), c.stdout)
+			}
+			if !strings.Contains(errOut.String(), c.stderr) {
+				t.Errorf("stderr %q lacks %q", errOut.String(), c.stderr)
+			}
+		})
+	}
+}
