@@ -36,10 +36,15 @@ func (s *Server) watchConfig(ctx context.Context) {
 			last, _ = os.ReadFile(s.cfg.Path)
 		case <-tick:
 			data, err := os.ReadFile(s.cfg.Path)
-			if err != nil || bytes.Equal(data, last) {
-				if err != nil {
+			if err != nil {
+				// Report an unreadable file once, not every tick: it is
+				// often a deploy swapping the file in.
+				if prev := s.reloadErr.Load(); prev == nil || *prev != err.Error() {
 					s.reloadFailed(err)
 				}
+				continue
+			}
+			if bytes.Equal(data, last) {
 				continue
 			}
 			last = data
