@@ -54,19 +54,26 @@ func limitOf(t testing.TB, url string) int64 {
 	return decode[wireDecision](t, body).Limit
 }
 
-func TestReloadOnFileChange(t *testing.T) {
+// serveFile serves a one-tier policy file checked every reloadEvery, and
+// returns a function that rewrites the tier's rate.
+func serveFile(t *testing.T, reloadEvery, rate string) (*testServer, func(rate string)) {
 	path := filepath.Join(t.TempDir(), "flowguard.yaml")
 	write := func(rate string) {
-		if err := os.WriteFile(path, []byte("server:\n  reload_every: 20ms\npolicies:\n  tiers:\n    free:\n      rate: "+rate+"\n"), 0o644); err != nil {
+		body := "server:\n  reload_every: " + reloadEvery + "\npolicies:\n  tiers:\n    free:\n      rate: " + rate + "\n"
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write("10")
+	write(rate)
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := startServer(t, cfg)
+	return startServer(t, cfg), write
+}
+
+func TestReloadOnFileChange(t *testing.T) {
+	ts, write := serveFile(t, "20ms", "10")
 	if got := limitOf(t, ts.URL); got != 10 {
 		t.Fatalf("limit = %d, want 10", got)
 	}
@@ -95,18 +102,7 @@ func TestReloadOnFileChange(t *testing.T) {
 }
 
 func TestReloadOnSIGHUP(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "flowguard.yaml")
-	write := func(rate string) {
-		if err := os.WriteFile(path, []byte("server:\n  reload_every: -1s\npolicies:\n  tiers:\n    free:\n      rate: "+rate+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("10")
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := startServer(t, cfg)
+	ts, write := serveFile(t, "-1s", "10")
 	limitOf(t, ts.URL) // the watcher is running once the server answers
 	write("30")
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
