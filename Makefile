@@ -3,7 +3,7 @@ GO        ?= go
 FUZZTIME  ?= 10s
 BENCHTIME ?= 1s
 
-.PHONY: run build test test-short lint fuzz bench bench-go bench-load clean
+.PHONY: run build test test-short lint fuzz bench bench-go bench-wheel bench-load clean
 
 run: ## start the service on the embedded default (http://localhost:8080)
 	$(GO) run ./cmd/flowguard serve
@@ -25,10 +25,13 @@ lint: ## gofmt and go vet must be clean
 fuzz: ## run every fuzz target for FUZZTIME each
 	@scripts/fuzz.sh $(FUZZTIME)
 
-bench: bench-go bench-load ## Go benchmarks, then the HTTP load figures
+bench: bench-go bench-wheel bench-load ## Go benchmarks, the wheel bandit table, then the HTTP load figures
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+
+bench-wheel: ## the wheel bandit of Riquelme et al. 2018: regret of LinTS, NIG, ε-greedy, Uniform = 100
+	$(GO) run ./cmd/flowguard sim wheel --steps 2000 --runs 20
 
 bench-load: ## throughput and fixed-rate p99, as ratios to a bare fasthttp baseline
 	@scripts/loadbench.sh

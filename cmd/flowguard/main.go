@@ -22,6 +22,9 @@ const usage = `flowguard — adaptive rate limiting for a public API
 Usage:
   flowguard serve [--config FILE] [--addr HOST:PORT]   run the decision service (no config = embedded default)
   flowguard config validate FILE                       check a configuration file
+  flowguard arms validate FILE                         check a bandit arms file
+  flowguard sim wheel [--steps N] [--runs N] [--seed N] [--deltas D,…]
+                                                       the wheel bandit benchmark (Riquelme et al. 2018)
   flowguard version                                    print the version
 
 Run 'flowguard COMMAND --help' for a command's flags.
@@ -44,6 +47,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = serve(args[1:], stderr)
 	case "config":
 		err = configCmd(args[1:], stdout, stderr)
+	case "arms":
+		err = armsCmd(args[1:], stdout, stderr)
+	case "sim":
+		err = simCmd(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "flowguard", version)
 	case "-h", "--help", "help":

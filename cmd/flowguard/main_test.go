@@ -26,6 +26,13 @@ func TestCLI(t *testing.T) {
 		"serve help":            {[]string{"serve", "--help"}, 0, "", "-config FILE"},
 		"serve bad flag":        {[]string{"serve", "--port", "1"}, 2, "", "flag provided but not defined: -port"},
 		"serve stray argument":  {[]string{"serve", "extra"}, 1, "", `unexpected argument "extra"`},
+		"arms validate":         {[]string{"arms", "validate", "../../examples/arms.yaml"}, 0, "6 arms: x0.25 x0.5 x1 x1.5 x2 x4", ""},
+		"arms validate bad":     {[]string{"arms", "validate", "../../bandit/testdata/bad_duplicate_name.yaml"}, 1, "", `bad_duplicate_name.yaml:4: arm 1 "x1": duplicate name`},
+		"arms without verb":     {[]string{"arms"}, 2, "", "usage: flowguard arms validate FILE"},
+		"sim wheel":             {[]string{"sim", "wheel", "--steps", "200", "--runs", "2", "--deltas", "0.5,0.9"}, 0, "Uniform expected", ""},
+		"sim wheel bad delta":   {[]string{"sim", "wheel", "--deltas", "0.5,1.5"}, 1, "", "wheel: δ 1.5 outside (0, 1)"},
+		"sim wheel bad number":  {[]string{"sim", "wheel", "--deltas", "half"}, 1, "", `--deltas: "half" is not a number`},
+		"sim without verb":      {[]string{"sim"}, 2, "", "usage: flowguard sim wheel"},
 		"serve bad config":      {[]string{"serve", "--config", "../../internal/config/testdata/bad_unknown_key.yaml"}, 1, "", `bad_unknown_key.yaml:5: unknown key "flor"`},
 	}
 	for name, c := range cases {
