@@ -43,7 +43,17 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 			if s.allowMethod(ctx, "GET", "HEAD") {
 				metricsHandler(ctx)
 			}
+		case "/v1/outcomes":
+			if s.allowMethod(ctx, "POST") {
+				s.handleOutcomes(ctx)
+			}
 		default:
+			if key, ok := explainKey(string(ctx.Path())); ok {
+				if s.allowMethod(ctx, "GET", "HEAD") {
+					s.handleExplain(ctx, key)
+				}
+				return
+			}
 			s.writeError(ctx, &apiError{status: 404, code: "not_found", message: "no such endpoint: " + string(ctx.Path())})
 		}
 	}
@@ -298,4 +308,25 @@ func handlerName(ctx *fasthttp.RequestCtx) string {
 
 func (s *Server) countResponse(ctx *fasthttp.RequestCtx, handler string) {
 	s.metrics.response(handler, ctx.Response.StatusCode()).Inc()
+}
+
+// handleOutcomes serves POST /v1/outcomes: the gateway reports how a key's
+// responses went, {"key":…,"requests":N,"errors":N,"auth_failures":N},
+// which feeds the key's error and auth-failure rate features.
+func (s *Server) handleOutcomes(ctx *fasthttp.RequestCtx) {
+	body := ctx.PostBody()
+	if len(body) > s.cfg.Server.MaxBodyBytes {
+		s.writeError(ctx, bodyTooLarge(s.cfg.Server.MaxBodyBytes))
+		return
+	}
+	p := s.parsers.Get()
+	defer s.parsers.Put(p)
+	key, o, apiErr := parseOutcome(p, body)
+	if apiErr != nil {
+		s.writeError(ctx, apiErr)
+		return
+	}
+	s.ml.feats.ObserveOutcome(key, o, s.ml.now())
+	ctx.SetContentType("application/json")
+	ctx.SetBodyString(`{"status":"recorded"}`)
 }

@@ -46,9 +46,10 @@ policies:
 // testServer is a Server on a real loopback socket.
 type testServer struct {
 	*Server
-	URL    string
-	cancel context.CancelFunc
-	done   chan error
+	URL     string
+	cancel  context.CancelFunc
+	done    chan error
+	stopped bool
 }
 
 func startServer(t testing.TB, cfg *config.Loaded) *testServer {
@@ -70,6 +71,10 @@ func startServer(t testing.TB, cfg *config.Loaded) *testServer {
 
 // stop cancels Serve and waits for it to return.
 func (ts *testServer) stop(t testing.TB) {
+	if ts.stopped {
+		return
+	}
+	ts.stopped = true
 	ts.cancel()
 	select {
 	case err, ok := <-ts.done:

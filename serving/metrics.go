@@ -20,6 +20,13 @@ type metrics struct {
 	reloads   *prometheus.CounterVec
 	panics    prometheus.Counter
 
+	mlFallbacks   *prometheus.CounterVec
+	shadowChoices *prometheus.CounterVec
+	stage2        prometheus.Histogram
+	auditRecords  prometheus.Counter
+	auditDropped  prometheus.Counter
+	auditErrors   prometheus.Counter
+
 	// cache of decision counters by tier, so the hot path does no label
 	// hashing; copy-on-write, since tiers only change on reload.
 	mu        sync.Mutex
@@ -60,7 +67,33 @@ func newMetrics(lim limiter) *metrics {
 			Help: "Panics caught in the decision pipeline; each was answered from memory.",
 		}),
 	}
-	reg.MustRegister(m.decisions, m.latency, m.responses, m.reloads, m.panics)
+	m.mlFallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flowguard_ml_fallbacks_total",
+		Help: "Decisions that got the deterministic budget because of the ML layer, by reason.",
+	}, []string{"reason"})
+	for _, r := range fallbackReasons[1:] {
+		m.mlFallbacks.WithLabelValues(r)
+	}
+	m.shadowChoices = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flowguard_ml_shadow_choices_total",
+		Help: "Decisions under ml: shadow, by the arm the bandit would have enforced.",
+	}, []string{"arm"})
+	m.stage2 = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "flowguard_ml_stage2_duration_seconds",
+		Help:    "Time of stage 2 (features, risk, bandit choice), once per key per epoch.",
+		Buckets: []float64{5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2e-3, 5e-3},
+	})
+	m.auditRecords = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "flowguard_audit_records_total", Help: "Audit records queued (blocks and audited throttles).",
+	})
+	m.auditDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "flowguard_audit_dropped_total", Help: "Audit records dropped because the writer's queue was full.",
+	})
+	m.auditErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "flowguard_audit_write_errors_total", Help: "Failed writes or syncs of the audit file.",
+	})
+	reg.MustRegister(m.decisions, m.latency, m.responses, m.reloads, m.panics,
+		m.mlFallbacks, m.shadowChoices, m.stage2, m.auditRecords, m.auditDropped, m.auditErrors)
 	m.reloads.WithLabelValues("success")
 	m.reloads.WithLabelValues("error")
 	prefixed := prometheus.WrapRegistererWithPrefix("flowguard_", reg)
@@ -181,4 +214,32 @@ func (m *metrics) response(handler string, code int) prometheus.Counter {
 	next[k] = c
 	m.respCache.Store(&next)
 	return c
+}
+
+// registerML adds gauges read from the ML stage at scrape time.
+func (m *metrics) registerML(ml *mlStage) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "flowguard_ml_model_version", Help: "Version of the bandit snapshot in use; 0 before the first.",
+		}, func() float64 {
+			if s := ml.model.Load(); s != nil {
+				return float64(s.Version())
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "flowguard_ml_model_age_seconds", Help: "Age of the bandit snapshot in use; -1 before the first.",
+		}, func() float64 {
+			if s := ml.model.Load(); s != nil {
+				return ml.now().Sub(s.Created()).Seconds()
+			}
+			return -1
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "flowguard_features_keys", Help: "Keys whose features this instance holds.",
+		}, func() float64 { return float64(ml.feats.Len()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "flowguard_features_rejected_total", Help: "Feature updates refused because ml.max_keys keys are held.",
+		}, func() float64 { return float64(ml.feats.Stats().Rejected) }),
+	)
 }

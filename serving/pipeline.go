@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/devflow/flowguard/fallback"
+	"github.com/devflow/flowguard/features"
 	"github.com/devflow/flowguard/policy"
 )
 
@@ -52,9 +53,11 @@ type Decision struct {
 	Fallback     bool
 	Reason       string
 
-	rule   *policy.Rule
-	limit  fallback.Limit
-	source string
+	rule      *policy.Rule
+	limit     fallback.Limit
+	source    string
+	choice    epochChoice // stage 2's choice, when hasChoice
+	hasChoice bool
 }
 
 // limiter is the deterministic limiter: *fallback.Resilient over Redis, or
@@ -65,6 +68,14 @@ type limiter interface {
 
 // decide runs the pipeline for one request. It does not fail: every path
 // ends in a decision.
+//
+//	stage 1: a deny-listed key is blocked; an allow-listed key or ml: off
+//	         gets the deterministic budget (base × 1, clamped).
+//	stage 2: once per key per epoch, features → risk → bandit.Choose over
+//	         the arms [floor, ceiling] allows, under ml.deadline.
+//	stage 3: budget = base × multiplier clamped to [floor, ceiling], then
+//	         the limiter; a key of an auto_block tenant whose risk reaches
+//	         ml.block_threshold is blocked.
 func (s *Server) decide(ctx context.Context, req *DecideRequest) (d Decision) {
 	set := s.policies.Load()
 	rule := set.Resolve(req.Tenant, req.Endpoint)
@@ -89,15 +100,87 @@ func (s *Server) decide(ctx context.Context, req *DecideRequest) (d Decision) {
 	if set.Denied(req.Key) {
 		d.Action, d.Reason = ActionBlock, ReasonDenyList
 		d.RetryAfterMS = -1
+		s.afterDecision(req, &d)
 		return d
+	}
+	mode := rule.ML
+	if set.Allowed(req.Key) {
+		mode = policy.MLOff
+	}
+	mlReason := ""
+	if mode != policy.MLOff && s.ml != nil {
+		c := s.ml.choose(req.Key, req.Tenant, rule, mode == policy.MLShadow)
+		d.choice, d.hasChoice = c, true
+		d.ModelVersion = modelVersion(c.model)
+		d.Variant = variantBandit
+		if mode == policy.MLShadow {
+			d.Variant = variantShadow
+		}
+		switch {
+		case c.fallback != 0:
+			mlReason = fallbackReasons[c.fallback]
+			d.Fallback, d.Reason, d.source = true, mlReason, SourceFallback
+			s.metrics.mlFallbacks.WithLabelValues(mlReason).Inc()
+		case mode == policy.MLShadow:
+			s.metrics.shadowChoices.WithLabelValues(s.ml.armName(c.arm)).Inc()
+		default:
+			limit, m = rule.Budget(c.multiplier)
+			d.Limit, d.Multiplier, d.limit = limit.Rate, m, limit
+			d.Arm, d.Propensity, d.source = s.ml.armName(c.arm), c.propensity, SourceML
+			if rule.AutoBlock && c.risk >= s.ml.cfg.BlockThreshold {
+				d.Action, d.Reason, d.RetryAfterMS = ActionBlock, ReasonRisk, -1
+				s.afterDecision(req, &d)
+				return d
+			}
+		}
 	}
 	res, err := s.limiter.Decide(ctx, fallback.Key{Name: req.Key, Scope: rule.Scope}, limit, req.Cost)
 	if err != nil {
 		d.Action, d.Reason, d.RetryAfterMS = ActionThrottle, ReasonInvalidLimit, -1
+		s.afterDecision(req, &d)
 		return d
 	}
 	d.fill(res)
+	if mlReason != "" && !res.Fallback {
+		d.Fallback, d.Reason, d.source = true, mlReason, SourceFallback
+	}
+	s.afterDecision(req, &d)
 	return d
+}
+
+// afterDecision feeds the decision back: the key's features, its recent
+// decisions and, for a block or an audited throttle, the audit log.
+func (s *Server) afterDecision(req *DecideRequest, d *Decision) {
+	if s.ml == nil {
+		return
+	}
+	now := s.ml.now()
+	used := 1.0
+	if b := d.limit.Burst; b > 0 && d.Action == ActionAllow {
+		used = 1 - float64(d.Remaining)/float64(b)
+	}
+	s.ml.feats.Observe(req.Key, features.Observation{
+		Endpoint: req.Endpoint, ClientIP: req.ClientIP, Cost: req.Cost, Tier: features.ParseTier(d.rule.Tier),
+		Throttled: d.Action != ActionAllow, BudgetUsed: used, Outcome: req.outcome(),
+	}, now)
+	s.ml.recent.add(req.Key, RecentDecision{
+		Time: now.UTC().Format(time.RFC3339Nano), DecisionID: d.DecisionID, Endpoint: req.Endpoint,
+		Decision: d.Action, Reason: d.Reason, Limit: d.Limit, Remaining: d.Remaining,
+		Multiplier: d.Multiplier, Arm: d.Arm, Fallback: d.Fallback,
+	})
+	if s.audit != nil && (d.Action == ActionBlock || d.Action == ActionThrottle && d.rule.Audit) {
+		rec := AuditRecord{
+			Time: now.UTC().Format("2006-01-02T15:04:05.000000Z"), Key: req.Key, Tenant: req.Tenant,
+			Endpoint: req.Endpoint, Decision: d.Action, Reason: d.Reason, DecisionID: d.DecisionID,
+			PolicyVersion: s.current.Load().Digest, ModelVersion: d.ModelVersion, Arm: d.Arm,
+			Multiplier: d.Multiplier, Propensity: d.Propensity,
+		}
+		if d.hasChoice {
+			rec.Risk, rec.FeaturesHash = d.choice.risk, hexHash(d.choice.featuresHash)
+		}
+		s.audit.Record(rec)
+		s.metrics.auditRecords.Inc()
+	}
 }
 
 // fill copies a limiter result into the decision.

@@ -3,6 +3,8 @@ package serving
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"os/signal"
 	"reflect"
@@ -25,7 +27,10 @@ func (s *Server) watchConfig(ctx context.Context) {
 		defer t.Stop()
 		tick = t.C
 	}
-	last, _ := os.ReadFile(s.cfg.Path)
+	// Compare with the bytes the running configuration was loaded from, not
+	// with a read made when this goroutine started: a write in between
+	// would otherwise never be seen as a change.
+	var last []byte
 	for {
 		select {
 		case <-ctx.Done():
@@ -44,7 +49,8 @@ func (s *Server) watchConfig(ctx context.Context) {
 				}
 				continue
 			}
-			if bytes.Equal(data, last) {
+			if bytes.Equal(data, last) || last == nil && digestOf(data) == s.current.Load().Digest {
+				last = data
 				continue
 			}
 			last = data
@@ -87,4 +93,10 @@ func (s *Server) reloadFailed(err error) {
 	s.reloadErr.Store(&msg)
 	s.metrics.reloads.WithLabelValues("error").Inc()
 	s.log.Error("policy reload failed; keeping the current policies", "err", msg)
+}
+
+// digestOf is config.Loaded.Digest for data.
+func digestOf(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:8])
 }

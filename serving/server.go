@@ -27,6 +27,15 @@ type Options struct {
 	Logger *slog.Logger
 	// Addr overrides server.addr of the configuration.
 	Addr string
+	// Clock returns the time for features, epochs and model age.
+	// Default: time.Now.
+	Clock func() time.Time
+	// Seed seeds the bandit's random sources; the same seed, configuration
+	// and requests give the same choices. Default: from the clock.
+	Seed uint64
+	// MLHook, when set, runs inside stage 2 for every key it scores: tests
+	// use it to inject delays and panics into the ML stage.
+	MLHook func(key string)
 }
 
 // Server is the decision service. Create it with New, run it with Run or
@@ -43,6 +52,9 @@ type Server struct {
 	redis   redis.UniversalClient
 	leased  *fallback.LeasedStore
 	redisUp atomic.Pointer[redisHealth]
+
+	ml    *mlStage
+	audit *auditLog
 
 	metrics *metrics
 	log     *slog.Logger
@@ -110,6 +122,30 @@ func New(cfg *config.Loaded, opts Options) (*Server, error) {
 		s.limiter = s.local
 	}
 	s.metrics = newMetrics(s.limiter)
+	clock := opts.Clock
+	if clock == nil {
+		clock = time.Now
+	}
+	seed := opts.Seed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	ml, err := newMLStage(cfg.ML, clock, seed, opts.MLHook)
+	if err != nil {
+		return nil, fmt.Errorf("serving: ml: %w", err)
+	}
+	s.ml = ml
+	ml.timing = func(d time.Duration) { s.metrics.stage2.Observe(d.Seconds()) }
+	s.metrics.registerML(ml)
+	if cfg.Audit.File != "" {
+		s.audit, err = openAuditLog(cfg.Audit.File, s.metrics.auditDropped.Inc, func(err error) {
+			s.metrics.auditErrors.Inc()
+			s.log.Error("audit log write failed", "err", err)
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
 	s.http = &fasthttp.Server{
 		Handler:                      s.Handler(),
 		ErrorHandler:                 s.transportError,
@@ -201,6 +237,23 @@ func (s *Server) maintain(ctx context.Context) {
 		if s.leased != nil {
 			s.leased.Sweep()
 		}
+		s.maintainML()
+	}
+}
+
+// maintainML publishes the embedded learner's snapshot when due and drops
+// expired epoch choices and idle features.
+func (s *Server) maintainML() {
+	ml := s.ml
+	if ml.learner != nil {
+		if snap := ml.model.Load(); snap == nil || ml.now().Sub(snap.Created()) >= ml.cfg.PublishEvery {
+			if err := ml.publish(); err != nil {
+				s.log.Error("publishing the bandit snapshot failed", "err", err)
+			}
+		}
+	}
+	if time.Now().Unix()%10 == 0 {
+		ml.sweep()
 	}
 }
 
@@ -237,6 +290,13 @@ func (s *Server) backendName() string {
 // Close releases the Redis client and the in-memory store.
 func (s *Server) Close() error {
 	s.local.Close()
+	if s.audit != nil {
+		sum, err := s.audit.Close()
+		s.log.Info("audit log closed", "records", sum.Records, "head", sum.Head)
+		if err != nil {
+			s.log.Error("closing the audit log failed", "err", err)
+		}
+	}
 	if s.redis != nil {
 		return s.redis.Close()
 	}

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/devflow/flowguard/features"
 	"github.com/valyala/fastjson"
 )
 
@@ -16,6 +17,25 @@ type DecideRequest struct {
 	Cost     int64  // Default: 1
 	Region   string
 	ClientIP string
+	// LastStatus is the HTTP status of this key's previous response, as the
+	// gateway saw it (0: not reported). 5xx counts as an error, 401 and 403
+	// as authentication failures, in the key's features.
+	LastStatus int
+}
+
+// outcome turns LastStatus into a features outcome.
+func (r *DecideRequest) outcome() features.Outcome {
+	if r.LastStatus == 0 {
+		return features.Outcome{}
+	}
+	o := features.Outcome{Requests: 1}
+	switch {
+	case r.LastStatus >= 500:
+		o.Errors = 1
+	case r.LastStatus == 401 || r.LastStatus == 403:
+		o.AuthFailures = 1
+	}
+	return o
 }
 
 // Limits on request fields; longer values are rejected, not truncated.
@@ -76,6 +96,8 @@ func decodeDecide(v *fastjson.Value, maxCost int64) (DecideRequest, *apiError) {
 			r.ClientIP, bad = stringField("client_ip", f, maxFieldLen)
 		case "cost":
 			r.Cost, bad = costField(f, maxCost)
+		case "last_status":
+			r.LastStatus, bad = statusField(f)
 		}
 	})
 	if bad != nil {
@@ -105,6 +127,17 @@ func stringField(name string, v *fastjson.Value, maxLen int) (string, *apiError)
 		return "", badRequest("invalid_utf8", "\""+name+"\" is not valid UTF-8")
 	}
 	return string(b), nil
+}
+
+func statusField(v *fastjson.Value) (int, *apiError) {
+	if v.Type() == fastjson.TypeNull {
+		return 0, nil
+	}
+	n, err := v.Int()
+	if v.Type() != fastjson.TypeNumber || err != nil || n < 100 || n > 599 {
+		return 0, badRequest("invalid_status", "\"last_status\" must be an HTTP status code from 100 to 599, got "+string(v.MarshalTo(nil)))
+	}
+	return n, nil
 }
 
 func costField(v *fastjson.Value, maxCost int64) (int64, *apiError) {
@@ -185,4 +218,53 @@ func appendFloat(b []byte, f float64) []byte {
 		return append(b, '0')
 	}
 	return strconv.AppendFloat(b, f, 'g', -1, 64)
+}
+
+// parseOutcome validates a POST /v1/outcomes body.
+func parseOutcome(p *fastjson.Parser, body []byte) (string, features.Outcome, *apiError) {
+	var o features.Outcome
+	if len(body) == 0 {
+		return "", o, badRequest("empty_body", "request body is empty; send {\"key\":…,\"requests\":N,\"errors\":N,\"auth_failures\":N}")
+	}
+	v, err := p.ParseBytes(body)
+	if err != nil {
+		return "", o, badRequest("malformed_json", "request body is not valid JSON: "+err.Error())
+	}
+	obj, err := v.Object()
+	if err != nil {
+		return "", o, badRequest("wrong_type", "request must be a JSON object, got "+v.Type().String())
+	}
+	var key string
+	var bad *apiError
+	count := func(name string, f *fastjson.Value) int64 {
+		n, err := f.Int64()
+		if f.Type() != fastjson.TypeNumber || err != nil || n < 0 || n > 1e9 {
+			bad = badRequest("invalid_count", "\""+name+"\" must be a whole number from 0 to 1000000000, got "+string(f.MarshalTo(nil)))
+		}
+		return n
+	}
+	obj.Visit(func(k []byte, f *fastjson.Value) {
+		if bad != nil {
+			return
+		}
+		switch string(k) {
+		case "key":
+			key, bad = stringField("key", f, maxKeyLen)
+		case "requests":
+			o.Requests = count("requests", f)
+		case "errors":
+			o.Errors = count("errors", f)
+		case "auth_failures":
+			o.AuthFailures = count("auth_failures", f)
+		}
+	})
+	switch {
+	case bad != nil:
+		return "", o, bad
+	case key == "":
+		return "", o, badRequest("missing_key", "\"key\" is required and must be a non-empty string")
+	case o.Errors > o.Requests || o.AuthFailures > o.Requests:
+		return "", o, badRequest("invalid_count", "\"errors\" and \"auth_failures\" cannot exceed \"requests\"")
+	}
+	return key, o, nil
 }

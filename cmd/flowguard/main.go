@@ -22,6 +22,7 @@ const usage = `flowguard — adaptive rate limiting for a public API
 Usage:
   flowguard serve [--config FILE] [--addr HOST:PORT]   run the decision service (no config = embedded default)
   flowguard config validate FILE                       check a configuration file
+  flowguard audit verify [--head HASH] FILE            check an audit log's hash chain
   flowguard arms validate FILE                         check a bandit arms file
   flowguard sim wheel [--steps N] [--runs N] [--seed N] [--deltas D,…]
                                                        the wheel bandit benchmark (Riquelme et al. 2018)
@@ -47,6 +48,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = serve(args[1:], stderr)
 	case "config":
 		err = configCmd(args[1:], stdout, stderr)
+	case "audit":
+		err = auditCmd(args[1:], stdout, stderr)
 	case "arms":
 		err = armsCmd(args[1:], stdout, stderr)
 	case "sim":

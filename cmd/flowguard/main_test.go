@@ -1,7 +1,13 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+
 	"bytes"
+	"github.com/devflow/flowguard/serving"
 	"strings"
 	"testing"
 )
@@ -33,6 +39,8 @@ func TestCLI(t *testing.T) {
 		"sim wheel bad delta":   {[]string{"sim", "wheel", "--deltas", "0.5,1.5"}, 1, "", "wheel: δ 1.5 outside (0, 1)"},
 		"sim wheel bad number":  {[]string{"sim", "wheel", "--deltas", "half"}, 1, "", `--deltas: "half" is not a number`},
 		"sim without verb":      {[]string{"sim"}, 2, "", "usage: flowguard sim wheel"},
+		"audit verify missing":  {[]string{"audit", "verify", "nope.jsonl"}, 1, "", "no such file"},
+		"audit without verb":    {[]string{"audit"}, 2, "", "usage: flowguard audit verify"},
 		"serve bad config":      {[]string{"serve", "--config", "../../internal/config/testdata/bad_unknown_key.yaml"}, 1, "", `bad_unknown_key.yaml:5: unknown key "flor"`},
 	}
 	for name, c := range cases {
@@ -50,4 +58,49 @@ func TestCLI(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestAuditVerify(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/audit.jsonl"
+	// Two chained records, written the way the service writes them.
+	var lines []string
+	prev := strings.Repeat("0", 64)
+	for i := 1; i <= 2; i++ {
+		rec := serving.AuditRecord{Seq: uint64(i), Time: "2026-11-23T00:00:00.000000Z", Key: "k", Decision: "block", Reason: "deny_list", Prev: prev}
+		line, hash := chainLine(t, rec)
+		lines = append(lines, line)
+		prev = hash
+	}
+	os.WriteFile(path, []byte(strings.Join(lines, "")), 0o644)
+	var out, errOut bytes.Buffer
+	if code := run([]string{"audit", "verify", path}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "ok (2 records, head "+prev) {
+		t.Fatalf("exit %d: %s %s", code, out.String(), errOut.String())
+	}
+	out.Reset()
+	if code := run([]string{"audit", "verify", "--head", prev, path}, &out, &errOut); code != 0 {
+		t.Fatalf("--head of the last record: exit %d: %s", code, errOut.String())
+	}
+	errOut.Reset()
+	// The head of the first record: the second was appended after it was
+	// recorded, which is fine; a log cut back to one record is not.
+	os.WriteFile(path, []byte(lines[0]), 0o644)
+	if code := run([]string{"audit", "verify", "--head", prev, path}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "cut off the end") {
+		t.Fatalf("cut-off log: exit %d: %s", code, errOut.String())
+	}
+	errOut.Reset()
+	os.WriteFile(path, []byte(strings.Replace(lines[0], `"k"`, `"x"`, 1)+lines[1]), 0o644)
+	if code := run([]string{"audit", "verify", path}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "audit.jsonl: line 1: hash does not match") {
+		t.Fatalf("edited log: exit %d: %s", code, errOut.String())
+	}
+}
+
+// chainLine encodes rec with its hash, as one JSONL line.
+func chainLine(t *testing.T, rec serving.AuditRecord) (string, string) {
+	t.Helper()
+	b, _ := json.Marshal(rec)
+	sum := sha256.Sum256(b)
+	rec.Hash = hex.EncodeToString(sum[:])
+	b, _ = json.Marshal(rec)
+	return string(b) + "\n", rec.Hash
 }

@@ -22,6 +22,8 @@ import (
 type File struct {
 	Server   Server     `yaml:"server"`
 	Redis    *Redis     `yaml:"redis"` // nil: in-memory limiter
+	ML       ML         `yaml:"ml"`
+	Audit    Audit      `yaml:"audit"`
 	Policies policy.Doc `yaml:"policies"`
 }
 
@@ -134,6 +136,8 @@ func Parse(name string, data []byte) (*Loaded, error) {
 		f.Redis.defaults()
 		errs = append(errs, f.Redis.validate(doc)...)
 	}
+	f.ML.defaults()
+	errs = append(errs, f.ML.validate(doc)...)
 	set, err := policy.Compile(f.Policies, doc, "policies")
 	if err != nil {
 		errs = append(errs, err.(yamlx.Errors)...)

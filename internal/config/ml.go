@@ -1,0 +1,170 @@
+package config
+
+import (
+	"errors"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/devflow/flowguard/bandit"
+	"github.com/devflow/flowguard/internal/yamlx"
+)
+
+// ML configures stages 2 and 3 of the pipeline: features, the risk model
+// and the bandit. Policies decide which keys use it (ml: on|shadow|off).
+type ML struct {
+	// Arms are the multipliers the bandit chooses from, sorted. Default: the
+	// arms of examples/arms.yaml (x0.25, x0.5, x1, x1.5, x2, x4).
+	Arms bandit.ArmSet `yaml:"arms"`
+	// Epoch is how long a key keeps the multiplier stage 2 chose for it.
+	// Default: 60s.
+	Epoch time.Duration `yaml:"epoch"`
+	// Deadline bounds stage 2; past it the key gets the deterministic
+	// budget for the epoch. Default: 2ms.
+	Deadline time.Duration `yaml:"deadline"`
+	// BlockThreshold is the risk at or above which a key of a tenant with
+	// auto_block is blocked. Default: 0.95.
+	BlockThreshold float64 `yaml:"block_threshold"`
+	// MaxModelAge is how old the bandit's snapshot may be before decisions
+	// fall back as stale_model. Default: 10m.
+	MaxModelAge time.Duration `yaml:"max_model_age"`
+	// Posterior is gaussian or normal-inverse-gamma. Default: gaussian.
+	Posterior string `yaml:"posterior"`
+	// Exploration is the LinTS exploration scale v. Default: 0.5.
+	Exploration float64 `yaml:"exploration"`
+	// Lambda is the prior precision of the bandit's coefficients. Default: 1.
+	Lambda float64 `yaml:"lambda"`
+	// Learner is where bandit snapshots come from: "embedded" trains and
+	// publishes them in this process; "remote" waits for a separate learner
+	// to publish them, and until one arrives decisions fall back as
+	// no_model. Default: embedded.
+	Learner string `yaml:"learner"`
+	// PublishEvery is how often the in-process learner publishes a new
+	// snapshot. Default: 10s.
+	PublishEvery time.Duration `yaml:"publish_every"`
+	// MaxKeys caps the keys the feature store tracks; a new key beyond it
+	// gets the deterministic budget (fallback feature_store_down). Default:
+	// 2000000.
+	MaxKeys int `yaml:"max_keys"`
+	// IdleTTL evicts the features of a key idle this long. Default: 1h.
+	IdleTTL time.Duration `yaml:"idle_ttl"`
+	// RecentDecisions is how many decisions per key explain returns.
+	// Default: 10.
+	RecentDecisions int `yaml:"recent_decisions"`
+	// RiskPrior is the risk of a key the model knows nothing about.
+	// Default: 0.01.
+	RiskPrior float64 `yaml:"risk_prior"`
+}
+
+// Audit configures the audit log of blocks and audited throttles.
+type Audit struct {
+	// File is the JSONL file records are appended to, hash-chained; "" turns
+	// the audit file off. Default: "" (the example files set it).
+	File string `yaml:"file"`
+}
+
+func (m *ML) defaults() {
+	if m.Arms == nil {
+		m.Arms = bandit.DefaultArms()
+	}
+	if m.Epoch == 0 {
+		m.Epoch = time.Minute
+	}
+	if m.Deadline == 0 {
+		m.Deadline = 2 * time.Millisecond
+	}
+	if m.BlockThreshold == 0 {
+		m.BlockThreshold = 0.95
+	}
+	if m.MaxModelAge == 0 {
+		m.MaxModelAge = 10 * time.Minute
+	}
+	if m.Posterior == "" {
+		m.Posterior = "gaussian"
+	}
+	if m.Exploration == 0 {
+		m.Exploration = 0.5
+	}
+	if m.Lambda == 0 {
+		m.Lambda = 1
+	}
+	if m.Learner == "" {
+		m.Learner = "embedded"
+	}
+	if m.PublishEvery == 0 {
+		m.PublishEvery = 10 * time.Second
+	}
+	if m.MaxKeys == 0 {
+		m.MaxKeys = 2_000_000
+	}
+	if m.IdleTTL == 0 {
+		m.IdleTTL = time.Hour
+	}
+	if m.RecentDecisions == 0 {
+		m.RecentDecisions = 10
+	}
+	if m.RiskPrior == 0 {
+		m.RiskPrior = 0.01
+	}
+}
+
+// BanditPosterior returns the posterior model Posterior names.
+func (m *ML) BanditPosterior() bandit.Posterior {
+	if m.Posterior == "normal-inverse-gamma" {
+		return bandit.NormalInverseGamma
+	}
+	return bandit.Gaussian
+}
+
+func (m *ML) validate(d *yamlx.Doc) yamlx.Errors {
+	var errs yamlx.Errors
+	bad := func(path []string, format string, args ...any) {
+		errs = append(errs, d.Errorf(append([]string{"ml"}, path...), format, args...))
+	}
+	if err := m.Arms.Validate(); err != nil {
+		var ae *bandit.ArmError
+		if errors.As(err, &ae) {
+			bad([]string{"arms", strconv.Itoa(ae.Index)}, "%s", ae.Error())
+		} else {
+			bad([]string{"arms"}, "%v", err)
+		}
+	}
+	between := func(field string, v, lo, hi time.Duration) {
+		if v < lo || v > hi {
+			bad([]string{field}, "%s must be between %s and %s", v, lo, hi)
+		}
+	}
+	between("epoch", m.Epoch, time.Second, 24*time.Hour)
+	between("deadline", m.Deadline, 100*time.Microsecond, time.Second)
+	between("max_model_age", m.MaxModelAge, time.Second, 30*24*time.Hour)
+	between("publish_every", m.PublishEvery, 100*time.Millisecond, time.Hour)
+	between("idle_ttl", m.IdleTTL, time.Second, 7*24*time.Hour)
+	if !(m.BlockThreshold > 0 && m.BlockThreshold <= 1) {
+		bad([]string{"block_threshold"}, "%v must be in (0, 1]", m.BlockThreshold)
+	}
+	if !(m.RiskPrior > 0 && m.RiskPrior < 1) {
+		bad([]string{"risk_prior"}, "%v must be in (0, 1)", m.RiskPrior)
+	}
+	switch m.Learner {
+	case "embedded", "remote":
+	default:
+		bad([]string{"learner"}, "%q, want embedded or remote", m.Learner)
+	}
+	switch m.Posterior {
+	case "gaussian", "normal-inverse-gamma":
+	default:
+		bad([]string{"posterior"}, "%q, want gaussian or normal-inverse-gamma", m.Posterior)
+	}
+	for field, v := range map[string]float64{"exploration": m.Exploration, "lambda": m.Lambda} {
+		if !(v > 0) || math.IsInf(v, 0) || v > 1e6 {
+			bad([]string{field}, "%v must be positive and at most 1e6", v)
+		}
+	}
+	if m.MaxKeys < 1 || m.MaxKeys > 100_000_000 {
+		bad([]string{"max_keys"}, "%d must be between 1 and 100000000", m.MaxKeys)
+	}
+	if m.RecentDecisions < 1 || m.RecentDecisions > 100 {
+		bad([]string{"recent_decisions"}, "%d must be between 1 and 100", m.RecentDecisions)
+	}
+	return errs
+}

@@ -1,0 +1,390 @@
+package serving
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/devflow/flowguard/bandit"
+	"github.com/devflow/flowguard/features"
+	"github.com/devflow/flowguard/internal/config"
+	"github.com/devflow/flowguard/policy"
+)
+
+// Reasons a decision falls back to the deterministic budget because of the
+// ML layer. Each is counted in flowguard_ml_fallbacks_total.
+const (
+	ReasonNoModel          = "no_model"           // no bandit snapshot yet
+	ReasonStaleModel       = "stale_model"        // the snapshot is older than ml.max_model_age
+	ReasonFeatureStoreDown = "feature_store_down" // the key's features cannot be tracked
+	ReasonMLDeadline       = "ml_deadline"        // stage 2 did not finish within ml.deadline
+	ReasonMLError          = "ml_error"           // stage 2 failed or panicked
+	ReasonRisk             = "risk"               // blocked: risk at or above ml.block_threshold
+)
+
+// Variants a decision reports.
+const (
+	variantBandit = "bandit"
+	variantShadow = "shadow"
+)
+
+// ctxDim is the bandit's context: the feature vector, then the risk score.
+const ctxDim = features.Dim + 1
+
+// epochChoice is stage 2's outcome for one key, kept for its epoch. It holds
+// no pointers, so a million of them cost the garbage collector nothing.
+type epochChoice struct {
+	expires      int64 // µs
+	model        uint64
+	multiplier   float64
+	propensity   float64
+	risk         float64
+	arm          int16 // -1: none
+	fallback     uint8 // index into fallbackReasons; 0: none
+	shadow       bool
+	featuresHash [8]byte
+}
+
+var fallbackReasons = [...]string{"", ReasonNoModel, ReasonStaleModel, ReasonFeatureStoreDown, ReasonMLDeadline, ReasonMLError}
+
+func fallbackIndex(reason string) uint8 {
+	for i, r := range fallbackReasons {
+		if r == reason {
+			return uint8(i)
+		}
+	}
+	return uint8(len(fallbackReasons) - 1)
+}
+
+// fallbackRetry is how long a fallback choice is kept before stage 2 is
+// tried again: a failure should not pin a key to the fallback for a whole
+// epoch.
+const fallbackRetry = time.Second
+
+type epochShard struct {
+	mu       sync.Mutex
+	choices  map[uint64]epochChoice
+	inflight map[uint64]chan struct{}
+}
+
+// mlStage is stages 2 and 3's state: features, the risk model, the bandit
+// snapshot, the per-key epoch choices and the recent decisions of each key.
+type mlStage struct {
+	cfg     config.ML
+	arms    bandit.ArmSet
+	feats   *features.Store
+	risk    *features.Risk
+	model   bandit.Current
+	learner *bandit.Learner // nil when snapshots come from a remote learner
+	learnMu sync.Mutex
+	seed    maphash.Seed
+	shards  [256]epochShard
+	rngs    sync.Pool
+	recent  *recentLog
+	now     func() time.Time
+	hook    func(key string) // test fault injection inside stage 2
+	timing  func(time.Duration)
+}
+
+func newMLStage(cfg config.ML, now func() time.Time, seed uint64, hook func(string)) (*mlStage, error) {
+	feats, err := features.NewStore(features.Config{IdleTTL: cfg.IdleTTL, MaxKeys: cfg.MaxKeys})
+	if err != nil {
+		return nil, err
+	}
+	risk, err := features.NewRisk(features.RiskConfig{Dim: features.Dim, Prior: cfg.RiskPrior})
+	if err != nil {
+		return nil, err
+	}
+	m := &mlStage{cfg: cfg, arms: cfg.Arms, feats: feats, risk: risk, seed: maphash.MakeSeed(),
+		recent: newRecentLog(cfg.RecentDecisions, 65536), now: now, hook: hook}
+	for i := range m.shards {
+		m.shards[i].choices = make(map[uint64]epochChoice)
+		m.shards[i].inflight = make(map[uint64]chan struct{})
+	}
+	var n uint64
+	var nmu sync.Mutex
+	m.rngs.New = func() any {
+		nmu.Lock()
+		n++
+		s := n
+		nmu.Unlock()
+		return rand.New(rand.NewPCG(seed, s))
+	}
+	if cfg.Learner == "embedded" {
+		m.learner, err = bandit.NewLearner(bandit.Config{ModelID: "flowguard", Arms: cfg.Arms, Dim: ctxDim,
+			Posterior: cfg.BanditPosterior(), Lambda: cfg.Lambda, Scale: cfg.Exploration})
+		if err != nil {
+			return nil, err
+		}
+		if err := m.publish(); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// publish snapshots the embedded learner and makes it current.
+func (m *mlStage) publish() error {
+	if m.learner == nil {
+		return nil
+	}
+	m.learnMu.Lock()
+	snap, err := m.learner.Snapshot(m.now())
+	m.learnMu.Unlock()
+	if err != nil {
+		return err
+	}
+	return m.model.Store(snap)
+}
+
+// choose returns key's epoch choice under rule, running stage 2 on a miss.
+// Concurrent requests of one key share one stage-2 run.
+func (m *mlStage) choose(key, tenant string, rule *policy.Rule, shadow bool) epochChoice {
+	h := hashKey(m, key)
+	sh := &m.shards[h&255]
+	for {
+		now := m.now().UnixMicro()
+		sh.mu.Lock()
+		if c, ok := sh.choices[h]; ok && now < c.expires && c.shadow == shadow {
+			sh.mu.Unlock()
+			return c
+		}
+		if wait, ok := sh.inflight[h]; ok {
+			sh.mu.Unlock()
+			<-wait
+			continue
+		}
+		done := make(chan struct{})
+		sh.inflight[h] = done
+		sh.mu.Unlock()
+
+		c := m.stage2(key, rule, shadow)
+		sh.mu.Lock()
+		sh.choices[h] = c
+		delete(sh.inflight, h)
+		close(done)
+		sh.mu.Unlock()
+		return c
+	}
+}
+
+// stage2 scores the key and draws its multiplier under the deadline. The
+// work runs on its own goroutine so that a slow or stuck model costs the
+// request the deadline, not more; a panic there becomes an ml_error.
+func (m *mlStage) stage2(key string, rule *policy.Rule, shadow bool) epochChoice {
+	start := m.now()
+	fail := func(reason string) epochChoice {
+		return epochChoice{expires: start.Add(min(fallbackRetry, m.cfg.Epoch)).UnixMicro(), multiplier: 1,
+			propensity: 1, arm: -1, fallback: fallbackIndex(reason), shadow: shadow}
+	}
+	snap := m.model.Load()
+	if snap == nil {
+		return fail(ReasonNoModel)
+	}
+	if start.Sub(snap.Created()) > m.cfg.MaxModelAge {
+		return fail(ReasonStaleModel)
+	}
+	type result struct {
+		c   epochChoice
+		err error
+	}
+	out := make(chan result, 1)
+	go func() {
+		var r result
+		defer func() {
+			if p := recover(); p != nil {
+				r.err = fmt.Errorf("panic: %v", p)
+			}
+			out <- r
+		}()
+		r.c, r.err = m.score(key, rule, snap, start)
+	}()
+	timer := time.NewTimer(m.cfg.Deadline)
+	defer timer.Stop()
+	select {
+	case r := <-out:
+		if m.timing != nil {
+			m.timing(m.now().Sub(start))
+		}
+		if r.err != nil {
+			if errors.Is(r.err, errUntracked) {
+				return fail(ReasonFeatureStoreDown)
+			}
+			return fail(ReasonMLError)
+		}
+		r.c.shadow = shadow
+		return r.c
+	case <-timer.C:
+		return fail(ReasonMLDeadline)
+	}
+}
+
+var errUntracked = errors.New("the feature store cannot track this key")
+
+// score is stage 2 proper: features → risk → bandit.Choose over the arms
+// the rule's [floor, ceiling] allows.
+func (m *mlStage) score(key string, rule *policy.Rule, snap *bandit.Snapshot, now time.Time) (epochChoice, error) {
+	if m.hook != nil {
+		m.hook(key)
+	}
+	var buf [ctxDim]float64
+	x, tracked := m.feats.VectorTracked(key, now, buf[:0])
+	if !tracked {
+		return epochChoice{}, errUntracked
+	}
+	risk := m.risk.Score(x)
+	x = append(x, risk)
+	allowed, err := snap.Allowed(rule.Floor, rule.Ceiling)
+	if err != nil {
+		return epochChoice{}, err
+	}
+	rng := m.rngs.Get().(*rand.Rand)
+	c, err := snap.Choose(x, allowed, rng)
+	m.rngs.Put(rng)
+	if err != nil {
+		return epochChoice{}, err
+	}
+	return epochChoice{expires: now.Add(m.cfg.Epoch).UnixMicro(), model: snap.Version(), multiplier: c.Multiplier,
+		propensity: c.Propensity, risk: risk, arm: int16(c.Arm), featuresHash: hashVector(x)}, nil
+}
+
+// hashVector returns the first 8 bytes of the SHA-256 of x's float bits.
+func hashVector(x []float64) [8]byte {
+	var b [ctxDim * 8]byte
+	for i, v := range x {
+		binary.LittleEndian.PutUint64(b[i*8:], math.Float64bits(v))
+	}
+	sum := sha256.Sum256(b[:len(x)*8])
+	var out [8]byte
+	copy(out[:], sum[:8])
+	return out
+}
+
+// sweep drops expired epoch choices and idle features.
+func (m *mlStage) sweep() (choices, keys int) {
+	now := m.now()
+	t := now.UnixMicro()
+	for i := range m.shards {
+		sh := &m.shards[i]
+		sh.mu.Lock()
+		for h, c := range sh.choices {
+			if t >= c.expires {
+				delete(sh.choices, h)
+				choices++
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return choices, m.feats.Sweep(now)
+}
+
+// armName returns the arm's name, or "" for none.
+func (m *mlStage) armName(i int16) string {
+	if i < 0 || int(i) >= len(m.arms) {
+		return ""
+	}
+	return m.arms[i].Name
+}
+
+func modelVersion(v uint64) string {
+	if v == 0 {
+		return ""
+	}
+	return "v" + strconv.FormatUint(v, 10)
+}
+
+// recentLog keeps the last n decisions of up to maxKeys keys, dropping the
+// key seen least recently when full: bounded memory for explain.
+type recentLog struct {
+	mu      sync.Mutex
+	n       int
+	maxKeys int
+	keys    map[string]*recentRing
+	order   []string // FIFO of keys, for eviction
+}
+
+type recentRing struct {
+	items []RecentDecision
+	next  int
+}
+
+// RecentDecision is one decision as explain shows it.
+type RecentDecision struct {
+	Time       string  `json:"time"`
+	DecisionID string  `json:"decision_id"`
+	Endpoint   string  `json:"endpoint"`
+	Decision   string  `json:"decision"`
+	Reason     string  `json:"reason"`
+	Limit      int64   `json:"limit"`
+	Remaining  int64   `json:"remaining"`
+	Multiplier float64 `json:"multiplier"`
+	Arm        string  `json:"arm"`
+	Fallback   bool    `json:"fallback"`
+}
+
+func newRecentLog(n, maxKeys int) *recentLog {
+	return &recentLog{n: n, maxKeys: maxKeys, keys: make(map[string]*recentRing)}
+}
+
+func (l *recentLog) add(key string, d RecentDecision) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := l.keys[key]
+	if r == nil {
+		if len(l.keys) >= l.maxKeys {
+			old := l.order[0]
+			l.order = l.order[1:]
+			delete(l.keys, old)
+		}
+		r = &recentRing{items: make([]RecentDecision, 0, l.n)}
+		l.keys[key] = r
+		l.order = append(l.order, key)
+	}
+	if len(r.items) < l.n {
+		r.items = append(r.items, d)
+		return
+	}
+	r.items[r.next] = d
+	r.next = (r.next + 1) % l.n
+}
+
+// get returns key's recent decisions, newest first.
+func (l *recentLog) get(key string) []RecentDecision {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := l.keys[key]
+	if r == nil {
+		return []RecentDecision{}
+	}
+	out := make([]RecentDecision, 0, len(r.items))
+	for i := 0; i < len(r.items); i++ {
+		j := (r.next - 1 - i + 2*len(r.items)) % len(r.items)
+		if len(r.items) < l.n {
+			j = len(r.items) - 1 - i
+		}
+		out = append(out, r.items[j])
+	}
+	return out
+}
+
+func hexHash(h [8]byte) string { return hex.EncodeToString(h[:]) }
+
+func hashKey(m *mlStage, key string) uint64 { return maphash.String(m.seed, key) }
+
+// sweepAll forgets every epoch choice, so that every key runs stage 2 again.
+func (m *mlStage) sweepAll() {
+	for i := range m.shards {
+		sh := &m.shards[i]
+		sh.mu.Lock()
+		clear(sh.choices)
+		sh.mu.Unlock()
+	}
+}
