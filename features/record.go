@@ -20,6 +20,7 @@ import (
 // key's remote counters with the sum, so nothing is counted twice however
 // often it runs; the IP sketches merge by register-wise maximum, which is
 // idempotent too. An instance must not add its own record to the sum.
+// Across instances, features are as fresh as this exchange is frequent.
 type Record struct {
 	// At is the instant the counts are expressed at, Unix microseconds.
 	At int64
@@ -163,8 +164,10 @@ func (r *Record) UnmarshalBinary(data []byte) error {
 	return nil
 }
 
-// Export returns key's record at now: this instance's own requests and the
-// IP sketch, and whether the store holds the key.
+// Export returns key's record at now, and whether the store holds the key.
+// The counts are this instance's own requests only, never merged ones; the
+// IP sketch may include merged sketches, which is harmless since sketches
+// merge by maximum.
 func (s *Store) Export(key string, now time.Time) (Record, bool) {
 	t := micros(now)
 	c, ok, _, _ := s.load(key, t)

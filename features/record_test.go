@@ -149,6 +149,8 @@ func TestMergeRejectsInvalidRecord(t *testing.T) {
 		"infinite count":   {At: 1, Requests: [NumWindows]float32{0, 0, 0, float32(math.Inf(1))}},
 		"huge count":       {At: 1, Requests: [NumWindows]float32{1e30}},
 		"first after last": {At: 1, FirstSeen: 2},
+		"after year 9999":  {At: math.MaxInt64, FirstSeen: 1},
+		"before year 1":    {At: 1, FirstSeen: math.MinInt64},
 	}
 	for name, rec := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -198,15 +200,16 @@ func TestRecordUnmarshalErrors(t *testing.T) {
 		data []byte
 		want error
 	}{
-		"empty":          {data: nil, want: ErrRecordLength},
-		"short":          {data: good[:RecordSize-1], want: ErrRecordLength},
-		"long":           {data: append(bytes.Clone(good), 0), want: ErrRecordLength},
-		"version 0":      {data: with(func(b []byte) { b[0] = 0 }), want: ErrRecordVersion},
-		"version 2":      {data: with(func(b []byte) { b[0] = 2 }), want: ErrRecordVersion},
-		"reserved byte":  {data: with(func(b []byte) { b[5] = 1 }), want: ErrInvalidRecord},
-		"NaN count":      {data: with(func(b []byte) { copy(b[24:], []byte{0, 0, 0xc0, 0x7f}) }), want: ErrInvalidRecord},
-		"negative count": {data: with(func(b []byte) { b[27] |= 0x80 }), want: ErrInvalidRecord},
-		"first after at": {data: with(func(b []byte) { b[16] = 11 }), want: ErrInvalidRecord},
+		"empty":           {data: nil, want: ErrRecordLength},
+		"short":           {data: good[:RecordSize-1], want: ErrRecordLength},
+		"long":            {data: append(bytes.Clone(good), 0), want: ErrRecordLength},
+		"version 0":       {data: with(func(b []byte) { b[0] = 0 }), want: ErrRecordVersion},
+		"version 2":       {data: with(func(b []byte) { b[0] = 2 }), want: ErrRecordVersion},
+		"reserved byte":   {data: with(func(b []byte) { b[5] = 1 }), want: ErrInvalidRecord},
+		"NaN count":       {data: with(func(b []byte) { copy(b[24:], []byte{0, 0, 0xc0, 0x7f}) }), want: ErrInvalidRecord},
+		"negative count":  {data: with(func(b []byte) { b[27] |= 0x80 }), want: ErrInvalidRecord},
+		"first after at":  {data: with(func(b []byte) { b[16] = 11 }), want: ErrInvalidRecord},
+		"at out of range": {data: with(func(b []byte) { b[15] = 0x7f }), want: ErrInvalidRecord},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

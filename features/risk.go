@@ -136,11 +136,17 @@ func (r *Risk) Score(x []float64) float64 {
 	w := *r.weights.Load()
 	d := len(w) - 1
 	logit := r.offset + w[d]
-	for i, v := range x[:min(len(x), d)] {
-		if v-v != 0 { // NaN or ±Inf
-			continue
-		}
-		logit += w[i] * max(-maxRiskValue, min(v, maxRiskValue))
+	x = x[:min(len(x), d)]
+	w = w[:len(x)]
+	for i, v := range x {
+		switch {
+		case v >= -maxRiskValue && v <= maxRiskValue:
+			logit += w[i] * v
+		case v > maxRiskValue:
+			logit += w[i] * maxRiskValue
+		case v < -maxRiskValue:
+			logit -= w[i] * maxRiskValue
+		} // NaN counts as 0
 	}
 	return sigmoid(logit)
 }

@@ -12,9 +12,9 @@ var Windows = [NumWindows]time.Duration{10 * time.Second, time.Minute, 10 * time
 // NumWindows is the number of rate windows.
 const NumWindows = 4
 
-// Reciprocals of windowMicros: multiplying is faster than dividing.
+// Reciprocals of the time constants in µs: multiplying is faster than
+// dividing.
 const (
-	inv10s = 1 / 10e6
 	inv1m  = 1 / 60e6
 	inv10m = 1 / 600e6
 	inv1h  = 1 / 3600e6
@@ -154,14 +154,16 @@ func flush(d float64) float32 {
 	return float32(d)
 }
 
-// decays returns exp(-dt/τ) for the time constants τ of Windows.
+// decays returns exp(-dt/τ) for the time constants τ of Windows. The
+// 10 s factor is the 6th power of the 1 min one and the 10 min factor the
+// 6th power of the 1 h one, so two exponentials do for all four.
 func decays(dt float64) [NumWindows]float32 {
-	return [NumWindows]float32{
-		flush(expNeg(dt * inv10s)),
-		flush(expNeg(dt * inv1m)),
-		flush(expNeg(dt * inv10m)),
-		flush(expNeg(dt * inv1h)),
-	}
+	m1 := expNeg(dt * inv1m)
+	h := expNeg(dt * inv1h)
+	m2, h2 := m1*m1, h*h
+	s10 := m2 * m2 * m2 // m1⁶
+	m10 := h2 * h2 * h2 // h⁶
+	return [NumWindows]float32{flush(s10), flush(m1), flush(m10), flush(h)}
 }
 
 // mulFlush multiplies *x by d and flushes a result too small to matter to
@@ -186,22 +188,22 @@ func (st *keyState) advance(t int64) {
 	st.at = t
 	st.lag = uint32(min(int64(st.lag)+dt, maxLag))
 	d := decays(float64(dt))
+	sum10 := st.local[w10m] // before it decays
 	for i := range d {
 		mulFlush(&st.local[i], d[i])
 		mulFlush(&st.remote[i], d[i])
 	}
 	// Scaling every bucket c by d turns Σ c·ln c into d·(Σ c·ln c +
-	// ln d·Σ c), with ln d = -dt/τ.
+	// ln d·Σ c), with ln d = -dt/τ and Σ c = local[w10m], which counts
+	// the same requests with the same decay.
 	if d10 := d[w10m]; d10 == 0 {
 		st.entropyT = 0
 		st.endpoints = [endpointBuckets]float32{}
 	} else {
-		var sum float64
+		st.entropyT = float32(float64(d10) * (float64(st.entropyT) - float64(sum10)*float64(dt)*inv10m))
 		for i := range st.endpoints {
-			sum += float64(st.endpoints[i])
 			mulFlush(&st.endpoints[i], d10)
 		}
-		st.entropyT = float32(float64(d10) * (float64(st.entropyT) - sum*float64(dt)*inv10m))
 	}
 	mulFlush(&st.budget, d[w1m])
 	mulFlush(&st.throttled, d[w10m])
@@ -363,12 +365,9 @@ func (st *keyState) burstiness() float64 {
 }
 
 // entropy is the Shannon entropy of the endpoint buckets over ln 8:
-// H = ln S - (Σ c·ln c)/S with S = Σ c.
+// H = ln S - (Σ c·ln c)/S with S = Σ c = local[w10m].
 func (st *keyState) entropy() float64 {
-	var sum float64
-	for _, c := range st.endpoints {
-		sum += float64(c)
-	}
+	sum := float64(st.local[w10m])
 	if sum < 1e-6 {
 		return 0
 	}

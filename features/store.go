@@ -18,7 +18,7 @@ type Config struct {
 	IdleTTL time.Duration
 	// Shards is the number of independently locked parts of the key space,
 	// a power of two from 1 to 65536. More shards mean less lock contention
-	// and shorter pauses in Sweep; each costs about 100 bytes.
+	// and shorter pauses in Sweep; each costs 128 bytes.
 	// Default: 256.
 	Shards int
 	// MaxKeys caps the number of keys held, against a flood of made-up
@@ -251,12 +251,6 @@ func (c *keyState) vectorAt(t int64, sin, cos float64, dst []float64) []float64 
 	var raw [Dim]float64
 	c.raw(t, sin, cos, &raw)
 	return scale(dst, &raw)
-}
-
-// vector is vectorAt computing the time of day.
-func (c *keyState) vector(t int64, dst []float64) []float64 {
-	sin, cos := hourOfDay(t)
-	return c.vectorAt(t, sin, cos, dst)
 }
 
 // Value is one feature of a key, raw and scaled.

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 var t0 = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
@@ -63,6 +64,19 @@ func checkVector(tb testing.TB, x []float64, context string) {
 
 func approx(got, want, relTol, absTol float64) bool {
 	return math.Abs(got-want) <= absTol+relTol*math.Abs(want)
+}
+
+// The memory budget rests on these sizes.
+func TestStateSizes(t *testing.T) {
+	if n := unsafe.Sizeof(keyState{}); n != 160 {
+		t.Errorf("keyState is %d bytes, want 160", n)
+	}
+	if n := unsafe.Sizeof(shard{}); n != 128 {
+		t.Errorf("shard is %d bytes, want 128 (two cache lines)", n)
+	}
+	if n := unsafe.Sizeof(slot{}); n != 16 {
+		t.Errorf("index slot is %d bytes, want 16", n)
+	}
 }
 
 func TestConfigValidate(t *testing.T) {
