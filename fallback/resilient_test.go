@@ -47,7 +47,9 @@ func TestBreakerOpensProbesAndCloses(t *testing.T) {
 func TestResilientFallsBackAndRecovers(t *testing.T) {
 	srv := testredis.Start(t)
 	mem := NewMemoryStore(MemoryOptions{SweepEvery: -1})
-	r := NewResilient(NewRedisStore(srv.Client(), RedisOptions{}), mem, ResilientOptions{
+	// A generous timeout: the first call dials and loads the script, which
+	// can take longer than the 5ms default on a busy CI box under -race.
+	r := NewResilient(NewRedisStore(srv.Client(), RedisOptions{Timeout: 100 * time.Millisecond}), mem, ResilientOptions{
 		Share:   0.5,
 		Breaker: BreakerOptions{Failures: 2, OpenFor: 20 * time.Millisecond, MaxOpenFor: 20 * time.Millisecond},
 	})
