@@ -54,7 +54,12 @@ type testServer struct {
 
 func startServer(t testing.TB, cfg *config.Loaded) *testServer {
 	t.Helper()
-	srv, err := New(cfg, Options{})
+	return startServerOpts(t, cfg, Options{})
+}
+
+func startServerOpts(t testing.TB, cfg *config.Loaded, opts Options) *testServer {
+	t.Helper()
+	srv, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

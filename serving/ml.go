@@ -318,16 +318,16 @@ type recentRing struct {
 
 // RecentDecision is one decision as explain shows it.
 type RecentDecision struct {
-	Time       string  `json:"time"`
-	DecisionID string  `json:"decision_id"`
-	Endpoint   string  `json:"endpoint"`
-	Decision   string  `json:"decision"`
-	Reason     string  `json:"reason"`
-	Limit      int64   `json:"limit"`
-	Remaining  int64   `json:"remaining"`
-	Multiplier float64 `json:"multiplier"`
-	Arm        string  `json:"arm"`
-	Fallback   bool    `json:"fallback"`
+	Time       time.Time `json:"time"`
+	DecisionID string    `json:"decision_id"`
+	Endpoint   string    `json:"endpoint"`
+	Decision   string    `json:"decision"`
+	Reason     string    `json:"reason"`
+	Limit      int64     `json:"limit"`
+	Remaining  int64     `json:"remaining"`
+	Multiplier float64   `json:"multiplier"`
+	Arm        string    `json:"arm"`
+	Fallback   bool      `json:"fallback"`
 }
 
 func newRecentLog(n, maxKeys int) *recentLog {

@@ -1,12 +1,10 @@
 package serving
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,26 +39,15 @@ policies:
   allow: [k_allowed]
 `
 
-// startML starts a server on a real socket with options.
+// startML starts a server on a real socket with options, after edit
+// changes the parsed configuration.
 func startML(t testing.TB, yaml string, opts Options, edit func(*config.Loaded)) *testServer {
 	t.Helper()
 	cfg := mustParse(t, yaml)
 	if edit != nil {
 		edit(cfg)
 	}
-	srv, err := New(cfg, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ts := &testServer{Server: srv, URL: "http://" + ln.Addr().String(), cancel: cancel, done: make(chan error, 1)}
-	go func() { ts.done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() { ts.stop(t); srv.Close() })
-	return ts
+	return startServerOpts(t, cfg, opts)
 }
 
 func decideAs(t testing.TB, ts *testServer, key, tenant string) wireDecision {
@@ -233,7 +220,7 @@ func TestModelFallbacks(t *testing.T) {
 		if d := decideAs(t, ts, "k_2", "acme"); !d.Fallback || d.Reason != ReasonStaleModel {
 			t.Fatalf("got %+v, want fallback stale_model", d)
 		}
-		ts.maintainML() // the embedded learner republishes
+		ts.maintainML(false) // the embedded learner republishes
 		if d := decideAs(t, ts, "k_3", "acme"); d.Fallback {
 			t.Fatalf("after republishing: %+v", d)
 		}

@@ -164,7 +164,7 @@ func (s *Server) afterDecision(req *DecideRequest, d *Decision) {
 		Throttled: d.Action != ActionAllow, BudgetUsed: used, Outcome: req.outcome(),
 	}, now)
 	s.ml.recent.add(req.Key, RecentDecision{
-		Time: now.UTC().Format(time.RFC3339Nano), DecisionID: d.DecisionID, Endpoint: req.Endpoint,
+		Time: now.UTC(), DecisionID: d.DecisionID, Endpoint: req.Endpoint,
 		Decision: d.Action, Reason: d.Reason, Limit: d.Limit, Remaining: d.Remaining,
 		Multiplier: d.Multiplier, Arm: d.Arm, Fallback: d.Fallback,
 	})

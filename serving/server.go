@@ -227,7 +227,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Server) maintain(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	for {
+	for tick := 0; ; tick++ {
 		s.checkRedis(ctx)
 		select {
 		case <-ctx.Done():
@@ -237,13 +237,13 @@ func (s *Server) maintain(ctx context.Context) {
 		if s.leased != nil {
 			s.leased.Sweep()
 		}
-		s.maintainML()
+		s.maintainML(tick%10 == 0)
 	}
 }
 
-// maintainML publishes the embedded learner's snapshot when due and drops
-// expired epoch choices and idle features.
-func (s *Server) maintainML() {
+// maintainML publishes the embedded learner's snapshot when due and, when
+// sweep is set, drops expired epoch choices and idle features.
+func (s *Server) maintainML(sweep bool) {
 	ml := s.ml
 	if ml.learner != nil {
 		if snap := ml.model.Load(); snap == nil || ml.now().Sub(snap.Created()) >= ml.cfg.PublishEvery {
@@ -252,7 +252,7 @@ func (s *Server) maintainML() {
 			}
 		}
 	}
-	if time.Now().Unix()%10 == 0 {
+	if sweep {
 		ml.sweep()
 	}
 }
