@@ -46,13 +46,23 @@ func (s *Server) handleReady(ctx *fasthttp.RequestCtx) {
 			lim.Status, lim.Detail = "degraded", "redis unreachable: "+h.detail
 		}
 	}
+	feats := componentStatus{Status: "ok", Detail: "this instance's features only (no redis)"}
+	if f := s.fsync; f != nil {
+		feats.Detail = "shared through redis"
+		if !f.healthy.Load() {
+			feats.Status, feats.Detail = "degraded", "not shared yet: no exchange has succeeded"
+			if e := f.lastErr.Load(); e != nil {
+				feats.Detail = "not shared, this instance's features only: " + *e
+			}
+		}
+	}
 	status, code := "ready", fasthttp.StatusOK
 	if s.draining.Load() {
 		status, code = "draining", fasthttp.StatusServiceUnavailable
 	}
 	body, _ := json.Marshal(map[string]any{
 		"status":     status,
-		"components": map[string]componentStatus{"policy": pol, "limiter": lim},
+		"components": map[string]componentStatus{"policy": pol, "limiter": lim, "features": feats},
 	})
 	ctx.SetStatusCode(code)
 	ctx.SetContentType("application/json")

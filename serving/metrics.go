@@ -21,6 +21,7 @@ type metrics struct {
 	panics    prometheus.Counter
 
 	mlFallbacks   *prometheus.CounterVec
+	localOnly     *prometheus.CounterVec
 	shadowChoices *prometheus.CounterVec
 	stage2        prometheus.Histogram
 	auditRecords  prometheus.Counter
@@ -74,6 +75,10 @@ func newMetrics(lim limiter) *metrics {
 	for _, r := range fallbackReasons[1:] {
 		m.mlFallbacks.WithLabelValues(r)
 	}
+	m.localOnly = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flowguard_features_local_only_total",
+		Help: "Stage-2 runs that saw only this instance's features, by reason (no_redis, redis_down).",
+	}, []string{"reason"})
 	m.shadowChoices = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "flowguard_ml_shadow_choices_total",
 		Help: "Decisions under ml: shadow, by the arm the bandit would have enforced.",
@@ -241,5 +246,37 @@ func (m *metrics) registerML(ml *mlStage) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "flowguard_features_rejected_total", Help: "Feature updates refused because ml.max_keys keys are held.",
 		}, func() float64 { return float64(ml.feats.Stats().Rejected) }),
+	)
+}
+
+// registerFeatureSync adds the metrics of feature sharing; with fs nil
+// (no redis) only the local-only counter exists.
+func (m *metrics) registerFeatureSync(fs *featureSync) {
+	m.reg.MustRegister(m.localOnly)
+	if fs == nil {
+		return
+	}
+	counter := func(name, help string, v *atomic.Int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(v.Load()) })
+	}
+	m.reg.MustRegister(
+		counter("flowguard_features_sync_rounds_total", "Rounds of exchanging features with the other instances through Redis.", &fs.rounds),
+		counter("flowguard_features_sync_failures_total", "Feature exchange rounds that failed; their keys wait for the next round.", &fs.failures),
+		counter("flowguard_features_sync_written_total", "Key records written to Redis.", &fs.written),
+		counter("flowguard_features_sync_read_total", "Key records read back from Redis.", &fs.read),
+		counter("flowguard_features_sync_dropped_total", "Served keys left out of the exchange because ml.max_keys keys were already tracked.", &fs.dropped),
+		counter("flowguard_features_sync_bad_records_total", "Records read from Redis that failed to decode or validate, ignored.", &fs.badRecords),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "flowguard_features_shared", Help: "1 when the last feature exchange through Redis succeeded, else 0.",
+		}, func() float64 {
+			if fs.healthy.Load() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "flowguard_features_sync_round_seconds", Help: "Duration of the last feature exchange round.",
+		}, func() float64 { return float64(fs.lastRoundUS.Load()) / 1e6 }),
 	)
 }

@@ -91,7 +91,11 @@ type mlStage struct {
 	recent  *recentLog
 	now     func() time.Time
 	hook    func(key string) // test fault injection inside stage 2
-	timing  func(time.Duration)
+	// localOnly reports why the features are this instance's alone ("" when
+	// they are shared); each stage-2 run on local-only features is counted.
+	localOnly     func() string
+	localOnlyRuns func(reason string)
+	timing        func(time.Duration)
 }
 
 func newMLStage(cfg config.ML, now func() time.Time, seed uint64, hook func(string)) (*mlStage, error) {
@@ -239,6 +243,11 @@ func (m *mlStage) score(key string, rule *policy.Rule, snap *bandit.Snapshot, no
 	x, tracked := m.feats.VectorTracked(key, now, buf[:0])
 	if !tracked {
 		return epochChoice{}, errUntracked
+	}
+	if m.localOnly != nil && m.localOnlyRuns != nil {
+		if why := m.localOnly(); why != "" {
+			m.localOnlyRuns(why)
+		}
 	}
 	risk := m.risk.Score(x)
 	x = append(x, risk)

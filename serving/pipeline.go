@@ -163,6 +163,9 @@ func (s *Server) afterDecision(req *DecideRequest, d *Decision) {
 		Endpoint: req.Endpoint, ClientIP: req.ClientIP, Cost: req.Cost, Tier: features.ParseTier(d.rule.Tier),
 		Throttled: d.Action != ActionAllow, BudgetUsed: used, Outcome: req.outcome(),
 	}, now)
+	if s.fsync != nil {
+		s.fsync.touch(req.Key)
+	}
 	s.ml.recent.add(req.Key, RecentDecision{
 		Time: now.UTC(), DecisionID: d.DecisionID, Endpoint: req.Endpoint,
 		Decision: d.Action, Reason: d.Reason, Limit: d.Limit, Remaining: d.Remaining,

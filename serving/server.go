@@ -36,6 +36,9 @@ type Options struct {
 	// MLHook, when set, runs inside stage 2 for every key it scores: tests
 	// use it to inject delays and panics into the ML stage.
 	MLHook func(key string)
+	// InstanceID names this instance in the state it shares through Redis.
+	// Default: host name, process id and a random suffix.
+	InstanceID string
 }
 
 // Server is the decision service. Create it with New, run it with Run or
@@ -54,6 +57,7 @@ type Server struct {
 	redisUp atomic.Pointer[redisHealth]
 
 	ml    *mlStage
+	fsync *featureSync // nil without redis
 	audit *auditLog
 
 	metrics *metrics
@@ -136,7 +140,18 @@ func New(cfg *config.Loaded, opts Options) (*Server, error) {
 	}
 	s.ml = ml
 	ml.timing = func(d time.Duration) { s.metrics.stage2.Observe(d.Seconds()) }
+	if s.redis != nil {
+		id := opts.InstanceID
+		if id == "" {
+			id = defaultInstanceID()
+		}
+		s.fsync = newFeatureSync(s.redis, cfg.Redis.Prefix, id, cfg.ML.IdleTTL, cfg.ML.ShareEvery, cfg.ML.Epoch,
+			ml.feats, clock, cfg.ML.MaxKeys)
+	}
+	ml.localOnly = s.featuresLocalOnly
+	ml.localOnlyRuns = func(why string) { s.metrics.localOnly.WithLabelValues(why).Inc() }
 	s.metrics.registerML(ml)
+	s.metrics.registerFeatureSync(s.fsync)
 	if cfg.Audit.File != "" {
 		s.audit, err = openAuditLog(cfg.Audit.File, s.metrics.auditDropped.Inc, func(err error) {
 			s.metrics.auditErrors.Inc()
@@ -200,6 +215,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); s.watchConfig(bg) }()
 	go func() { defer wg.Done(); s.maintain(bg) }()
+	if s.fsync != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.fsync.run(bg, s.cfg.ML.ShareEvery, s.featureSyncChanged) }()
+	}
 
 	s.log.Info("flowguard serving", "addr", ln.Addr().String(), "config", s.cfg.Name,
 		"limiter", s.backendName(), "tiers", s.cfg.Policies.Tiers(), "gomaxprocs", runtime.GOMAXPROCS(0))

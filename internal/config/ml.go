@@ -54,6 +54,11 @@ type ML struct {
 	// RiskPrior is the risk of a key the model knows nothing about.
 	// Default: 0.01.
 	RiskPrior float64 `yaml:"risk_prior"`
+	// ShareEvery is how often, with redis configured, the features of the
+	// keys served are exchanged with the other instances through Redis:
+	// one pipelined round per interval, never more than once a second.
+	// Default: 1s.
+	ShareEvery time.Duration `yaml:"share_every"`
 }
 
 // Audit configures the audit log of blocks and audited throttles.
@@ -106,6 +111,9 @@ func (m *ML) defaults() {
 	if m.RiskPrior == 0 {
 		m.RiskPrior = 0.01
 	}
+	if m.ShareEvery == 0 {
+		m.ShareEvery = time.Second
+	}
 }
 
 // BanditPosterior returns the posterior model Posterior names.
@@ -139,6 +147,7 @@ func (m *ML) validate(d *yamlx.Doc) yamlx.Errors {
 	between("max_model_age", m.MaxModelAge, time.Second, 30*24*time.Hour)
 	between("publish_every", m.PublishEvery, 100*time.Millisecond, time.Hour)
 	between("idle_ttl", m.IdleTTL, time.Second, 7*24*time.Hour)
+	between("share_every", m.ShareEvery, time.Second, time.Minute)
 	if !(m.BlockThreshold > 0 && m.BlockThreshold <= 1) {
 		bad([]string{"block_threshold"}, "%v must be in (0, 1]", m.BlockThreshold)
 	}
