@@ -168,6 +168,30 @@ func (l *Learner) Correct(x []float64, a int, delta float64) error {
 	return nil
 }
 
+// CorrectSum applies many corrections of arm a at once: sumX = Σ Δᵢ·xᵢ
+// over the corrected updates' contexts and sum = Σ Δᵢ (the intercept's
+// share; ignored with NoIntercept). It equals calling Correct for each,
+// so a caller may keep these two sums per group of updates instead of
+// every context. Like Correct, it returns ErrNeedReward for
+// NormalInverseGamma.
+func (l *Learner) CorrectSum(a int, sumX []float64, sum float64) error {
+	if err := l.check(sumX, a, sum); err != nil {
+		return err
+	}
+	if l.cfg.Posterior == NormalInverseGamma {
+		return fmt.Errorf("bandit: %w", ErrNeedReward)
+	}
+	st := &l.stats[a]
+	for i, v := range sumX {
+		twoSum(&st.f[i], &st.fC[i], v)
+	}
+	if l.p > l.cfg.Dim {
+		twoSum(&st.f[l.cfg.Dim], &st.fC[l.cfg.Dim], sum)
+	}
+	l.built[a] = nil
+	return nil
+}
+
 // Relabel changes the reward of an earlier update of arm a with context x
 // from the value it was updated with to its final value. It is exact for
 // both posteriors.

@@ -75,3 +75,38 @@ func TestMergeRefusesOtherModels(t *testing.T) {
 		t.Error("Merge of nothing succeeded")
 	}
 }
+
+func TestCorrectSumEqualsCorrectingEach(t *testing.T) {
+	cfg := Config{ModelID: "m", Dim: 2}
+	a, _ := NewLearner(cfg)
+	b, _ := NewLearner(cfg)
+	xs := [][]float64{{1, 2}, {0.5, -1}, {3, 0.25}}
+	deltas := []float64{0.5, -2, 1.25}
+	sumX, sum := make([]float64, 2), 0.0
+	for i, x := range xs {
+		for _, l := range []*Learner{a, b} {
+			if err := l.Update(x, 1, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := a.Correct(x, 1, deltas[i]); err != nil {
+			t.Fatal(err)
+		}
+		for j := range x {
+			sumX[j] += deltas[i] * x[j]
+		}
+		sum += deltas[i]
+	}
+	if err := b.CorrectSum(1, sumX, sum); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := a.Snapshot(time.Unix(0, 0))
+	sb, _ := b.Snapshot(time.Unix(0, 0))
+	pa, _ := sa.ArmPosterior(1)
+	pb, _ := sb.ArmPosterior(1)
+	for i := range pa.Mean {
+		if math.Abs(pa.Mean[i]-pb.Mean[i]) > 1e-12 {
+			t.Errorf("mean[%d]: Correct each %v, CorrectSum %v", i, pa.Mean[i], pb.Mean[i])
+		}
+	}
+}

@@ -1,0 +1,138 @@
+package rewards
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"time"
+
+	"github.com/devflow/flowguard/bandit"
+	"github.com/devflow/flowguard/features"
+)
+
+// ErrBadCheckpoint is wrapped by every error of RestorePartition.
+var ErrBadCheckpoint = errors.New("bad learner checkpoint")
+
+const (
+	checkpointMagic  = "FGCP"
+	checkpointFormat = 1
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// checkpointState is a Partition as encoded. Gob handles the maps; the
+// models use their own checksummed codecs.
+type checkpointState struct {
+	Bandit    []byte
+	Risk      []byte
+	Pending   map[string]pendingDecision
+	Order     []string
+	Keys      map[string]*keyHistory
+	Seen      map[string]int64
+	Watermark int64
+	Offsets   map[string]int64
+	Stats     Stats
+}
+
+// Checkpoint encodes the partition's whole state, offsets included, so
+// that RestorePartition continues exactly where it was. A learner commits
+// its Kafka offsets only after the checkpoint holding them is stored.
+func (p *Partition) Checkpoint(created time.Time) ([]byte, error) {
+	snap, err := p.bandit.Snapshot(created)
+	if err != nil {
+		return nil, err
+	}
+	bs, err := snap.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	rs, err := p.risk.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	buf.WriteString(checkpointMagic)
+	buf.WriteByte(checkpointFormat)
+	err = gob.NewEncoder(&buf).Encode(checkpointState{Bandit: bs, Risk: rs, Pending: p.pending, Order: p.order,
+		Keys: p.keys, Seen: p.seen, Watermark: p.watermark, Offsets: p.Offsets, Stats: p.stats})
+	if err != nil {
+		return nil, err
+	}
+	return binary.LittleEndian.AppendUint32(buf.Bytes(), crc32.Checksum(buf.Bytes(), castagnoli)), nil
+}
+
+// RestorePartition returns the partition a Checkpoint encoded, under cfg.
+// The checkpoint's bandit must be cfg's (same arms and dimension). The
+// error wraps ErrBadCheckpoint; it never panics on any input.
+func RestorePartition(cfg Config, data []byte) (*Partition, error) {
+	p, err := NewPartition(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if len(data) < len(checkpointMagic)+1+4 || string(data[:4]) != checkpointMagic {
+		return nil, fmt.Errorf("%w: no checkpoint header", ErrBadCheckpoint)
+	}
+	if data[4] != checkpointFormat {
+		return nil, fmt.Errorf("%w: format %d", ErrBadCheckpoint, data[4])
+	}
+	body := data[:len(data)-4]
+	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(data[len(body):]) {
+		return nil, fmt.Errorf("%w: checksum mismatch", ErrBadCheckpoint)
+	}
+	var st checkpointState
+	if err := gob.NewDecoder(bytes.NewReader(body[5:])).Decode(&st); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadCheckpoint, err)
+	}
+	snap, err := bandit.DecodeSnapshot(st.Bandit)
+	if err != nil {
+		return nil, fmt.Errorf("%w: bandit: %v", ErrBadCheckpoint, err)
+	}
+	want := p.cfg.Bandit
+	got := snap.Config()
+	if got.Dim != want.Dim || len(got.Arms) != len(want.Arms) {
+		return nil, fmt.Errorf("%w: bandit has %d features and %d arms, the configuration %d and %d",
+			ErrBadCheckpoint, got.Dim, len(got.Arms), want.Dim, len(want.Arms))
+	}
+	if p.bandit, err = bandit.RestoreLearner(snap); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadCheckpoint, err)
+	}
+	if p.risk, err = features.DecodeRisk(st.Risk); err != nil {
+		return nil, fmt.Errorf("%w: risk: %v", ErrBadCheckpoint, err)
+	}
+	if p.risk.Config().Dim != p.cfg.Risk.Dim {
+		return nil, fmt.Errorf("%w: risk model has %d features, the configuration %d", ErrBadCheckpoint, p.risk.Config().Dim, p.cfg.Risk.Dim)
+	}
+	for id, d := range st.Pending {
+		if len(d.X) != want.Dim || d.Arm < 0 || d.Arm >= len(want.Arms) {
+			return nil, fmt.Errorf("%w: pending decision %q does not fit the bandit", ErrBadCheckpoint, id)
+		}
+	}
+	for key, h := range st.Keys {
+		if h == nil {
+			return nil, fmt.Errorf("%w: key %q has no history", ErrBadCheckpoint, key)
+		}
+		for _, a := range h.Aggs {
+			if a.Arm < 0 || a.Arm >= len(want.Arms) || (a.SlopeX != nil && len(a.SlopeX) != want.Dim) || len(a.LastX) > p.cfg.Risk.Dim {
+				return nil, fmt.Errorf("%w: key %q has an aggregate that does not fit the bandit", ErrBadCheckpoint, key)
+			}
+			for _, w := range a.Wait {
+				if len(w.X) != want.Dim {
+					return nil, fmt.Errorf("%w: key %q has a waiting record that does not fit the bandit", ErrBadCheckpoint, key)
+				}
+			}
+		}
+	}
+	p.pending, p.order, p.keys, p.seen = orEmpty(st.Pending), st.Order, orEmpty(st.Keys), orEmpty(st.Seen)
+	p.watermark, p.Offsets, p.stats = st.Watermark, orEmpty(st.Offsets), st.Stats
+	return p, nil
+}
+
+func orEmpty[K comparable, V any](m map[K]V) map[K]V {
+	if m == nil {
+		return map[K]V{}
+	}
+	return m
+}

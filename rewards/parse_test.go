@@ -1,0 +1,135 @@
+package rewards
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseLabel(t *testing.T) {
+	ok := `{"label_id":"inv-0001","key":"k_live_1","tenant":"acme","abusive":true,"from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z","source":"chargeback","severity":1.0}`
+	l, err := ParseLabel([]byte(ok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.LabelID != "inv-0001" || !l.Abusive || l.Severity != 1 || l.To.Sub(l.From).Hours() != 24 {
+		t.Errorf("parsed %+v", l)
+	}
+	noSev, err := ParseLabel([]byte(`{"label_id":"c","key":"k","abusive":false,"from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z"}`))
+	if err != nil || noSev.Severity != 1 {
+		t.Errorf("severity defaults to 1: %+v %v", noSev, err)
+	}
+	bad := map[string]struct{ in, msg string }{
+		"not json":       {`{`, "unexpected EOF"},
+		"unknown field":  {`{"label_id":"a","key":"k","abusive":true,"from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z","colour":"red"}`, `unknown field "colour"`},
+		"missing key":    {`{"label_id":"a","abusive":true,"from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z"}`, "key is required"},
+		"missing abuse":  {`{"label_id":"a","key":"k","from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z"}`, "abusive is required"},
+		"to before from": {`{"label_id":"a","key":"k","abusive":true,"from":"2026-11-21T00:00:00Z","to":"2026-11-20T00:00:00Z"}`, "is not before"},
+		"severity":       {`{"label_id":"a","key":"k","abusive":true,"from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z","severity":2}`, "severity 2 must be in [0, 1]"},
+		"bad time":       {`{"label_id":"a","key":"k","abusive":true,"from":"yesterday","to":"2026-11-21T00:00:00Z"}`, "cannot parse"},
+		"two objects":    {`{"label_id":"a","key":"k","abusive":true,"from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z"} {}`, "data after"},
+		"long span":      {`{"label_id":"a","key":"k","abusive":true,"from":"2026-01-20T00:00:00Z","to":"2026-11-21T00:00:00Z"}`, "more than 30 days"},
+		"empty id":       {`{"label_id":"","key":"k","abusive":true,"from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z"}`, "label_id must be"},
+	}
+	for name, tc := range bad {
+		t.Run(name, func(t *testing.T) {
+			_, err := ParseLabel([]byte(tc.in))
+			if !errors.Is(err, ErrBadLabel) || !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("err = %v, want ErrBadLabel containing %q", err, tc.msg)
+			}
+		})
+	}
+}
+
+func TestParseRecord(t *testing.T) {
+	dec := `{"type":"decision","id":"d1","key":"k","tier":"free","at":"2026-11-20T00:00:00Z","variant":"bandit","arm":2,"propensity":0.5,"context":[0.1,0.2],"base":60}`
+	if _, err := ParseRecord([]byte(dec)); err != nil {
+		t.Fatal(err)
+	}
+	bad := map[string]struct{ in, msg string }{
+		"type":       {`{"type":"guess","id":"d","key":"k","at":"2026-11-20T00:00:00Z"}`, `type "guess"`},
+		"propensity": {strings.Replace(dec, `0.5`, `0`, 1), "propensity 0"},
+		"counts":     {`{"type":"outcome","id":"d","key":"k","at":"2026-11-20T00:00:00Z","served":-1}`, "counts must be"},
+		"context":    {strings.Replace(dec, `[0.1,0.2]`, `[]`, 1), "context must have"},
+		"unknown":    {strings.Replace(dec, `"base":60`, `"base":60,"x":1`, 1), `unknown field "x"`},
+		"variant":    {strings.Replace(dec, `bandit`, `guess`, 1), `variant "guess"`},
+	}
+	for name, tc := range bad {
+		t.Run(name, func(t *testing.T) {
+			_, err := ParseRecord([]byte(tc.in))
+			if !errors.Is(err, ErrBadRecord) || !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("err = %v, want ErrBadRecord containing %q", err, tc.msg)
+			}
+		})
+	}
+}
+
+func seedCorpus(f *testing.F, name string) {
+	dir := filepath.Join("testdata", "fuzz", name)
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) == 0 {
+		f.Fatalf("seed corpus missing in %s", dir)
+	}
+}
+
+func FuzzParseLabel(f *testing.F) {
+	seedCorpus(f, "FuzzParseLabel")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		l, err := ParseLabel(data)
+		if err != nil {
+			if !errors.Is(err, ErrBadLabel) {
+				t.Fatalf("error does not wrap ErrBadLabel: %v", err)
+			}
+			return
+		}
+		if err := l.Validate(); err != nil {
+			t.Fatalf("parsed label fails Validate: %v", err)
+		}
+	})
+}
+
+func FuzzParseRecord(f *testing.F) {
+	seedCorpus(f, "FuzzParseRecord")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := ParseRecord(data)
+		if err != nil {
+			if !errors.Is(err, ErrBadRecord) {
+				t.Fatalf("error does not wrap ErrBadRecord: %v", err)
+			}
+			return
+		}
+		p, _ := NewPartition(Config{Bandit: testConfig().Bandit, Risk: testConfig().Risk})
+		_ = p.Record(r) // must not panic, whatever the record
+	})
+}
+
+func FuzzRestorePartition(f *testing.F) {
+	seedCorpus(f, "FuzzRestorePartition")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := RestorePartition(testConfig(), data)
+		if err != nil {
+			if !errors.Is(err, ErrBadCheckpoint) {
+				t.Fatalf("error does not wrap ErrBadCheckpoint: %v", err)
+			}
+			return
+		}
+		apply(t, p, stream(9, 2, 2))
+	})
+}
+
+func FuzzDecodeModelPart(f *testing.F) {
+	seedCorpus(f, "FuzzDecodeModelPart")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := DecodeModelPart(data)
+		if err != nil {
+			if !errors.Is(err, ErrBadModel) {
+				t.Fatalf("error does not wrap ErrBadModel: %v", err)
+			}
+			return
+		}
+		if _, err := m.MarshalBinary(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

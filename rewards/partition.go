@@ -1,0 +1,501 @@
+package rewards
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/devflow/flowguard/bandit"
+	"github.com/devflow/flowguard/features"
+)
+
+// Mode is when rewards reach the bandit.
+type Mode string
+
+const (
+	// ModeProvisional updates the bandit when an epoch closes, assuming the
+	// key benign, and corrects exactly when a label arrives.
+	ModeProvisional Mode = "provisional"
+	// ModeWait updates the bandit only when a record is final, after the
+	// attribution window: unbiased, days late. For comparison.
+	ModeWait Mode = "wait"
+)
+
+// Config configures a Learner and its partitions.
+type Config struct {
+	// Bandit is the bandit the decisions were made with; its Dim is the
+	// context length of the decision records. Required.
+	Bandit bandit.Config
+	// Risk configures the risk model, trained on the first Risk.Dim
+	// context features. Required.
+	Risk features.RiskConfig
+	// Weights is the reward's objective. Default: DefaultWeights().
+	Weights Weights
+	// Window is the attribution window: a record is final this long after
+	// its hour ends, and a label after it no longer changes it.
+	// Default: 72h.
+	Window time.Duration
+	// Mode is provisional or wait. Default: provisional.
+	Mode Mode
+	// MaxPending caps, per partition, the decisions waiting for their
+	// outcome; the oldest is dropped (and counted) beyond it.
+	// Default: 1000000.
+	MaxPending int
+}
+
+// Bucket is the granularity at which labels apply: a label covers a
+// key's records of every hour it overlaps.
+const Bucket = time.Hour
+
+func (c Config) withDefaults() Config {
+	c.Weights = c.Weights.WithDefaults()
+	if c.Window == 0 {
+		c.Window = 72 * time.Hour
+	}
+	if c.Mode == "" {
+		c.Mode = ModeProvisional
+	}
+	if c.MaxPending == 0 {
+		c.MaxPending = 1_000_000
+	}
+	return c
+}
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	if err := c.Bandit.Validate(); err != nil {
+		return fmt.Errorf("rewards: bandit: %w", err)
+	}
+	if err := c.Risk.Validate(); err != nil {
+		return fmt.Errorf("rewards: risk: %w", err)
+	}
+	if c.Risk.Dim > c.Bandit.Dim {
+		return fmt.Errorf("rewards: risk dimension %d exceeds the context's %d", c.Risk.Dim, c.Bandit.Dim)
+	}
+	if err := c.Weights.Validate(); err != nil {
+		return err
+	}
+	if c.Window < 0 || c.Window > 90*24*time.Hour {
+		return fmt.Errorf("rewards: window %v must be between 0 and 90 days", c.Window)
+	}
+	if c.Mode != "" && c.Mode != ModeProvisional && c.Mode != ModeWait {
+		return fmt.Errorf("rewards: mode %q, want provisional or wait", c.Mode)
+	}
+	if c.Mode == ModeProvisional && c.Bandit.Posterior == bandit.NormalInverseGamma {
+		return errors.New("rewards: provisional rewards need the gaussian posterior (its corrections are exact); use mode wait")
+	}
+	if c.MaxPending < 0 {
+		return errors.New("rewards: max_pending must not be negative")
+	}
+	return nil
+}
+
+// Stats counts what a partition did with its input.
+type Stats struct {
+	Decisions, Outcomes, Updates   int64
+	Orphans                        int64 // outcomes with no pending decision (decision dropped or too old)
+	PendingDropped                 int64 // decisions dropped beyond MaxPending
+	Labels, Duplicates, Late       int64 // labels applied; repeated label ids; labels past the window
+	UnknownKey                     int64 // labels for a key with no records yet, kept for the window
+	Corrections, Finalized, Errors int64
+}
+
+// Partition is the learner's state for one Kafka partition: pending
+// decisions, each key's records within the attribution window (aggregated
+// per arm and hour), the labels seen, the bandit and risk models the
+// partition trained, and the offsets its state includes. Not safe for
+// concurrent use.
+type Partition struct {
+	cfg     Config
+	bandit  *bandit.Learner
+	risk    *features.Risk
+	pending map[string]pendingDecision
+	order   []string // pending ids, oldest first (may hold ids already joined)
+	keys    map[string]*keyHistory
+	seen    map[string]int64 // label id → when seen (µs event time)
+	// Watermark is the latest event time seen, µs: the partition's clock.
+	watermark int64
+	// Offsets are the next offset to read per topic: the input this state
+	// includes.
+	Offsets map[string]int64
+	stats   Stats
+}
+
+type pendingDecision struct {
+	Key, Tier string
+	At        int64 // µs
+	Arm       int
+	X         []float64
+	Base      float64
+}
+
+// keyHistory is one key's records and labels within the window.
+type keyHistory struct {
+	Tier   string
+	Aggs   []agg
+	Labels []Label // in arrival order; the last covering an hour decides it
+}
+
+// agg sums one key's bandit records of one arm in one hour: what an exact
+// correction needs. With slope kᵢ = d rewardᵢ / d severity, a change of
+// the hour's severity by Δ changes the arm's Σ r·x by Δ·Σ kᵢxᵢ.
+type agg struct {
+	Hour     int64 // start, µs
+	Arm      int
+	Severity float64   // the severity the bandit has been given for it
+	SlopeX   []float64 // Σ kᵢ·xᵢ
+	Slope    float64   // Σ kᵢ
+	LastX    []float32 // the last context, for the risk model
+	Labelled bool      // the risk model has learned from it
+	Wait     []waitRecord
+}
+
+// waitRecord is one record held whole until final, in ModeWait.
+type waitRecord struct {
+	X       []float64
+	Outcome Outcome
+	Base    float64
+}
+
+// NewPartition returns an empty partition.
+func NewPartition(cfg Config) (*Partition, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	bl, err := bandit.NewLearner(cfg.Bandit)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Bandit = bl.Config()
+	risk, err := features.NewRisk(cfg.Risk)
+	if err != nil {
+		return nil, err
+	}
+	return &Partition{cfg: cfg, bandit: bl, risk: risk, pending: map[string]pendingDecision{},
+		keys: map[string]*keyHistory{}, seen: map[string]int64{}, Offsets: map[string]int64{}}, nil
+}
+
+// Stats returns the partition's counters.
+func (p *Partition) Stats() Stats { return p.stats }
+
+// Watermark returns the latest event time the partition has seen.
+func (p *Partition) Watermark() time.Time { return time.UnixMicro(p.watermark).UTC() }
+
+// advance moves the watermark to t, finalising what the window closes.
+// Expiry runs when the watermark enters a new hour: records are kept per
+// hour, so nothing can close in between.
+func (p *Partition) advance(t int64) {
+	if t > p.watermark {
+		old := p.watermark
+		p.watermark = t
+		if hourOf(t) != hourOf(old) {
+			p.expire()
+		}
+	}
+}
+
+func hourOf(t int64) int64 { return t - ((t%3600e6)+3600e6)%3600e6 }
+
+// Record applies one decision-log record. Records that fail Validate, or
+// whose context does not fit the bandit, are an error and change nothing.
+func (p *Partition) Record(r Record) error {
+	if err := r.Validate(); err != nil {
+		return err
+	}
+	at := r.At.UnixMicro()
+	switch r.Type {
+	case TypeDecision:
+		p.stats.Decisions++
+		if r.Variant != VariantBandit {
+			p.advance(at)
+			return nil // shadow choices were not enforced: nothing to learn
+		}
+		if len(r.Context) != p.cfg.Bandit.Dim || r.Arm >= len(p.cfg.Bandit.Arms) {
+			p.stats.Errors++
+			return fmt.Errorf("%w: context of %d features or arm %d does not fit the bandit (%d features, %d arms)",
+				ErrBadRecord, len(r.Context), r.Arm, p.cfg.Bandit.Dim, len(p.cfg.Bandit.Arms))
+		}
+		if _, dup := p.pending[r.ID]; !dup {
+			p.order = append(p.order, r.ID)
+		}
+		p.pending[r.ID] = pendingDecision{Key: r.Key, Tier: r.Tier, At: at, Arm: r.Arm,
+			X: slices.Clone(r.Context), Base: normBase(r.Base)}
+		for len(p.pending) > p.cfg.MaxPending && len(p.order) > 0 {
+			id := p.order[0]
+			p.order = p.order[1:]
+			if _, ok := p.pending[id]; ok {
+				delete(p.pending, id)
+				p.stats.PendingDropped++
+			}
+		}
+		p.advance(at)
+		return nil
+	default:
+		p.stats.Outcomes++
+		d, ok := p.pending[r.ID]
+		if !ok {
+			p.stats.Orphans++
+			p.advance(at)
+			return nil
+		}
+		delete(p.pending, r.ID)
+		p.compactOrder()
+		err := p.join(d, r.Outcome())
+		p.advance(at)
+		return err
+	}
+}
+
+// compactOrder drops joined ids from the front of the order queue, and
+// rebuilds it when most of it is stale.
+func (p *Partition) compactOrder() {
+	for len(p.order) > 0 {
+		if _, ok := p.pending[p.order[0]]; ok {
+			break
+		}
+		p.order = p.order[1:]
+	}
+	if len(p.order) > 1024 && len(p.order) > 4*len(p.pending) {
+		live := make([]string, 0, len(p.pending))
+		for _, id := range p.order {
+			if _, ok := p.pending[id]; ok {
+				live = append(live, id)
+			}
+		}
+		p.order = live
+	}
+}
+
+// join is an epoch's outcome meeting its decision: the provisional (or,
+// with a label already in, the labelled) reward goes to the bandit.
+func (p *Partition) join(d pendingDecision, o Outcome) error {
+	h := p.keys[d.Key]
+	if h == nil {
+		h = &keyHistory{}
+		p.keys[d.Key] = h
+	}
+	if d.Tier != "" {
+		h.Tier = d.Tier
+	}
+	hour := hourOf(d.At)
+	if p.watermark-(hour+int64(Bucket/time.Microsecond)) > int64(p.cfg.Window/time.Microsecond) {
+		p.stats.Late++ // final already: learn it as it stands
+	}
+	sev := h.severityAt(hour)
+	i := h.aggIndex(hour, d.Arm, p.cfg.Bandit.Dim)
+	a := &h.Aggs[i]
+	a.LastX = toFloat32(d.X[:p.cfg.Risk.Dim], a.LastX)
+	if p.cfg.Mode == ModeWait {
+		a.Wait = append(a.Wait, waitRecord{X: d.X, Outcome: o, Base: d.Base})
+		a.Severity = sev
+		return nil
+	}
+	r := p.cfg.Weights.Reward(o, h.Tier, d.Base, sev)
+	if err := p.bandit.Update(d.X, d.Arm, r); err != nil {
+		p.stats.Errors++
+		return err
+	}
+	p.stats.Updates++
+	k := p.cfg.Weights.slope(o, h.Tier, d.Base)
+	if a.SlopeX == nil {
+		a.SlopeX = make([]float64, p.cfg.Bandit.Dim)
+		a.Severity = sev
+	}
+	if a.Severity != sev {
+		// An hour's records all carry its severity: bring the aggregate to
+		// this one before adding to it.
+		if err := p.correct(h, a, sev); err != nil {
+			return err
+		}
+	}
+	for j, v := range d.X {
+		a.SlopeX[j] += k * v
+	}
+	a.Slope += k
+	return nil
+}
+
+func toFloat32(x []float64, dst []float32) []float32 {
+	dst = dst[:0]
+	for _, v := range x {
+		dst = append(dst, float32(v))
+	}
+	return dst
+}
+
+// aggIndex returns the index of (hour, arm)'s aggregate, adding it.
+func (h *keyHistory) aggIndex(hour int64, arm, dim int) int {
+	for i := range h.Aggs {
+		if h.Aggs[i].Hour == hour && h.Aggs[i].Arm == arm {
+			return i
+		}
+	}
+	h.Aggs = append(h.Aggs, agg{Hour: hour, Arm: arm})
+	return len(h.Aggs) - 1
+}
+
+// severityAt is the severity the key's labels give the hour starting at t:
+// that of the last label covering any of it, 0 without one.
+func (h *keyHistory) severityAt(hour int64) float64 {
+	end := hour + int64(Bucket/time.Microsecond)
+	for i := len(h.Labels) - 1; i >= 0; i-- {
+		l := h.Labels[i]
+		if l.From.UnixMicro() < end && l.To.UnixMicro() > hour {
+			return l.severity()
+		}
+	}
+	return 0
+}
+
+// correct moves aggregate a to severity sev: the exact correction.
+func (p *Partition) correct(h *keyHistory, a *agg, sev float64) error {
+	delta := sev - a.Severity
+	if delta == 0 || a.SlopeX == nil {
+		a.Severity = sev
+		return nil
+	}
+	sumX := make([]float64, len(a.SlopeX))
+	for i, v := range a.SlopeX {
+		sumX[i] = delta * v
+	}
+	if err := p.bandit.CorrectSum(a.Arm, sumX, delta*a.Slope); err != nil {
+		p.stats.Errors++
+		return err
+	}
+	a.Severity = sev
+	p.stats.Corrections++
+	return nil
+}
+
+// Label applies one label, at most once per label id. A label for a key
+// with no records yet is kept for the window: the key's decisions may
+// still be in flight. A label whose range ended more than the window
+// before the watermark changes nothing (counted as late).
+func (p *Partition) Label(l Label, seenAt time.Time) error {
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	if _, dup := p.seen[l.LabelID]; dup {
+		p.stats.Duplicates++
+		return nil
+	}
+	at := seenAt.UnixMicro()
+	p.seen[l.LabelID] = max(at, p.watermark)
+	if p.watermark-l.To.UnixMicro() > int64(p.cfg.Window/time.Microsecond) {
+		p.stats.Late++
+		p.advance(at)
+		return nil
+	}
+	h := p.keys[l.Key]
+	if h == nil || len(h.Aggs) == 0 {
+		p.stats.UnknownKey++
+		if h == nil {
+			h = &keyHistory{}
+			p.keys[l.Key] = h
+		}
+	}
+	h.Labels = append(h.Labels, l)
+	p.stats.Labels++
+	for i := range h.Aggs {
+		a := &h.Aggs[i]
+		end := a.Hour + int64(Bucket/time.Microsecond)
+		if l.From.UnixMicro() >= end || l.To.UnixMicro() <= a.Hour {
+			continue
+		}
+		sev := h.severityAt(a.Hour)
+		if p.cfg.Mode == ModeWait {
+			a.Severity = sev
+		} else if err := p.correct(h, a, sev); err != nil {
+			return err
+		}
+		if !a.Labelled && len(a.LastX) > 0 {
+			if err := p.learnRisk(a, l.Abusive); err != nil {
+				return err
+			}
+			a.Labelled = true
+		}
+	}
+	p.advance(at)
+	return nil
+}
+
+func (p *Partition) learnRisk(a *agg, abusive bool) error {
+	x := make([]float64, len(a.LastX))
+	for i, v := range a.LastX {
+		x[i] = float64(v)
+	}
+	return p.risk.Learn(x, abusive)
+}
+
+// expire finalises the aggregates whose hour ended more than the window
+// before the watermark, and forgets labels and label ids as old.
+func (p *Partition) expire() {
+	window := int64(p.cfg.Window / time.Microsecond)
+	hourUS := int64(Bucket / time.Microsecond)
+	cutoff := p.watermark - window
+	for key, h := range p.keys {
+		kept := h.Aggs[:0]
+		for _, a := range h.Aggs {
+			if a.Hour+hourUS > cutoff {
+				kept = append(kept, a)
+				continue
+			}
+			p.finalize(h, &a)
+		}
+		clear(h.Aggs[len(kept):])
+		h.Aggs = kept
+		labels := h.Labels[:0]
+		for _, l := range h.Labels {
+			if l.To.UnixMicro() > cutoff {
+				labels = append(labels, l)
+			}
+		}
+		h.Labels = labels
+		if len(h.Aggs) == 0 && len(h.Labels) == 0 {
+			delete(p.keys, key)
+		}
+	}
+	for id, t := range p.seen {
+		if t < cutoff-window { // kept two windows: a resent label is still a duplicate
+			delete(p.seen, id)
+		}
+	}
+	for id, d := range p.pending {
+		if d.At < cutoff {
+			delete(p.pending, id)
+			p.stats.PendingDropped++
+		}
+	}
+	p.compactOrder()
+}
+
+// finalize learns from a final aggregate: wait-mode rewards, and the risk
+// model's benign examples (hours no label covered).
+func (p *Partition) finalize(h *keyHistory, a *agg) {
+	p.stats.Finalized++
+	for _, w := range a.Wait {
+		r := p.cfg.Weights.Reward(w.Outcome, h.Tier, w.Base, a.Severity)
+		if err := p.bandit.Update(w.X, a.Arm, r); err != nil {
+			p.stats.Errors++
+			continue
+		}
+		p.stats.Updates++
+	}
+	if !a.Labelled && len(a.LastX) > 0 {
+		if err := p.learnRisk(a, a.Severity >= 0.5); err != nil {
+			p.stats.Errors++
+		}
+	}
+}
+
+// Bandit returns a snapshot of the partition's bandit statistics.
+func (p *Partition) Bandit(created time.Time) (*bandit.Snapshot, error) {
+	return p.bandit.Snapshot(created)
+}
+
+// Risk returns the partition's risk model. It is shared, not copied:
+// Score it concurrently, but only the partition's owner may change it.
+func (p *Partition) Risk() *features.Risk { return p.risk }
+

@@ -1,0 +1,315 @@
+package rewards
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/devflow/flowguard/bandit"
+	"github.com/devflow/flowguard/features"
+)
+
+var t0 = time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
+
+func testConfig() Config {
+	return Config{Bandit: bandit.Config{ModelID: "test", Dim: 3}, Risk: features.RiskConfig{Dim: 2}}
+}
+
+// event is one input of a partition: a record or a label.
+type event struct {
+	rec   *Record
+	label *Label
+}
+
+// stream makes a deterministic input: keys k0..k(n-1), one decision and
+// one outcome per key per epoch, abusive keys (every third) serving lots,
+// and labels for the abusive keys arriving hours later, some duplicated.
+func stream(seed uint64, keys, epochs int) []event {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	var evs []event
+	for e := range epochs {
+		at := t0.Add(time.Duration(e) * 10 * time.Minute)
+		for k := range keys {
+			key := fmt.Sprintf("k%d", k)
+			abusive := k%3 == 0
+			x := []float64{rng.Float64(), rng.Float64(), 0.01}
+			if abusive {
+				x[0] += 1
+			}
+			arm := rng.IntN(6)
+			id := fmt.Sprintf("%s-%d", key, e)
+			tier := []string{"free", "pro", "enterprise"}[k%3]
+			evs = append(evs, event{rec: &Record{Type: TypeDecision, ID: id, Key: key, Tier: tier, At: at,
+				Variant: VariantBandit, Arm: arm, Propensity: 1.0 / 6, Context: x, Base: 100}})
+			served := int64(50 + rng.IntN(100))
+			evs = append(evs, event{rec: &Record{Type: TypeOutcome, ID: id, Key: key, At: at.Add(10 * time.Minute),
+				Served: served, Throttled: int64(rng.IntN(20))}})
+		}
+		if e%5 == 4 {
+			for k := 0; k < keys; k += 3 {
+				l := Label{LabelID: fmt.Sprintf("inv-%d-%d", k, e), Key: fmt.Sprintf("k%d", k), Abusive: true,
+					From: at.Add(-2 * time.Hour), To: at, Severity: 1, Source: "chargeback"}
+				evs = append(evs, event{label: &l})
+				if e%10 == 9 {
+					evs = append(evs, event{label: &l}) // a resend
+				}
+			}
+		}
+	}
+	return evs
+}
+
+func apply(t testing.TB, p *Partition, evs []event) {
+	t.Helper()
+	for _, ev := range evs {
+		var err error
+		if ev.rec != nil {
+			err = p.Record(*ev.rec)
+		} else {
+			err = p.Label(*ev.label, ev.label.To)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func posterior(t testing.TB, p *Partition) []bandit.ArmPosterior {
+	t.Helper()
+	s, err := p.Bandit(t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]bandit.ArmPosterior, s.NumArms())
+	for a := range out {
+		out[a], _ = s.ArmPosterior(a)
+	}
+	return out
+}
+
+func assertSamePosterior(t *testing.T, got, want []bandit.ArmPosterior, tol float64) {
+	t.Helper()
+	for a := range want {
+		if got[a].Count != want[a].Count {
+			t.Errorf("arm %d: %d updates, want %d", a, got[a].Count, want[a].Count)
+		}
+		for i := range want[a].Mean {
+			if d := math.Abs(got[a].Mean[i] - want[a].Mean[i]); d > tol {
+				t.Errorf("arm %d: mean[%d] = %v, want %v (off by %g)", a, i, got[a].Mean[i], want[a].Mean[i], d)
+			}
+		}
+	}
+}
+
+// The learner's promise: a label's correction lands the bandit exactly
+// where learning with the final reward in the first place would have.
+func TestCorrectionEqualsLearningTheFinalReward(t *testing.T) {
+	evs := stream(1, 9, 30)
+	late, err := NewPartition(testConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply(t, late, evs)
+
+	// The same input with every label first: each outcome learns its
+	// final reward directly.
+	var labels, records []event
+	for _, ev := range evs {
+		if ev.label != nil {
+			labels = append(labels, ev)
+		} else {
+			records = append(records, ev)
+		}
+	}
+	early, _ := NewPartition(testConfig())
+	apply(t, early, append(labels, records...))
+	assertSamePosterior(t, posterior(t, late), posterior(t, early), 1e-9)
+	if s := late.Stats(); s.Corrections == 0 || s.Duplicates == 0 {
+		t.Errorf("stats %+v: the stream should have needed corrections and carried duplicates", s)
+	}
+
+	// And both equal a bandit fed the final rewards by hand.
+	hand, _ := bandit.NewLearner(testConfig().Bandit)
+	w := DefaultWeights()
+	dec := map[string]*Record{}
+	for _, ev := range records {
+		r := ev.rec
+		if r.Type == TypeDecision {
+			dec[r.ID] = r
+			continue
+		}
+		d := dec[r.ID]
+		sev := 0.0
+		for _, l := range labels {
+			hour := d.At.Truncate(time.Hour)
+			if l.label.Key == d.Key && l.label.From.Before(hour.Add(time.Hour)) && l.label.To.After(hour) {
+				sev = 1
+			}
+		}
+		if err := hand.Update(d.Context, d.Arm, w.Reward(r.Outcome(), d.Tier, d.Base, sev)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, _ := hand.Snapshot(t0)
+	want := make([]bandit.ArmPosterior, s.NumArms())
+	for a := range want {
+		want[a], _ = s.ArmPosterior(a)
+	}
+	assertSamePosterior(t, posterior(t, late), want, 1e-9)
+}
+
+func TestDuplicateLabelsHaveNoEffect(t *testing.T) {
+	evs := stream(2, 6, 12)
+	once, _ := NewPartition(testConfig())
+	apply(t, once, evs)
+	twice, _ := NewPartition(testConfig())
+	var doubled []event
+	for _, ev := range evs {
+		doubled = append(doubled, ev)
+		if ev.label != nil {
+			doubled = append(doubled, ev)
+		}
+	}
+	apply(t, twice, doubled)
+	assertSamePosterior(t, posterior(t, twice), posterior(t, once), 0)
+	if once.Risk().Learned() != twice.Risk().Learned() {
+		t.Errorf("risk learned %d vs %d examples", twice.Risk().Learned(), once.Risk().Learned())
+	}
+}
+
+func TestCheckpointRestoreContinuesExactly(t *testing.T) {
+	evs := stream(3, 9, 40)
+	whole, _ := NewPartition(testConfig())
+	apply(t, whole, evs)
+
+	p, _ := NewPartition(testConfig())
+	for i, cut := 0, 0; cut < len(evs); i++ {
+		next := min(len(evs), cut+97+i*13)
+		apply(t, p, evs[cut:next])
+		cut = next
+		data, err := p.Checkpoint(t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, err = RestorePartition(testConfig(), data); err != nil {
+			t.Fatalf("restore %d: %v", i, err)
+		}
+	}
+	assertSamePosterior(t, posterior(t, p), posterior(t, whole), 1e-9)
+	x := []float64{1.5, 0.5}
+	if a, b := p.Risk().Score(x), whole.Risk().Score(x); math.Abs(a-b) > 1e-9 {
+		t.Errorf("risk after restarts %v, uninterrupted %v", a, b)
+	}
+	if p.Stats() != whole.Stats() {
+		t.Errorf("stats after restarts %+v\nuninterrupted %+v", p.Stats(), whole.Stats())
+	}
+}
+
+func TestRestoreRejectsDamage(t *testing.T) {
+	p, _ := NewPartition(testConfig())
+	apply(t, p, stream(4, 3, 3))
+	data, err := p.Checkpoint(t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < len(data); i += 7 {
+		bad := append([]byte(nil), data...)
+		bad[i] ^= 1
+		if _, err := RestorePartition(testConfig(), bad); !errors.Is(err, ErrBadCheckpoint) {
+			t.Fatalf("flipped byte %d: err = %v", i, err)
+		}
+	}
+	other := testConfig()
+	other.Bandit.Dim = 4
+	other.Risk.Dim = 2
+	if _, err := RestorePartition(other, data); !errors.Is(err, ErrBadCheckpoint) {
+		t.Errorf("restore under another bandit: err = %v", err)
+	}
+}
+
+func TestLabelBeforeAnyRecordIsKept(t *testing.T) {
+	p, _ := NewPartition(testConfig())
+	l := Label{LabelID: "early", Key: "k-new", Abusive: true, From: t0, To: t0.Add(2 * time.Hour), Severity: 1}
+	if err := p.Label(l, t0); err != nil {
+		t.Fatal(err)
+	}
+	if p.Stats().UnknownKey != 1 {
+		t.Errorf("unknown-key labels = %d, want 1", p.Stats().UnknownKey)
+	}
+	// The key's decision arrives after its label: it learns the labelled
+	// reward directly, a negative one for a key serving abuse.
+	x := []float64{1, 1, 0}
+	apply(t, p, []event{
+		{rec: &Record{Type: TypeDecision, ID: "d1", Key: "k-new", At: t0.Add(time.Minute), Variant: VariantBandit, Arm: 5, Propensity: 1, Context: x, Base: 10}},
+		{rec: &Record{Type: TypeOutcome, ID: "d1", Key: "k-new", At: t0.Add(2 * time.Minute), Served: 100}},
+	})
+	post := posterior(t, p)[5]
+	mean := 0.0
+	for i, v := range x {
+		mean += post.Mean[i] * v
+	}
+	mean += post.Mean[len(x)]
+	if mean >= 0 {
+		t.Errorf("arm x4's expected reward for the abusive key = %v, want negative", mean)
+	}
+}
+
+func TestBenignLabelClearsAndRewardsGenerousBudgets(t *testing.T) {
+	p, _ := NewPartition(testConfig())
+	x := []float64{0.2, 0.3, 0}
+	apply(t, p, []event{
+		{rec: &Record{Type: TypeDecision, ID: "d1", Key: "k", At: t0, Variant: VariantBandit, Arm: 5, Propensity: 1, Context: x, Base: 10}},
+		{rec: &Record{Type: TypeOutcome, ID: "d1", Key: "k", At: t0.Add(time.Minute), Served: 40}},
+	})
+	provisional := posterior(t, p)[5].Mean
+	abuse := Label{LabelID: "a", Key: "k", Abusive: true, From: t0, To: t0.Add(time.Hour), Severity: 1}
+	clear := Label{LabelID: "c", Key: "k", Abusive: false, From: t0, To: t0.Add(time.Hour)}
+	if err := p.Label(abuse, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if posterior(t, p)[5].Mean[0] >= provisional[0] {
+		t.Error("an abusive label did not lower the generous arm's value")
+	}
+	if err := p.Label(clear, t0.Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range posterior(t, p)[5].Mean {
+		if math.Abs(v-provisional[i]) > 1e-12 {
+			t.Errorf("after clearing, mean[%d] = %v, want the benign %v", i, v, provisional[i])
+		}
+	}
+}
+
+func TestWaitModeLearnsOnlyWhenFinal(t *testing.T) {
+	cfg := testConfig()
+	cfg.Mode = ModeWait
+	cfg.Window = 2 * time.Hour
+	p, _ := NewPartition(cfg)
+	evs := stream(5, 3, 6) // one hour of epochs
+	apply(t, p, evs)
+	if n := p.Stats().Updates; n != 0 {
+		t.Fatalf("wait mode updated %d times before any record was final", n)
+	}
+	// Time passes: a later record moves the watermark past the window.
+	apply(t, p, []event{{rec: &Record{Type: TypeOutcome, ID: "none", Key: "k0", At: t0.Add(5 * time.Hour)}}})
+	if n := p.Stats().Updates; n != 18 {
+		t.Errorf("updates after the window = %d, want every one of the 18 records", n)
+	}
+}
+
+func TestOldStateIsDropped(t *testing.T) {
+	cfg := testConfig()
+	cfg.Window = time.Hour
+	p, _ := NewPartition(cfg)
+	apply(t, p, stream(6, 20, 12))
+	apply(t, p, []event{{rec: &Record{Type: TypeOutcome, ID: "tick", Key: "k0", At: t0.Add(10 * time.Hour)}}})
+	if len(p.keys) != 0 || len(p.pending) != 0 {
+		t.Errorf("after the window: %d keys, %d pending decisions kept", len(p.keys), len(p.pending))
+	}
+	if p.Risk().Learned() == 0 {
+		t.Error("final hours taught the risk model nothing")
+	}
+}

@@ -1,0 +1,107 @@
+package rewards
+
+import (
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Weights is the business objective the bandit maximises, per key-epoch:
+//
+//	reward = (Served·served_legit − Throttle[tier]·throttled_legit − Abuse·served_abusive) / base
+//
+// where base is the requests the key's base budget admits in the epoch, so
+// that keys of every size weigh alike. Blocked requests count as throttled.
+// A key judged abusive with severity s has the share s of its traffic
+// abusive. Throttling abusive traffic is neither a cost nor a value: the
+// value is in not serving it.
+type Weights struct {
+	// Served is the value of a legitimate request served. Default: 1.
+	Served float64 `yaml:"served"`
+	// Throttle is the cost of throttling a legitimate request, per tier:
+	// enterprise is the most expensive. A tier not listed costs
+	// Throttle["default"]. Defaults: free 0.5, pro 2, enterprise 20,
+	// default 1.
+	Throttle map[string]float64 `yaml:"throttle"`
+	// Abuse is the cost of an abusive request served. Default: 5.
+	Abuse float64 `yaml:"abuse"`
+}
+
+// DefaultWeights returns the default objective.
+func DefaultWeights() Weights {
+	return Weights{Served: 1, Abuse: 5,
+		Throttle: map[string]float64{"free": 0.5, "pro": 2, "enterprise": 20, "default": 1}}
+}
+
+// WithDefaults fills the zero fields of w.
+func (w Weights) WithDefaults() Weights {
+	d := DefaultWeights()
+	if w.Served == 0 {
+		w.Served = d.Served
+	}
+	if w.Abuse == 0 {
+		w.Abuse = d.Abuse
+	}
+	t := make(map[string]float64, len(d.Throttle))
+	for k, v := range d.Throttle {
+		t[k] = v
+	}
+	for k, v := range w.Throttle {
+		t[k] = v
+	}
+	w.Throttle = t
+	return w
+}
+
+// Validate reports the first invalid weight.
+func (w Weights) Validate() error {
+	ok := func(v float64) bool { return v >= 0 && v <= 1e6 } // NaN fails
+	if !ok(w.Served) || !ok(w.Abuse) {
+		return errors.New("rewards: served and abuse weights must be in [0, 1e6]")
+	}
+	for tier, v := range w.Throttle {
+		if !ok(v) {
+			return fmt.Errorf("rewards: throttle weight of %q is %v, must be in [0, 1e6]", tier, v)
+		}
+	}
+	return nil
+}
+
+func (w Weights) throttle(tier string) float64 {
+	if v, ok := w.Throttle[tier]; ok {
+		return v
+	}
+	return w.Throttle["default"]
+}
+
+// Outcome is what happened to a key's requests during one epoch.
+type Outcome struct {
+	Served, Throttled, Blocked int64
+}
+
+// Reward is the objective for one key-epoch whose traffic has the share
+// severity judged abusive (0: benign, the provisional assumption).
+func (w Weights) Reward(o Outcome, tier string, base, severity float64) float64 {
+	b, k := w.benign(o, tier, base), w.slope(o, tier, base)
+	return b + severity*k
+}
+
+// benign is the reward of a benign key-epoch.
+func (w Weights) benign(o Outcome, tier string, base float64) float64 {
+	return (w.Served*float64(o.Served) - w.throttle(tier)*float64(o.Throttled+o.Blocked)) / base
+}
+
+// slope is d reward / d severity: the reward changes linearly with the
+// judged share of abuse, so a label's correction is slope × Δseverity.
+func (w Weights) slope(o Outcome, tier string, base float64) float64 {
+	return (-(w.Abuse+w.Served)*float64(o.Served) + w.throttle(tier)*float64(o.Throttled+o.Blocked)) / base
+}
+
+// normBase guards the normalisation: a base below one request counts as
+// one, so a tiny budget cannot blow rewards up.
+func normBase(base float64) float64 {
+	if !(base >= 1) || math.IsInf(base, 0) {
+		return 1
+	}
+	return base
+}
