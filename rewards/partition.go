@@ -498,4 +498,3 @@ func (p *Partition) Bandit(created time.Time) (*bandit.Snapshot, error) {
 // Risk returns the partition's risk model. It is shared, not copied:
 // Score it concurrently, but only the partition's owner may change it.
 func (p *Partition) Risk() *features.Risk { return p.risk }
-
