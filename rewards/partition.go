@@ -123,11 +123,12 @@ type Partition struct {
 }
 
 type pendingDecision struct {
-	Key, Tier string
-	At        int64 // µs
-	Arm       int
-	X         []float64
-	Base      float64
+	Key, Tier  string
+	At         int64 // µs
+	Arm        int
+	Multiplier float64
+	X          []float64
+	Base       float64
 }
 
 // keyHistory is one key's records and labels within the window.
@@ -220,7 +221,7 @@ func (p *Partition) Record(r Record) error {
 		if _, dup := p.pending[r.ID]; !dup {
 			p.order = append(p.order, r.ID)
 		}
-		p.pending[r.ID] = pendingDecision{Key: r.Key, Tier: r.Tier, At: at, Arm: r.Arm,
+		p.pending[r.ID] = pendingDecision{Key: r.Key, Tier: r.Tier, At: at, Arm: r.Arm, Multiplier: r.Multiplier,
 			X: slices.Clone(r.Context), Base: normBase(r.Base)}
 		for len(p.pending) > p.cfg.MaxPending && len(p.order) > 0 {
 			id := p.order[0]
@@ -271,6 +272,7 @@ func (p *Partition) compactOrder() {
 // join is an epoch's outcome meeting its decision: the provisional (or,
 // with a label already in, the labelled) reward goes to the bandit.
 func (p *Partition) join(d pendingDecision, o Outcome) error {
+	o.Multiplier = d.Multiplier
 	h := p.keys[d.Key]
 	if h == nil {
 		h = &keyHistory{}

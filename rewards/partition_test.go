@@ -43,7 +43,7 @@ func stream(seed uint64, keys, epochs int) []event {
 			id := fmt.Sprintf("%s-%d", key, e)
 			tier := []string{"free", "pro", "enterprise"}[k%3]
 			evs = append(evs, event{rec: &Record{Type: TypeDecision, ID: id, Key: key, Tier: tier, At: at,
-				Variant: VariantBandit, Arm: arm, Propensity: 1.0 / 6, Context: x, Base: 100}})
+				Variant: VariantBandit, Arm: arm, Multiplier: bandit.DefaultArms()[arm].Multiplier, Propensity: 1.0 / 6, Context: x, Base: 100}})
 			served := int64(50 + rng.IntN(100))
 			evs = append(evs, event{rec: &Record{Type: TypeOutcome, ID: id, Key: key, At: at.Add(10 * time.Minute),
 				Served: served, Throttled: int64(rng.IntN(20))}})
@@ -149,7 +149,9 @@ func TestCorrectionEqualsLearningTheFinalReward(t *testing.T) {
 				sev = 1
 			}
 		}
-		if err := hand.Update(d.Context, d.Arm, w.Reward(r.Outcome(), d.Tier, d.Base, sev)); err != nil {
+		o := r.Outcome()
+		o.Multiplier = d.Multiplier
+		if err := hand.Update(d.Context, d.Arm, w.Reward(o, d.Tier, d.Base, sev)); err != nil {
 			t.Fatal(err)
 		}
 	}

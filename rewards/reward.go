@@ -9,6 +9,7 @@ import (
 // Weights is the business objective the bandit maximises, per key-epoch:
 //
 //	reward = (Served·served_legit − Throttle[tier]·throttled_legit − Abuse·served_abusive) / base
+//	         + Headroom·multiplier·(1 − severity)
 //
 // where base is the requests the key's base budget admits in the epoch, so
 // that keys of every size weigh alike. Blocked requests count as throttled.
@@ -25,11 +26,16 @@ type Weights struct {
 	Throttle map[string]float64 `yaml:"throttle"`
 	// Abuse is the cost of an abusive request served. Default: 5.
 	Abuse float64 `yaml:"abuse"`
+	// Headroom is the value, per unit of multiplier, of the budget a
+	// legitimate key holds: a key that is never throttled still gains from
+	// room for its next burst, so the bandit keeps benign keys generous
+	// instead of shrinking everyone to the floor. Default: 0.25.
+	Headroom float64 `yaml:"headroom"`
 }
 
 // DefaultWeights returns the default objective.
 func DefaultWeights() Weights {
-	return Weights{Served: 1, Abuse: 5,
+	return Weights{Served: 1, Abuse: 5, Headroom: 0.25,
 		Throttle: map[string]float64{"free": 0.5, "pro": 2, "enterprise": 20, "default": 1}}
 }
 
@@ -41,6 +47,9 @@ func (w Weights) WithDefaults() Weights {
 	}
 	if w.Abuse == 0 {
 		w.Abuse = d.Abuse
+	}
+	if w.Headroom == 0 {
+		w.Headroom = d.Headroom
 	}
 	t := make(map[string]float64, len(d.Throttle))
 	for k, v := range d.Throttle {
@@ -56,8 +65,8 @@ func (w Weights) WithDefaults() Weights {
 // Validate reports the first invalid weight.
 func (w Weights) Validate() error {
 	ok := func(v float64) bool { return v >= 0 && v <= 1e6 } // NaN fails
-	if !ok(w.Served) || !ok(w.Abuse) {
-		return errors.New("rewards: served and abuse weights must be in [0, 1e6]")
+	if !ok(w.Served) || !ok(w.Abuse) || !ok(w.Headroom) {
+		return errors.New("rewards: served, abuse and headroom weights must be in [0, 1e6]")
 	}
 	for tier, v := range w.Throttle {
 		if !ok(v) {
@@ -74,9 +83,11 @@ func (w Weights) throttle(tier string) float64 {
 	return w.Throttle["default"]
 }
 
-// Outcome is what happened to a key's requests during one epoch.
+// Outcome is what happened to a key's requests during one epoch, under
+// the multiplier its budget had.
 type Outcome struct {
 	Served, Throttled, Blocked int64
+	Multiplier                 float64
 }
 
 // Reward is the objective for one key-epoch whose traffic has the share
@@ -88,13 +99,13 @@ func (w Weights) Reward(o Outcome, tier string, base, severity float64) float64 
 
 // benign is the reward of a benign key-epoch.
 func (w Weights) benign(o Outcome, tier string, base float64) float64 {
-	return (w.Served*float64(o.Served) - w.throttle(tier)*float64(o.Throttled+o.Blocked)) / base
+	return (w.Served*float64(o.Served)-w.throttle(tier)*float64(o.Throttled+o.Blocked))/base + w.Headroom*o.Multiplier
 }
 
 // slope is d reward / d severity: the reward changes linearly with the
 // judged share of abuse, so a label's correction is slope × Δseverity.
 func (w Weights) slope(o Outcome, tier string, base float64) float64 {
-	return (-(w.Abuse+w.Served)*float64(o.Served) + w.throttle(tier)*float64(o.Throttled+o.Blocked)) / base
+	return (-(w.Abuse+w.Served)*float64(o.Served)+w.throttle(tier)*float64(o.Throttled+o.Blocked))/base - w.Headroom*o.Multiplier
 }
 
 // normBase guards the normalisation: a base below one request counts as

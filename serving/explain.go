@@ -88,7 +88,7 @@ func (s *Server) handleExplain(ctx *fasthttp.RequestCtx, key string) {
 		}
 	}
 	x := ml.feats.Vector(key, now, make([]float64, 0, ctxDim))
-	e.Risk = ml.risk.Score(x)
+	e.Risk = ml.risk.Load().Score(x)
 	x = append(x, e.Risk)
 	snap := ml.model.Load()
 	if snap != nil {

@@ -47,6 +47,10 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 			if s.allowMethod(ctx, "POST") {
 				s.handleOutcomes(ctx)
 			}
+		case "/v1/labels":
+			if s.allowMethod(ctx, "POST") {
+				s.handleLabels(ctx)
+			}
 		default:
 			if key, ok := explainKey(string(ctx.Path())); ok {
 				if s.allowMethod(ctx, "GET", "HEAD") {
@@ -302,6 +306,10 @@ func handlerName(ctx *fasthttp.RequestCtx) string {
 		return "check"
 	case "/healthz", "/readyz", "/metrics":
 		return string(ctx.Path()[1:])
+	case "/v1/labels":
+		return "labels"
+	case "/v1/outcomes":
+		return "outcomes"
 	}
 	return "other"
 }

@@ -1,6 +1,7 @@
 package serving
 
 import (
+	"github.com/devflow/flowguard/rewards"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,7 @@ type metrics struct {
 
 	mlFallbacks   *prometheus.CounterVec
 	localOnly     *prometheus.CounterVec
+	labels        *prometheus.CounterVec
 	shadowChoices *prometheus.CounterVec
 	stage2        prometheus.Histogram
 	auditRecords  prometheus.Counter
@@ -79,6 +81,10 @@ func newMetrics(lim limiter) *metrics {
 		Name: "flowguard_features_local_only_total",
 		Help: "Stage-2 runs that saw only this instance's features, by reason (no_redis, redis_down).",
 	}, []string{"reason"})
+	m.labels = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flowguard_labels_received_total",
+		Help: "Labels received over POST /v1/labels, by result (accepted, invalid, unavailable).",
+	}, []string{"result"})
 	m.shadowChoices = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "flowguard_ml_shadow_choices_total",
 		Help: "Decisions under ml: shadow, by the arm the bandit would have enforced.",
@@ -252,7 +258,7 @@ func (m *metrics) registerML(ml *mlStage) {
 // registerFeatureSync adds the metrics of feature sharing; with fs nil
 // (no redis) only the local-only counter exists.
 func (m *metrics) registerFeatureSync(fs *featureSync) {
-	m.reg.MustRegister(m.localOnly)
+	m.reg.MustRegister(m.localOnly, m.labels)
 	if fs == nil {
 		return
 	}
@@ -280,3 +286,32 @@ func (m *metrics) registerFeatureSync(fs *featureSync) {
 		}, func() float64 { return float64(fs.lastRoundUS.Load()) / 1e6 }),
 	)
 }
+
+// registerLearner adds the embedded learner's metrics.
+func (m *metrics) registerLearner(ml *mlStage) {
+	if ml.local == nil {
+		return
+	}
+	q, l := ml.queue, ml.local
+	stat := func(name, help string, get func(s rewardsStats) int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(get(l.Stats())) })
+	}
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "flowguard_decision_log_dropped_total", Help: "Decision-log records dropped because the learner's queue (ml.log_buffer) was full.",
+		}, func() float64 { return float64(q.Dropped()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "flowguard_learner_queue_length", Help: "Records and labels waiting for the embedded learner.",
+		}, func() float64 { return float64(q.Len()) }),
+		stat("flowguard_learner_updates_total", "Bandit updates from closed epochs.", func(s rewardsStats) int64 { return s.Updates }),
+		stat("flowguard_learner_corrections_total", "Exact reward corrections applied for late labels (per key, arm and hour).", func(s rewardsStats) int64 { return s.Corrections }),
+		stat("flowguard_learner_labels_applied_total", "Labels applied.", func(s rewardsStats) int64 { return s.Labels }),
+		stat("flowguard_learner_labels_duplicate_total", "Labels whose label_id was already applied: no effect.", func(s rewardsStats) int64 { return s.Duplicates }),
+		stat("flowguard_learner_labels_unknown_key_total", "Labels for a key with no records yet, kept for the attribution window.", func(s rewardsStats) int64 { return s.UnknownKey }),
+		stat("flowguard_learner_late_total", "Labels and outcomes that arrived after the attribution window.", func(s rewardsStats) int64 { return s.Late }),
+		stat("flowguard_learner_orphan_outcomes_total", "Epoch outcomes whose decision record never arrived.", func(s rewardsStats) int64 { return s.Orphans }),
+	)
+}
+
+type rewardsStats = rewards.Stats

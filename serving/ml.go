@@ -1,6 +1,7 @@
 package serving
 
 import (
+	crand "crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -9,14 +10,17 @@ import (
 	"hash/maphash"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/devflow/flowguard/bandit"
 	"github.com/devflow/flowguard/features"
 	"github.com/devflow/flowguard/internal/config"
 	"github.com/devflow/flowguard/policy"
+	"github.com/devflow/flowguard/rewards"
 )
 
 // Reasons a decision falls back to the deterministic budget because of the
@@ -39,9 +43,16 @@ const (
 // ctxDim is the bandit's context: the feature vector, then the risk score.
 const ctxDim = features.Dim + 1
 
-// epochChoice is stage 2's outcome for one key, kept for its epoch. It holds
-// no pointers, so a million of them cost the garbage collector nothing.
+// epochChoice is stage 2's outcome for one key, kept for its epoch, with
+// the counts of what happened to the key's requests during it: the
+// outcome the decision log reports when the epoch closes.
 type epochChoice struct {
+	key          string // for the outcome record; "" when nothing is logged
+	id           uint64 // decision-log id; 0: not logged (fallbacks)
+	started      int64  // µs
+	served       uint32
+	throttled    uint32
+	blocked      uint32
 	expires      int64 // µs
 	model        uint64
 	multiplier   float64
@@ -81,10 +92,14 @@ type mlStage struct {
 	cfg     config.ML
 	arms    bandit.ArmSet
 	feats   *features.Store
-	risk    *features.Risk
+	risk    atomic.Pointer[features.Risk]
 	model   bandit.Current
-	learner *bandit.Learner // nil when snapshots come from a remote learner
-	learnMu sync.Mutex
+	local   *rewards.Local // the in-process learner; nil with learner: remote
+	queue   *rewards.Queue // its input
+	dlog    decisionLog    // where decisions and outcomes go; nil: nowhere
+	region  string
+	idBase  string
+	idSeq   atomic.Uint64
 	seed    maphash.Seed
 	shards  [256]epochShard
 	rngs    sync.Pool
@@ -98,7 +113,14 @@ type mlStage struct {
 	timing        func(time.Duration)
 }
 
-func newMLStage(cfg config.ML, now func() time.Time, seed uint64, hook func(string)) (*mlStage, error) {
+// decisionLog receives decision and outcome records: the embedded
+// learner's queue or the Kafka decision log. Log never blocks; it returns
+// false when it dropped the record.
+type decisionLog interface {
+	Log(rewards.Record) bool
+}
+
+func newMLStage(cfg config.ML, region string, now func() time.Time, seed uint64, hook func(string)) (*mlStage, error) {
 	feats, err := features.NewStore(features.Config{IdleTTL: cfg.IdleTTL, MaxKeys: cfg.MaxKeys})
 	if err != nil {
 		return nil, err
@@ -107,8 +129,11 @@ func newMLStage(cfg config.ML, now func() time.Time, seed uint64, hook func(stri
 	if err != nil {
 		return nil, err
 	}
-	m := &mlStage{cfg: cfg, arms: cfg.Arms, feats: feats, risk: risk, seed: maphash.MakeSeed(),
-		recent: newRecentLog(cfg.RecentDecisions, 65536), now: now, hook: hook}
+	var idb [4]byte
+	_, _ = crand.Read(idb[:])
+	m := &mlStage{cfg: cfg, arms: cfg.Arms, feats: feats, seed: maphash.MakeSeed(), region: region,
+		idBase: hex.EncodeToString(idb[:]) + "-", recent: newRecentLog(cfg.RecentDecisions, 65536), now: now, hook: hook}
+	m.risk.Store(risk)
 	for i := range m.shards {
 		m.shards[i].choices = make(map[uint64]epochChoice)
 		m.shards[i].inflight = make(map[uint64]chan struct{})
@@ -123,30 +148,25 @@ func newMLStage(cfg config.ML, now func() time.Time, seed uint64, hook func(stri
 		return rand.New(rand.NewPCG(seed, s))
 	}
 	if cfg.Learner == "embedded" {
-		m.learner, err = bandit.NewLearner(bandit.Config{ModelID: "flowguard", Arms: cfg.Arms, Dim: ctxDim,
-			Posterior: cfg.BanditPosterior(), Lambda: cfg.Lambda, Scale: cfg.Exploration})
+		m.queue = rewards.NewQueue(cfg.LogBuffer)
+		m.dlog = m.queue
+		m.local, err = rewards.NewLocal(cfg.RewardsConfig(), m.queue, m.install, rewards.LocalOptions{
+			PublishEvery: cfg.PublishEvery, Now: now, CheckpointFile: cfg.CheckpointFile})
 		if err != nil {
-			return nil, err
-		}
-		if err := m.publish(); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
 }
 
-// publish snapshots the embedded learner and makes it current.
-func (m *mlStage) publish() error {
-	if m.learner == nil {
-		return nil
-	}
-	m.learnMu.Lock()
-	snap, err := m.learner.Snapshot(m.now())
-	m.learnMu.Unlock()
-	if err != nil {
+// install makes a newly published model current. The bandit snapshot must
+// be newer than the one in use; the risk model goes with it.
+func (m *mlStage) install(snap *bandit.Snapshot, risk *features.Risk) error {
+	if err := m.model.Store(snap); err != nil {
 		return err
 	}
-	return m.model.Store(snap)
+	m.risk.Store(risk)
+	return nil
 }
 
 // choose returns key's epoch choice under rule, running stage 2 on a miss.
@@ -157,7 +177,8 @@ func (m *mlStage) choose(key, tenant string, rule *policy.Rule, shadow bool) epo
 	for {
 		now := m.now().UnixMicro()
 		sh.mu.Lock()
-		if c, ok := sh.choices[h]; ok && now < c.expires && c.shadow == shadow {
+		c, ok := sh.choices[h]
+		if ok && now < c.expires && c.shadow == shadow {
 			sh.mu.Unlock()
 			return c
 		}
@@ -168,9 +189,15 @@ func (m *mlStage) choose(key, tenant string, rule *policy.Rule, shadow bool) epo
 		}
 		done := make(chan struct{})
 		sh.inflight[h] = done
+		if ok {
+			delete(sh.choices, h)
+		}
 		sh.mu.Unlock()
+		if ok {
+			m.closeEpoch(c, now)
+		}
 
-		c := m.stage2(key, rule, shadow)
+		c = m.stage2(key, rule, shadow)
 		sh.mu.Lock()
 		sh.choices[h] = c
 		delete(sh.inflight, h)
@@ -209,7 +236,7 @@ func (m *mlStage) stage2(key string, rule *policy.Rule, shadow bool) epochChoice
 			}
 			out <- r
 		}()
-		r.c, r.err = m.score(key, rule, snap, start)
+		r.c, r.err = m.score(key, rule, snap, start, shadow)
 	}()
 	timer := time.NewTimer(m.cfg.Deadline)
 	defer timer.Stop()
@@ -235,7 +262,7 @@ var errUntracked = errors.New("the feature store cannot track this key")
 
 // score is stage 2 proper: features → risk → bandit.Choose over the arms
 // the rule's [floor, ceiling] allows.
-func (m *mlStage) score(key string, rule *policy.Rule, snap *bandit.Snapshot, now time.Time) (epochChoice, error) {
+func (m *mlStage) score(key string, rule *policy.Rule, snap *bandit.Snapshot, now time.Time, shadow bool) (epochChoice, error) {
 	if m.hook != nil {
 		m.hook(key)
 	}
@@ -249,7 +276,7 @@ func (m *mlStage) score(key string, rule *policy.Rule, snap *bandit.Snapshot, no
 			m.localOnlyRuns(why)
 		}
 	}
-	risk := m.risk.Score(x)
+	risk := m.risk.Load().Score(x)
 	x = append(x, risk)
 	allowed, err := snap.Allowed(rule.Floor, rule.Ceiling)
 	if err != nil {
@@ -261,8 +288,51 @@ func (m *mlStage) score(key string, rule *policy.Rule, snap *bandit.Snapshot, no
 	if err != nil {
 		return epochChoice{}, err
 	}
-	return epochChoice{expires: now.Add(m.cfg.Epoch).UnixMicro(), model: snap.Version(), multiplier: c.Multiplier,
-		propensity: c.Propensity, risk: risk, arm: int16(c.Arm), featuresHash: hashVector(x)}, nil
+	ec := epochChoice{started: now.UnixMicro(), expires: now.Add(m.cfg.Epoch).UnixMicro(), model: snap.Version(),
+		multiplier: c.Multiplier, propensity: c.Propensity, risk: risk, arm: int16(c.Arm), featuresHash: hashVector(x)}
+	if m.dlog != nil {
+		ec.key, ec.id = key, m.idSeq.Add(1)
+		variant := rewards.VariantBandit
+		if shadow {
+			variant = rewards.VariantShadow
+		}
+		limit, _ := rule.Budget(1)
+		base := float64(limit.Rate) * float64(m.cfg.Epoch) / float64(limit.Period)
+		m.dlog.Log(rewards.Record{Type: rewards.TypeDecision, ID: m.idBase + strconv.FormatUint(ec.id, 36), Key: key,
+			Tenant: rule.Tenant, Tier: rule.Tier, Region: m.region, At: now.UTC(), Variant: variant, Arm: c.Arm,
+			ArmName: c.Name, Multiplier: c.Multiplier, Propensity: c.Propensity, ModelVersion: snap.Version(),
+			Context: slices.Clone(x), Floor: rule.Floor, Ceiling: rule.Ceiling, Base: base})
+	}
+	return ec, nil
+}
+
+// closeEpoch logs the outcome of a logged epoch that ended.
+func (m *mlStage) closeEpoch(c epochChoice, now int64) {
+	if c.id == 0 || m.dlog == nil {
+		return
+	}
+	m.dlog.Log(rewards.Record{Type: rewards.TypeOutcome, ID: m.idBase + strconv.FormatUint(c.id, 36), Key: c.key,
+		At: time.UnixMicro(min(now, c.expires)).UTC(), Served: int64(c.served), Throttled: int64(c.throttled),
+		Blocked: int64(c.blocked)})
+}
+
+// count adds one decision to the outcome of key's current epoch.
+func (m *mlStage) count(key, action string) {
+	h := hashKey(m, key)
+	sh := &m.shards[h&255]
+	sh.mu.Lock()
+	if c, ok := sh.choices[h]; ok && c.id != 0 {
+		switch action {
+		case ActionAllow:
+			c.served++
+		case ActionThrottle:
+			c.throttled++
+		default:
+			c.blocked++
+		}
+		sh.choices[h] = c
+	}
+	sh.mu.Unlock()
 }
 
 // hashVector returns the first 8 bytes of the SHA-256 of x's float bits.
@@ -284,13 +354,20 @@ func (m *mlStage) sweep() (choices, keys int) {
 	for i := range m.shards {
 		sh := &m.shards[i]
 		sh.mu.Lock()
+		var closed []epochChoice
 		for h, c := range sh.choices {
 			if t >= c.expires {
 				delete(sh.choices, h)
 				choices++
+				if c.id != 0 {
+					closed = append(closed, c)
+				}
 			}
 		}
 		sh.mu.Unlock()
+		for _, c := range closed {
+			m.closeEpoch(c, t)
+		}
 	}
 	return choices, m.feats.Sweep(now)
 }
@@ -393,7 +470,11 @@ func (m *mlStage) sweepAll() {
 	for i := range m.shards {
 		sh := &m.shards[i]
 		sh.mu.Lock()
-		clear(sh.choices)
+		old := sh.choices
+		sh.choices = make(map[uint64]epochChoice)
 		sh.mu.Unlock()
+		for _, c := range old {
+			m.closeEpoch(c, m.now().UnixMicro())
+		}
 	}
 }

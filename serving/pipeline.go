@@ -166,6 +166,9 @@ func (s *Server) afterDecision(req *DecideRequest, d *Decision) {
 	if s.fsync != nil {
 		s.fsync.touch(req.Key)
 	}
+	if d.hasChoice && d.choice.id != 0 {
+		s.ml.count(req.Key, d.Action)
+	}
 	s.ml.recent.add(req.Key, RecentDecision{
 		Time: now.UTC(), DecisionID: d.DecisionID, Endpoint: req.Endpoint,
 		Decision: d.Action, Reason: d.Reason, Limit: d.Limit, Remaining: d.Remaining,

@@ -56,8 +56,9 @@ type Server struct {
 	leased  *fallback.LeasedStore
 	redisUp atomic.Pointer[redisHealth]
 
-	ml    *mlStage
-	fsync *featureSync // nil without redis
+	ml     *mlStage
+	labels labelSink    // nil: no learner to send labels to
+	fsync  *featureSync // nil without redis
 	audit *auditLog
 
 	metrics *metrics
@@ -134,7 +135,7 @@ func New(cfg *config.Loaded, opts Options) (*Server, error) {
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
 	}
-	ml, err := newMLStage(cfg.ML, clock, seed, opts.MLHook)
+	ml, err := newMLStage(cfg.ML, cfg.Server.Region, clock, seed, opts.MLHook)
 	if err != nil {
 		return nil, fmt.Errorf("serving: ml: %w", err)
 	}
@@ -148,10 +149,14 @@ func New(cfg *config.Loaded, opts Options) (*Server, error) {
 		s.fsync = newFeatureSync(s.redis, cfg.Redis.Prefix, id, cfg.ML.IdleTTL, cfg.ML.ShareEvery, cfg.ML.Epoch,
 			ml.feats, clock, cfg.ML.MaxKeys)
 	}
+	if ml.queue != nil {
+		s.labels = queueLabels{ml.queue}
+	}
 	ml.localOnly = s.featuresLocalOnly
 	ml.localOnlyRuns = func(why string) { s.metrics.localOnly.WithLabelValues(why).Inc() }
 	s.metrics.registerML(ml)
 	s.metrics.registerFeatureSync(s.fsync)
+	s.metrics.registerLearner(ml)
 	if cfg.Audit.File != "" {
 		s.audit, err = openAuditLog(cfg.Audit.File, s.metrics.auditDropped.Inc, func(err error) {
 			s.metrics.auditErrors.Inc()
@@ -215,6 +220,17 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); s.watchConfig(bg) }()
 	go func() { defer wg.Done(); s.maintain(bg) }()
+	if l := s.ml.local; l != nil {
+		lctx, stopLearner := context.WithCancel(context.Background())
+		learned := make(chan struct{})
+		go func() {
+			defer close(learned)
+			l.Run(lctx, func(err error) { s.log.Warn("learner", "err", err) })
+		}()
+		// The learner stops after serving has drained, so that the last
+		// epochs' outcomes reach it and its checkpoint.
+		defer func() { s.ml.sweepAll(); stopLearner(); <-learned }()
+	}
 	if s.fsync != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.fsync.run(bg, s.cfg.ML.ShareEvery, s.featureSyncChanged) }()
@@ -260,19 +276,11 @@ func (s *Server) maintain(ctx context.Context) {
 	}
 }
 
-// maintainML publishes the embedded learner's snapshot when due and, when
-// sweep is set, drops expired epoch choices and idle features.
+// maintainML, when sweep is set, drops expired epoch choices (logging
+// their outcomes) and idle features.
 func (s *Server) maintainML(sweep bool) {
-	ml := s.ml
-	if ml.learner != nil {
-		if snap := ml.model.Load(); snap == nil || ml.now().Sub(snap.Created()) >= ml.cfg.PublishEvery {
-			if err := ml.publish(); err != nil {
-				s.log.Error("publishing the bandit snapshot failed", "err", err)
-			}
-		}
-	}
 	if sweep {
-		ml.sweep()
+		s.ml.sweep()
 	}
 }
 

@@ -38,6 +38,7 @@ func TestBadFiles(t *testing.T) {
 		"bad_two_documents.yaml":         `testdata/bad_two_documents.yaml:5: more than one YAML document`,
 		"bad_ml_deadline.yaml":           `testdata/bad_ml_deadline.yaml:2: ml.deadline: 5s must be between 100µs and 1s`,
 		"bad_ml_share_every.yaml":        `testdata/bad_ml_share_every.yaml:2: ml.share_every: 200ms must be between 1s and 1m0s`,
+		"bad_ml_reward_mode.yaml":        `testdata/bad_ml_reward_mode.yaml:2: ml.reward_mode: "eventually", want provisional or wait`,
 		"bad_ml_arms_unsorted.yaml":      `testdata/bad_ml_arms_unsorted.yaml:4: ml.arms.1: arm 1 "x1": multiplier 1 is below arm 0 "x2" (2): arms must be sorted by increasing multiplier`,
 		"bad_ml_posterior.yaml":          `testdata/bad_ml_posterior.yaml:2: ml.posterior: "neural", want gaussian or normal-inverse-gamma`,
 		"bad_ml_learner.yaml":            `testdata/bad_ml_learner.yaml:2: ml.learner: "cloud", want embedded or remote`,

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/devflow/flowguard/bandit"
+	"github.com/devflow/flowguard/features"
+	"github.com/devflow/flowguard/rewards"
 	"github.com/devflow/flowguard/internal/yamlx"
 )
 
@@ -59,6 +61,24 @@ type ML struct {
 	// one pipelined round per interval, never more than once a second.
 	// Default: 1s.
 	ShareEvery time.Duration `yaml:"share_every"`
+	// Rewards is the objective the bandit learns (README, "Rewards").
+	// Default: served 1; throttle free 0.5, pro 2, enterprise 20, other 1;
+	// abuse 5.
+	Rewards rewards.Weights `yaml:"rewards"`
+	// RewardMode is provisional (learn at epoch close assuming benign,
+	// correct on a label) or wait (learn only after the attribution
+	// window). Default: provisional.
+	RewardMode string `yaml:"reward_mode"`
+	// AttributionWindow is how long after a key-epoch a label still
+	// changes its reward. Default: 72h.
+	AttributionWindow time.Duration `yaml:"attribution_window"`
+	// LogBuffer bounds the decision-log records waiting for the learner
+	// (embedded) or for Kafka; beyond it records are dropped and counted.
+	// Default: 65536.
+	LogBuffer int `yaml:"log_buffer"`
+	// CheckpointFile keeps the embedded learner's state across restarts.
+	// Default: "" (the state lives in memory only).
+	CheckpointFile string `yaml:"checkpoint_file"`
 }
 
 // Audit configures the audit log of blocks and audited throttles.
@@ -114,6 +134,28 @@ func (m *ML) defaults() {
 	if m.ShareEvery == 0 {
 		m.ShareEvery = time.Second
 	}
+	m.Rewards = m.Rewards.WithDefaults()
+	if m.RewardMode == "" {
+		m.RewardMode = string(rewards.ModeProvisional)
+	}
+	if m.AttributionWindow == 0 {
+		m.AttributionWindow = 72 * time.Hour
+	}
+	if m.LogBuffer == 0 {
+		m.LogBuffer = 65536
+	}
+}
+
+// RewardsConfig returns the learner's configuration for these settings.
+func (m *ML) RewardsConfig() rewards.Config {
+	return rewards.Config{
+		Bandit: bandit.Config{ModelID: "flowguard", Arms: m.Arms, Dim: features.Dim + 1,
+			Posterior: m.BanditPosterior(), Lambda: m.Lambda, Scale: m.Exploration},
+		Risk:    features.RiskConfig{Dim: features.Dim, Prior: m.RiskPrior},
+		Weights: m.Rewards,
+		Window:  m.AttributionWindow,
+		Mode:    rewards.Mode(m.RewardMode),
+	}
 }
 
 // BanditPosterior returns the posterior model Posterior names.
@@ -148,6 +190,22 @@ func (m *ML) validate(d *yamlx.Doc) yamlx.Errors {
 	between("publish_every", m.PublishEvery, 100*time.Millisecond, time.Hour)
 	between("idle_ttl", m.IdleTTL, time.Second, 7*24*time.Hour)
 	between("share_every", m.ShareEvery, time.Second, time.Minute)
+	between("attribution_window", m.AttributionWindow, time.Minute, 90*24*time.Hour)
+	if err := m.Rewards.Validate(); err != nil {
+		bad([]string{"rewards"}, "%v", err)
+	}
+	switch rewards.Mode(m.RewardMode) {
+	case rewards.ModeProvisional:
+		if m.Posterior == "normal-inverse-gamma" {
+			bad([]string{"reward_mode"}, "provisional rewards need posterior gaussian (its corrections are exact); use reward_mode: wait")
+		}
+	case rewards.ModeWait:
+	default:
+		bad([]string{"reward_mode"}, "%q, want provisional or wait", m.RewardMode)
+	}
+	if m.LogBuffer < 1 || m.LogBuffer > 10_000_000 {
+		bad([]string{"log_buffer"}, "%d must be between 1 and 10000000", m.LogBuffer)
+	}
 	if !(m.BlockThreshold > 0 && m.BlockThreshold <= 1) {
 		bad([]string{"block_threshold"}, "%v must be in (0, 1]", m.BlockThreshold)
 	}

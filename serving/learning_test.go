@@ -1,0 +1,139 @@
+package serving
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// learnPolicies: one tenant, 1 s epochs, a model published every 100 ms.
+const learnPolicies = `
+ml:
+  epoch: 1s
+  publish_every: 100ms
+  deadline: 500ms
+  exploration: 0.3
+policies:
+  tiers:
+    free: {rate: 100, period: 1s, burst: 100, floor: 0.25, ceiling: 4, ml: on}
+  tenants:
+    devco: {tier: free}
+`
+
+// expectedMultiplier is the multiplier the bandit would give key now,
+// averaged over its choice probabilities (explain's arms).
+func expectedMultiplier(t *testing.T, ts *testServer, key string) float64 {
+	t.Helper()
+	resp, b := get(t, ts.URL+"/v1/keys/"+key+"/explain?tenant=devco")
+	if resp.StatusCode != 200 {
+		t.Fatalf("explain: %d %s", resp.StatusCode, b)
+	}
+	e := decode[Explanation](t, b)
+	m := 0.0
+	for _, a := range e.Arms {
+		m += a.Probability * a.Multiplier
+	}
+	return m
+}
+
+// The learning loop end to end in the embedded default, over real sockets:
+// abusive keys get labelled a few epochs in, and within a few epochs of
+// the label their multiplier drops while the benign keys of the same
+// tenant keep theirs.
+func TestLabelsLowerAbusiveMultipliers(t *testing.T) {
+	ts := startML(t, learnPolicies, Options{Seed: 42}, nil)
+	bad := []string{"bad-0", "bad-1", "bad-2", "bad-3"}
+	good := []string{"good-0", "good-1", "good-2", "good-3"}
+	epoch := func(e int) {
+		for _, k := range bad {
+			for i := range 80 {
+				body := fmt.Sprintf(`{"key":%q,"tenant":"devco","endpoint":"GET /v1/items/%d","client_ip":"203.0.%d.%d"}`, k, i%7, e%200, i)
+				post(t, ts.URL+"/v1/decide", body)
+			}
+		}
+		for _, k := range good {
+			for range 5 {
+				post(t, ts.URL+"/v1/decide", fmt.Sprintf(`{"key":%q,"tenant":"devco","endpoint":"POST /v1/payments","client_ip":"198.51.100.1"}`, k))
+			}
+		}
+		time.Sleep(1100 * time.Millisecond)
+	}
+	start := time.Now()
+	for e := range 4 {
+		epoch(e)
+	}
+	mean := func(keys []string) float64 {
+		s := 0.0
+		for _, k := range keys {
+			s += expectedMultiplier(t, ts, k)
+		}
+		return s / float64(len(keys))
+	}
+	badBefore, goodBefore := mean(bad), mean(good)
+
+	var labels string
+	for i, k := range bad {
+		if i > 0 {
+			labels += ","
+		}
+		labels += fmt.Sprintf(`{"label_id":"inv-%d","key":%q,"tenant":"devco","abusive":true,"from":%q,"to":%q,"source":"chargeback"}`,
+			i, k, start.Add(-time.Minute).UTC().Format(time.RFC3339), time.Now().UTC().Format(time.RFC3339))
+	}
+	resp, b := post(t, ts.URL+"/v1/labels", "["+labels+"]")
+	if resp.StatusCode != 202 {
+		t.Fatalf("labels: %d %s", resp.StatusCode, b)
+	}
+	// A resend changes nothing.
+	if resp, b := post(t, ts.URL+"/v1/labels", "["+labels+"]"); resp.StatusCode != 202 {
+		t.Fatalf("labels resent: %d %s", resp.StatusCode, b)
+	}
+	for e := 4; e < 8; e++ {
+		epoch(e)
+	}
+	badAfter, goodAfter := mean(bad), mean(good)
+	t.Logf("expected multiplier: abusive %.2f → %.2f, benign %.2f → %.2f", badBefore, badAfter, goodBefore, goodAfter)
+	if badAfter > 0.6*badBefore {
+		t.Errorf("abusive keys' multiplier %.2f → %.2f: did not drop by 40%%", badBefore, badAfter)
+	}
+	if goodAfter < 0.8*goodBefore {
+		t.Errorf("benign keys' multiplier %.2f → %.2f: the labels of other keys cost them", goodBefore, goodAfter)
+	}
+	if v := metricValue(t, ts, "flowguard_learner_labels_applied_total"); v != 4 {
+		t.Errorf("labels applied = %v, want 4", v)
+	}
+	if v := metricValue(t, ts, "flowguard_learner_labels_duplicate_total"); v != 4 {
+		t.Errorf("duplicate labels = %v, want 4", v)
+	}
+	if v := metricValue(t, ts, "flowguard_learner_corrections_total"); v < 1 {
+		t.Errorf("corrections = %v: the labels arrived after the epochs they judge", v)
+	}
+}
+
+func TestLabelsEndpointRejectsBadInput(t *testing.T) {
+	ts := startML(t, learnPolicies, Options{}, nil)
+	cases := map[string]struct {
+		body string
+		code int
+		msg  string
+	}{
+		"not json":      {`{`, 400, "invalid_label"},
+		"unknown field": {`{"label_id":"a","key":"k","abusive":true,"from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z","x":1}`, 400, `unknown field`},
+		"one bad of two": {`[{"label_id":"a","key":"k","abusive":true,"from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z"},` +
+			`{"label_id":"b","key":"k","abusive":true}]`, 400, "label 1"},
+		"empty array": {`[]`, 400, "bad_batch_size"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			resp, b := post(t, ts.URL+"/v1/labels", tc.body)
+			if resp.StatusCode != tc.code || !contains(string(b), tc.msg) {
+				t.Errorf("%d %s, want %d containing %q", resp.StatusCode, b, tc.code, tc.msg)
+			}
+		})
+	}
+	if v := metricValue(t, ts, "flowguard_learner_labels_applied_total"); v > 0 {
+		t.Errorf("a rejected call applied %v labels", v)
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
