@@ -16,6 +16,7 @@ import (
 	"github.com/devflow/flowguard/fallback"
 	"github.com/devflow/flowguard/internal/config"
 	"github.com/devflow/flowguard/policy"
+	"github.com/devflow/flowguard/rewards"
 	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fastjson"
@@ -56,10 +57,12 @@ type Server struct {
 	leased  *fallback.LeasedStore
 	redisUp atomic.Pointer[redisHealth]
 
-	ml     *mlStage
-	labels labelSink    // nil: no learner to send labels to
-	fsync  *featureSync // nil without redis
-	audit *auditLog
+	ml      *mlStage
+	labels  labelSink            // nil: no learner to send labels to
+	klog    *rewards.KafkaLog    // nil without kafka
+	klabels *rewards.KafkaLabels // nil without kafka
+	fsync   *featureSync         // nil without redis
+	audit   *auditLog
 
 	metrics *metrics
 	log     *slog.Logger
@@ -157,6 +160,11 @@ func New(cfg *config.Loaded, opts Options) (*Server, error) {
 	s.metrics.registerML(ml)
 	s.metrics.registerFeatureSync(s.fsync)
 	s.metrics.registerLearner(ml)
+	if cfg.Kafka != nil {
+		if err := s.startKafka(cfg.Kafka); err != nil {
+			return nil, fmt.Errorf("serving: kafka: %w", err)
+		}
+	}
 	if cfg.Audit.File != "" {
 		s.audit, err = openAuditLog(cfg.Audit.File, s.metrics.auditDropped.Inc, func(err error) {
 			s.metrics.auditErrors.Inc()
@@ -317,6 +325,14 @@ func (s *Server) backendName() string {
 // Close releases the Redis client and the in-memory store.
 func (s *Server) Close() error {
 	s.local.Close()
+	if s.klog != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := s.klog.Close(ctx); err != nil {
+			s.log.Warn("closing the kafka decision log", "err", err)
+		}
+		cancel()
+		s.klabels.Close()
+	}
 	if s.audit != nil {
 		sum, err := s.audit.Close()
 		s.log.Info("audit log closed", "records", sum.Records, "head", sum.Head)

@@ -22,6 +22,7 @@ import (
 type File struct {
 	Server   Server     `yaml:"server"`
 	Redis    *Redis     `yaml:"redis"` // nil: in-memory limiter
+	Kafka    *Kafka     `yaml:"kafka"` // nil: the learner runs in-process
 	ML       ML         `yaml:"ml"`
 	Audit    Audit      `yaml:"audit"`
 	Policies policy.Doc `yaml:"policies"`
@@ -135,6 +136,10 @@ func Parse(name string, data []byte) (*Loaded, error) {
 	if f.Redis != nil {
 		f.Redis.defaults()
 		errs = append(errs, f.Redis.validate(doc)...)
+	}
+	if f.Kafka != nil {
+		f.Kafka.defaults()
+		errs = append(errs, f.Kafka.validate(doc)...)
 	}
 	f.ML.defaults()
 	errs = append(errs, f.ML.validate(doc)...)

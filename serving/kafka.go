@@ -1,0 +1,102 @@
+package serving
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"time"
+
+	"github.com/devflow/flowguard/internal/config"
+	"github.com/devflow/flowguard/rewards"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
+)
+
+// KafkaTransport returns kafka-go's transport for the configured TLS and
+// SASL settings, or nil for kafka-go's default.
+func KafkaTransport(k *config.Kafka) (*kafka.Transport, error) {
+	if !k.TLS && k.SASL == nil {
+		return nil, nil
+	}
+	t := &kafka.Transport{DialTimeout: 5 * time.Second}
+	if k.TLS {
+		t.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if s := k.SASL; s != nil {
+		var m sasl.Mechanism
+		var err error
+		switch s.Mechanism {
+		case "plain":
+			m = plain.Mechanism{Username: s.Username, Password: s.Password()}
+		case "scram-sha-256":
+			m, err = scram.Mechanism(scram.SHA256, s.Username, s.Password())
+		case "scram-sha-512":
+			m, err = scram.Mechanism(scram.SHA512, s.Username, s.Password())
+		}
+		if err != nil {
+			return nil, fmt.Errorf("kafka sasl: %w", err)
+		}
+		t.SASL = m
+	}
+	return t, nil
+}
+
+// teeLog sends each record to every log.
+type teeLog []decisionLog
+
+func (t teeLog) Log(r rewards.Record) bool {
+	ok := true
+	for _, l := range t {
+		ok = l.Log(r) && ok
+	}
+	return ok
+}
+
+// teeLabels sends labels to every sink; the first error wins.
+type teeLabels []labelSink
+
+func (t teeLabels) Send(ctx context.Context, labels []rewards.Label, at time.Time) error {
+	for _, s := range t {
+		if err := s.Send(ctx, labels, at); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startKafka connects the decision log and label intake to Kafka.
+func (s *Server) startKafka(k *config.Kafka) error {
+	tr, err := KafkaTransport(k)
+	if err != nil {
+		return err
+	}
+	s.klog = rewards.NewKafkaLog(rewards.KafkaLogOptions{Brokers: k.Brokers, Topic: k.Topics.Decisions,
+		Buffer: s.cfg.ML.LogBuffer, BatchSize: k.BatchSize, BatchTimeout: k.BatchTimeout, Transport: tr})
+	s.klabels = rewards.NewKafkaLabels(k.Brokers, k.Topics.Labels, tr)
+	if s.ml.dlog != nil {
+		s.ml.dlog = teeLog{s.klog, s.ml.dlog}
+	} else {
+		s.ml.dlog = s.klog
+	}
+	if s.labels != nil {
+		s.labels = teeLabels{s.klabels, s.labels} // Kafka first: durable before acknowledged
+	} else {
+		s.labels = s.klabels
+	}
+	l := s.klog
+	s.metrics.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flowguard_decision_log_kafka_dropped_total",
+			Help: "Decision-log records dropped because the Kafka buffer (ml.log_buffer) was full: Kafka slow or down."},
+			func() float64 { return float64(l.Dropped()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flowguard_decision_log_kafka_failed_total",
+			Help: "Decision-log records Kafka refused after retries."},
+			func() float64 { return float64(l.Failed()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flowguard_decision_log_kafka_written_total",
+			Help: "Decision-log records written to Kafka."},
+			func() float64 { return float64(l.Written()) }),
+	)
+	return nil
+}
