@@ -17,5 +17,12 @@
 // timeout and a circuit breaker, answering from a per-instance share of the
 // budget in memory while Redis is down or slow.
 //
+// Static quotas (seed 004) live here too: [Fit] computes per-endpoint quotas,
+// the PERCENTILE_CONT of legitimate users' daily requests over a training
+// window, and [Backtest] checks them on the days after it by calling Fit —
+// one function for both, so the fit and its backtest cannot drift apart.
+// A [UsageSource] is a CSV file, a combined-format access log, or
+// PostgreSQL (the percentile computed in SQL).
+//
 // All stores are safe for concurrent use.
 package fallback
