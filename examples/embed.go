@@ -12,3 +12,12 @@ var Policies []byte
 
 // PoliciesName is how errors and logs name the embedded file.
 const PoliciesName = "examples/policies.yaml (embedded)"
+
+// Experiments is examples/experiments.yaml: the A/B experiments of the
+// embedded default.
+//
+//go:embed experiments.yaml
+var Experiments []byte
+
+// ExperimentsName is how errors and logs name the embedded experiments file.
+const ExperimentsName = "examples/experiments.yaml (embedded)"

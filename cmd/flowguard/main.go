@@ -26,6 +26,9 @@ Usage:
   flowguard arms validate FILE                         check a bandit arms file
   flowguard sim wheel [--steps N] [--runs N] [--seed N] [--deltas D,…]
                                                        the wheel bandit benchmark (Riquelme et al. 2018)
+  flowguard quotas fit|backtest --usage SRC …          fit static per-endpoint quotas, or backtest them (exit 3: alert)
+  flowguard experiments validate|assign|resume …       check an experiments file, show a key's variants, resume a stopped one
+  flowguard dev kafka [--listen HOST:PORT]             a local Kafka-protocol broker with flowguard's topics
   flowguard version                                    print the version
 
 Run 'flowguard COMMAND --help' for a command's flags.
@@ -54,6 +57,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = armsCmd(args[1:], stdout, stderr)
 	case "sim":
 		err = simCmd(args[1:], stdout, stderr)
+	case "quotas":
+		err = quotasCmd(args[1:], stdout, stderr)
+	case "experiments":
+		err = experimentsCmd(args[1:], stdout, stderr)
+	case "dev":
+		err = devCmd(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "flowguard", version)
 	case "-h", "--help", "help":
@@ -69,6 +78,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, errUsage):
 		return 2
+	case errors.Is(err, errAlert): // the ALERT lines are printed
+		return 3
 	default:
 		fmt.Fprintln(stderr, "flowguard:", err)
 		return 1

@@ -1,0 +1,177 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/devflow/flowguard/experiments"
+)
+
+const experimentsUsage = `usage: flowguard experiments validate FILE
+       flowguard experiments assign [--file FILE] [--tenant T] [--tier TIER] [--region R] [--state STOPS] KEY
+       flowguard experiments resume --state STOPS [--reason TEXT] EXPERIMENT/VARIANT
+`
+
+// experimentsCmd checks an experiments file, shows where a key lands, or
+// resumes a stopped variant.
+func experimentsCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, experimentsUsage)
+		return errUsage
+	}
+	switch args[0] {
+	case "validate":
+		return experimentsValidate(args[1:], stdout, stderr)
+	case "assign":
+		return experimentsAssign(args[1:], stdout, stderr)
+	case "resume":
+		return experimentsResume(args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, experimentsUsage)
+		return nil
+	}
+	fmt.Fprint(stderr, experimentsUsage)
+	return errUsage
+}
+
+// parseInterleaved parses flags given before and after positional
+// arguments (KEY --tier free), and returns the positional ones.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+func experimentsValidate(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("experiments validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, experimentsUsage) }
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	cfg, err := experiments.Load(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	variants := 0
+	for _, e := range cfg.Experiments {
+		variants += len(e.Variants)
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d experiments, %d variants)\n", cfg.Name, len(cfg.Experiments), variants)
+	return nil
+}
+
+func experimentsAssign(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("experiments assign", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, experimentsUsage); fs.PrintDefaults() }
+	file := fs.String("file", "", "experiments `FILE` (default: the embedded examples/experiments.yaml)")
+	var u experiments.Unit
+	fs.StringVar(&u.Tenant, "tenant", "", "the key's `TENANT`")
+	fs.StringVar(&u.Tier, "tier", "", "the tenant's `TIER`: free, pro or enterprise")
+	fs.StringVar(&u.Region, "region", "", "the request's `REGION`")
+	state := fs.String("state", "", "stop log `FILE` whose stopped variants to apply")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	u.Key = pos[0]
+	cfg, err := experiments.Default()
+	if *file != "" {
+		cfg, err = experiments.Load(*file)
+	}
+	if err != nil {
+		return err
+	}
+	a, err := experiments.NewAssigner(cfg)
+	if err != nil {
+		return err
+	}
+	if *state != "" {
+		stops, err := experiments.LoadStops(*state)
+		if err != nil {
+			return err
+		}
+		if err := a.ApplyStops(stops.Active()); err != nil {
+			fmt.Fprintf(stderr, "flowguard: %s: %v (ignored)\n", *state, err)
+		}
+	}
+	all := a.Assign(u)
+	if len(all) == 0 {
+		if p, _ := a.Primary(u); p.Holdout {
+			fmt.Fprintf(stdout, "%s: held out of every experiment\n", u.Key)
+		} else {
+			fmt.Fprintf(stdout, "%s: in no experiment\n", u.Key)
+		}
+		return nil
+	}
+	for i, as := range all {
+		policy := string(as.Policy)
+		if as.Stopped {
+			policy += " (variant stopped)"
+		}
+		role := ""
+		if i == 0 {
+			role = ", decides the budget"
+		}
+		fmt.Fprintf(stdout, "%s: %s/%s, policy %s, bucket %d%s\n", u.Key, as.Experiment, as.Variant, policy, as.Bucket, role)
+	}
+	return nil
+}
+
+func experimentsResume(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("experiments resume", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, experimentsUsage); fs.PrintDefaults() }
+	state := fs.String("state", "", "the stop log `FILE` (required)")
+	reason := fs.String("reason", "", "why, for the record")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 || *state == "" {
+		fs.Usage()
+		return errUsage
+	}
+	exp, variant, ok := strings.Cut(pos[0], "/")
+	if !ok {
+		return fmt.Errorf("resume: %q is not EXPERIMENT/VARIANT", pos[0])
+	}
+	stops, err := experiments.LoadStops(*state)
+	if err != nil {
+		return err
+	}
+	defer stops.Close()
+	err = stops.Append(experiments.StopRecord{
+		Op: experiments.OpResume, Experiment: exp, Variant: variant,
+		Reason: *reason, Time: time.Now().UTC(),
+	})
+	if errors.Is(err, experiments.ErrNotStopped) {
+		return fmt.Errorf("%s: %s/%s is not stopped", *state, exp, variant)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s/%s resumed: recorded in %s\n", exp, variant, *state)
+	return stops.Close()
+}

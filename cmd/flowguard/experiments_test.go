@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestExperimentsCLI(t *testing.T) {
+	stops := filepath.Join(t.TempDir(), "stops.jsonl")
+	os.WriteFile(stops, []byte(`{"op":"stop","experiment":"bandit-vs-static","variant":"lints","time":"2026-11-23T10:00:00Z"}`+"\n"), 0o644)
+	cases := map[string]struct {
+		args   []string
+		code   int
+		stdout string // substring
+		stderr string // substring
+	}{
+		"validate example":      {[]string{"experiments", "validate", "../../examples/experiments.yaml"}, 0, "../../examples/experiments.yaml: ok (1 experiments, 3 variants)\n", ""},
+		"validate bad file":     {[]string{"experiments", "validate", "../../experiments/testdata/bad_control_not_static.yaml"}, 1, "", `bad_control_not_static.yaml:4: experiments.0.control: variant "lints" has policy bandit, but the control must be static`},
+		"validate several":      {[]string{"experiments", "validate", "../../experiments/testdata/bad_several.yaml"}, 1, "", "bad_several.yaml:4: experiments.0.unit: \"ip\", want key or tenant\n../../experiments/testdata/bad_several.yaml:5: experiments.0.traffic"},
+		"validate missing file": {[]string{"experiments", "validate", "nope.yaml"}, 1, "", "nope.yaml: cannot read: no such file or directory"},
+		"validate no file":      {[]string{"experiments", "validate"}, 2, "", "usage: flowguard experiments validate FILE"},
+		"validate bad flag":     {[]string{"experiments", "validate", "--strict", "x.yaml"}, 2, "", "flag provided but not defined: -strict"},
+		"without verb":          {[]string{"experiments"}, 2, "", "usage: flowguard experiments validate FILE"},
+		"unknown verb":          {[]string{"experiments", "report"}, 2, "", "usage: flowguard experiments"},
+		"help":                  {[]string{"experiments", "--help"}, 0, "flowguard experiments assign", ""},
+		"validate help":         {[]string{"experiments", "validate", "--help"}, 0, "", "usage: flowguard experiments validate"},
+		"assign":                {[]string{"experiments", "assign", "--tier", "free", "k_live_5"}, 0, "k_live_5: bandit-vs-static/", ""},
+		"assign flags after key": {[]string{"experiments", "assign", "--file", "../../examples/experiments.yaml", "k_live_5", "--tier", "pro"},
+			0, "k_live_5: bandit-vs-static/", ""},
+		"assign untargeted":  {[]string{"experiments", "assign", "k_live_5", "--tier", "enterprise"}, 0, "k_live_5: in no experiment\n", ""},
+		"assign bad file":    {[]string{"experiments", "assign", "--file", "../../experiments/testdata/bad_unit.yaml", "k"}, 1, "", `bad_unit.yaml:4: experiments.0.unit: "ip", want key or tenant`},
+		"assign no key":      {[]string{"experiments", "assign", "--tier", "free"}, 2, "", "usage: flowguard experiments"},
+		"assign bad flag":    {[]string{"experiments", "assign", "--tire", "free", "k"}, 2, "", "flag provided but not defined: -tire"},
+		"assign bad state":   {[]string{"experiments", "assign", "--state", "../../experiments/testdata/bad_unit.yaml", "k"}, 1, "", "bad_unit.yaml:1: invalid character"},
+		"resume no state":    {[]string{"experiments", "resume", "bandit-vs-static/lints"}, 2, "", "usage: flowguard experiments"},
+		"resume bad name":    {[]string{"experiments", "resume", "--state", stops, "lints"}, 1, "", `resume: "lints" is not EXPERIMENT/VARIANT`},
+		"resume not stopped": {[]string{"experiments", "resume", "--state", stops, "bandit-vs-static/lints-shadow"}, 1, "", "bandit-vs-static/lints-shadow is not stopped"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := run(c.args, &out, &errOut)
+			if code != c.code {
+				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, c.code, out.String(), errOut.String())
+			}
+			if !strings.Contains(out.String(), c.stdout) {
+				t.Errorf("stdout %q lacks %q", out.String(), c.stdout)
+			}
+			if !strings.Contains(errOut.String(), c.stderr) {
+				t.Errorf("stderr %q lacks %q", errOut.String(), c.stderr)
+			}
+		})
+	}
+}
+
+// TestExperimentsStopAndResume: a key of a stopped variant is shown with
+// the control's policy until an operator resumes the variant.
+func TestExperimentsStopAndResume(t *testing.T) {
+	stops := filepath.Join(t.TempDir(), "stops.jsonl")
+	os.WriteFile(stops, []byte(`{"op":"stop","experiment":"bandit-vs-static","variant":"lints","metric":"complaints","value":4,"threshold":3,"time":"2026-11-23T10:00:00Z"}`+"\n"), 0o644)
+	assign := func() string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		// k_live_5 is in lints in the example file.
+		if code := run([]string{"experiments", "assign", "--state", stops, "--tier", "free", "k_live_5"}, &out, &errOut); code != 0 {
+			t.Fatalf("exit %d: %s", code, errOut.String())
+		}
+		return out.String()
+	}
+	before := assign()
+	if !strings.Contains(before, "/lints, policy static (variant stopped)") {
+		t.Fatalf("stopped: %q", before)
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"experiments", "resume", "--state", stops, "--reason", "fixed", "bandit-vs-static/lints"}, &out, &errOut); code != 0 {
+		t.Fatalf("resume: exit %d: %s", code, errOut.String())
+	}
+	if out.String() != "bandit-vs-static/lints resumed: recorded in "+stops+"\n" {
+		t.Errorf("resume printed %q", out.String())
+	}
+	if after := assign(); !strings.Contains(after, "/lints, policy bandit,") {
+		t.Fatalf("resumed: %q", after)
+	}
+	if code := run([]string{"experiments", "resume", "--state", stops, "bandit-vs-static/lints"}, &out, &errOut); code != 1 {
+		t.Errorf("second resume: exit %d", code)
+	}
+}
