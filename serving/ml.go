@@ -89,23 +89,23 @@ type epochShard struct {
 // mlStage is stages 2 and 3's state: features, the risk model, the bandit
 // snapshot, the per-key epoch choices and the recent decisions of each key.
 type mlStage struct {
-	cfg     config.ML
-	arms    bandit.ArmSet
-	feats   *features.Store
-	risk    atomic.Pointer[features.Risk]
-	model   bandit.Current
-	local   *rewards.Local // the in-process learner; nil with learner: remote
-	queue   *rewards.Queue // its input
-	dlog    decisionLog    // where decisions and outcomes go; nil: nowhere
-	region  string
-	idBase  string
-	idSeq   atomic.Uint64
-	seed    maphash.Seed
-	shards  [256]epochShard
-	rngs    sync.Pool
-	recent  *recentLog
-	now     func() time.Time
-	hook    func(key string) // test fault injection inside stage 2
+	cfg    config.ML
+	arms   bandit.ArmSet
+	feats  *features.Store
+	risk   atomic.Pointer[features.Risk]
+	model  bandit.Current
+	local  *rewards.Local // the in-process learner; nil with learner: remote
+	queue  *rewards.Queue // its input
+	dlog   decisionLog    // where decisions and outcomes go; nil: nowhere
+	region string
+	idBase string
+	idSeq  atomic.Uint64
+	seed   maphash.Seed
+	shards [256]epochShard
+	rngs   sync.Pool
+	recent *recentLog
+	now    func() time.Time
+	hook   func(key string) // test fault injection inside stage 2
 	// localOnly reports why the features are this instance's alone ("" when
 	// they are shared); each stage-2 run on local-only features is counted.
 	localOnly     func() string

@@ -8,8 +8,8 @@ import (
 
 	"github.com/devflow/flowguard/bandit"
 	"github.com/devflow/flowguard/features"
-	"github.com/devflow/flowguard/rewards"
 	"github.com/devflow/flowguard/internal/yamlx"
+	"github.com/devflow/flowguard/rewards"
 )
 
 // ML configures stages 2 and 3 of the pipeline: features, the risk model
