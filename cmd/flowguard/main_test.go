@@ -25,6 +25,7 @@ func TestCLI(t *testing.T) {
 		"version":               {[]string{"version"}, 0, "flowguard", ""},
 		"validate good file":    {[]string{"config", "validate", "../../examples/policies.yaml"}, 0, "../../examples/policies.yaml: ok (3 tiers, in-memory limiter", ""},
 		"validate redis file":   {[]string{"config", "validate", "../../examples/redis.yaml"}, 0, "redis limiter", ""},
+		"validate kafka file":   {[]string{"config", "validate", "../../examples/kafka.yaml"}, 0, "examples/kafka.yaml: ok", ""},
 		"validate bad file":     {[]string{"config", "validate", "../../internal/config/testdata/bad_floor_above_ceiling.yaml"}, 1, "", "bad_floor_above_ceiling.yaml:6: policies.tiers.free.floor: floor 3 is above ceiling 2"},
 		"validate missing file": {[]string{"config", "validate", "nope.yaml"}, 1, "", "nope.yaml: cannot read: no such file or directory"},
 		"validate no file":      {[]string{"config", "validate"}, 2, "", "usage: flowguard config validate FILE"},
