@@ -2,6 +2,7 @@ package features
 
 import (
 	"errors"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -74,28 +75,17 @@ func TestMixRiskWeighsByEvidence(t *testing.T) {
 	wb, ib := b.Weights()
 	wm, im := m.Weights()
 	for i := range wm {
-		if want := (300*wa[i] + 100*wb[i]) / 400; abs(wm[i]-want) > 1e-12 {
+		if want := (300*wa[i] + 100*wb[i]) / 400; math.Abs(wm[i]-want) > 1e-12 {
 			t.Errorf("w[%d] = %v, want %v", i, wm[i], want)
 		}
 	}
-	if want := (300*ia + 100*ib) / 400; abs(im-want) > 1e-12 {
+	if want := (300*ia + 100*ib) / 400; math.Abs(im-want) > 1e-12 {
 		t.Errorf("intercept = %v, want %v", im, want)
 	}
-	if _, err := MixRisk(a, trainedRiskDim(t, 4)); err == nil {
+	other, _ := NewRisk(RiskConfig{Dim: 4})
+	if _, err := MixRisk(a, other); err == nil {
 		t.Error("mixing models of other dimensions succeeded")
 	}
-}
-
-func trainedRiskDim(t testing.TB, d int) *Risk {
-	r, _ := NewRisk(RiskConfig{Dim: d})
-	return r
-}
-
-func abs(v float64) float64 {
-	if v < 0 {
-		return -v
-	}
-	return v
 }
 
 func FuzzDecodeRisk(f *testing.F) {

@@ -286,7 +286,7 @@ func (p *Partition) join(d pendingDecision, o Outcome) error {
 		p.stats.Late++ // final already: learn it as it stands
 	}
 	sev := h.severityAt(hour)
-	i := h.aggIndex(hour, d.Arm, p.cfg.Bandit.Dim)
+	i := h.aggIndex(hour, d.Arm)
 	a := &h.Aggs[i]
 	a.LastX = toFloat32(d.X[:p.cfg.Risk.Dim], a.LastX)
 	if p.cfg.Mode == ModeWait {
@@ -328,7 +328,7 @@ func toFloat32(x []float64, dst []float32) []float32 {
 }
 
 // aggIndex returns the index of (hour, arm)'s aggregate, adding it.
-func (h *keyHistory) aggIndex(hour int64, arm, dim int) int {
+func (h *keyHistory) aggIndex(hour int64, arm int) int {
 	for i := range h.Aggs {
 		if h.Aggs[i].Hour == hour && h.Aggs[i].Arm == arm {
 			return i

@@ -185,7 +185,7 @@ func get(t testing.TB, url string) (*http.Response, []byte) {
 }
 
 // waitUntil polls ok until it holds or limit passes.
-func waitUntil(t *testing.T, limit time.Duration, what string, ok func() bool) {
+func waitUntil(t testing.TB, limit time.Duration, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for !ok() {
