@@ -437,7 +437,17 @@ func (p *Partition) expire() {
 	window := int64(p.cfg.Window / time.Microsecond)
 	hourUS := int64(Bucket / time.Microsecond)
 	cutoff := p.watermark - window
+	// Keys in sorted order: the risk model learns in the order examples
+	// come, and the same input must give the same model on every run.
+	var due []string
 	for key, h := range p.keys {
+		if keyExpires(h, cutoff, hourUS) {
+			due = append(due, key)
+		}
+	}
+	slices.Sort(due)
+	for _, key := range due {
+		h := p.keys[key]
 		kept := h.Aggs[:0]
 		for _, a := range h.Aggs {
 			if a.Hour+hourUS > cutoff {
@@ -471,6 +481,24 @@ func (p *Partition) expire() {
 		}
 	}
 	p.compactOrder()
+}
+
+// keyExpires reports whether expire has anything to do for h.
+func keyExpires(h *keyHistory, cutoff, hourUS int64) bool {
+	if len(h.Aggs) == 0 && len(h.Labels) == 0 {
+		return true
+	}
+	for _, a := range h.Aggs {
+		if a.Hour+hourUS <= cutoff {
+			return true
+		}
+	}
+	for _, l := range h.Labels {
+		if l.To.UnixMicro() <= cutoff {
+			return true
+		}
+	}
+	return false
 }
 
 // finalize learns from a final aggregate: wait-mode rewards, and the risk
