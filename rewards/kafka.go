@@ -22,7 +22,7 @@ import (
 // orphan by the learner. Safe for concurrent use.
 type KafkaLog struct {
 	w       *kafka.Writer
-	ch      chan Record
+	ch      chan logItem
 	batch   int
 	dropped atomic.Int64
 	written atomic.Int64
@@ -62,15 +62,30 @@ func NewKafkaLog(o KafkaLogOptions) *KafkaLog {
 	if o.Transport != nil {
 		w.Transport = o.Transport
 	}
-	l := &KafkaLog{w: w, ch: make(chan Record, o.Buffer), batch: o.BatchSize, done: make(chan struct{})}
+	l := &KafkaLog{w: w, ch: make(chan logItem, o.Buffer), batch: o.BatchSize, done: make(chan struct{})}
 	go l.run()
 	return l
 }
 
+// logItem is a record to encode on the writer's goroutine (off the
+// request path), or a message already encoded.
+type logItem struct {
+	rec        Record
+	key, value []byte
+}
+
 // Log queues r, or drops and counts it when the buffer is full.
-func (l *KafkaLog) Log(r Record) bool {
+func (l *KafkaLog) Log(r Record) bool { return l.queue(logItem{rec: r}) }
+
+// LogJSON queues a message already encoded, such as an audit record, on
+// the same terms as Log.
+func (l *KafkaLog) LogJSON(key string, value []byte) bool {
+	return l.queue(logItem{key: []byte(key), value: value})
+}
+
+func (l *KafkaLog) queue(it logItem) bool {
 	select {
-	case l.ch <- r:
+	case l.ch <- it:
 		return true
 	default:
 		l.dropped.Add(1)
@@ -109,9 +124,12 @@ func (l *KafkaLog) run() {
 	}
 }
 
-func message(r Record) kafka.Message {
-	v, _ := json.Marshal(r) // a Record always marshals
-	return kafka.Message{Key: []byte(r.Key), Value: v}
+func message(it logItem) kafka.Message {
+	if it.value != nil {
+		return kafka.Message{Key: it.key, Value: it.value}
+	}
+	v, _ := json.Marshal(it.rec) // a Record always marshals
+	return kafka.Message{Key: []byte(it.rec.Key), Value: v}
 }
 
 // Dropped counts records dropped because the buffer was full; Failed those

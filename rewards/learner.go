@@ -47,9 +47,14 @@ type KafkaLearner struct {
 	mu    sync.Mutex
 	parts map[int]PartitionStatus
 
-	dlqCount, fenced, ckptFailures, published, publishFailures, commitFailures atomic.Int64
-	labelLag                                                                   func(time.Duration)
-	pace                                                                       time.Duration // tests: a pause every 10 messages, to be killed mid-stream
+	// Counters; see LearnerStats.
+	dlqCount, fenced, ckptFailures atomic.Int64
+	published, publishFailures     atomic.Int64
+	commitFailures                 atomic.Int64
+	applied                        atomic.Int64 // messages applied or sent to the DLQ
+
+	labelLag func(time.Duration)
+	pace     time.Duration // tests: a pause every 10 messages, to be killed mid-stream
 }
 
 // LearnerOptions configures NewKafkaLearner.
@@ -113,6 +118,7 @@ type PartitionStatus struct {
 // LearnerStats is what the learner has done so far.
 type LearnerStats struct {
 	Partitions                 []PartitionStatus // the partitions this member owns, sorted
+	Messages                   int64             // messages consumed (applied or sent to the DLQ) since start
 	DLQ                        int64             // messages sent to the DLQ
 	Fenced                     int64             // writes refused because another member owns the partition
 	CheckpointFailures         int64
@@ -175,7 +181,7 @@ func (l *KafkaLearner) Stats() LearnerStats {
 	}
 	l.mu.Unlock()
 	sort.Slice(s.Partitions, func(i, j int) bool { return s.Partitions[i].Partition < s.Partitions[j].Partition })
-	s.DLQ, s.Fenced, s.CheckpointFailures = l.dlqCount.Load(), l.fenced.Load(), l.ckptFailures.Load()
+	s.Messages, s.DLQ, s.Fenced, s.CheckpointFailures = l.applied.Load(), l.dlqCount.Load(), l.fenced.Load(), l.ckptFailures.Load()
 	s.Published, s.PublishFailures, s.CommitFailures = l.published.Load(), l.publishFailures.Load(), l.commitFailures.Load()
 	return s
 }
@@ -531,6 +537,7 @@ func (r *partitionRun) apply(s *topicStream, m *kafka.Message) {
 	}
 	r.part.Offsets[s.topic] = m.Offset + 1
 	r.dirty = true
+	r.l.applied.Add(1)
 	if r.l.pace > 0 && m.Offset%10 == 0 {
 		time.Sleep(r.l.pace)
 	}

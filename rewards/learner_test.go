@@ -40,7 +40,7 @@ func newTestLearner(t testing.TB, brokers []string, redisAddr, prefix, group str
 	t.Cleanup(func() { rc.Close() })
 	l, err := NewKafkaLearner(LearnerOptions{Config: testConfig(), Brokers: brokers, Group: group,
 		Store: NewRedisStore(rc, prefix), CheckpointEvery: 100 * time.Millisecond, SessionTimeout: 6 * time.Second,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,15 +22,20 @@ func TestParseLabel(t *testing.T) {
 		t.Errorf("severity defaults to 1: %+v %v", noSev, err)
 	}
 	bad := map[string]struct{ in, msg string }{
-		"not json":       {`{`, "unexpected EOF"},
+		"not json":       {`{`, "cannot parse JSON"},
 		"unknown field":  {`{"label_id":"a","key":"k","abusive":true,"from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z","colour":"red"}`, `unknown field "colour"`},
 		"missing key":    {`{"label_id":"a","abusive":true,"from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z"}`, "key is required"},
 		"missing abuse":  {`{"label_id":"a","key":"k","from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z"}`, "abusive is required"},
 		"to before from": {`{"label_id":"a","key":"k","abusive":true,"from":"2026-11-21T00:00:00Z","to":"2026-11-20T00:00:00Z"}`, "is not before"},
 		"severity":       {`{"label_id":"a","key":"k","abusive":true,"from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z","severity":2}`, "severity 2 must be in [0, 1]"},
 		"bad time":       {`{"label_id":"a","key":"k","abusive":true,"from":"yesterday","to":"2026-11-21T00:00:00Z"}`, "cannot parse"},
-		"two objects":    {`{"label_id":"a","key":"k","abusive":true,"from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z"} {}`, "data after"},
+		"two objects":    {`{"label_id":"a","key":"k","abusive":true,"from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z"} {}`, "unexpected tail"},
 		"long span":      {`{"label_id":"a","key":"k","abusive":true,"from":"2026-01-20T00:00:00Z","to":"2026-11-21T00:00:00Z"}`, "more than 30 days"},
+		"repeated field": {`{"label_id":"a","key":"k","key":"j","abusive":true,"from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z"}`, `field "key" appears twice`},
+		"abusive string": {`{"label_id":"a","key":"k","abusive":"yes","from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z"}`, "abusive must be true or false, got string"},
+		"null id":        {`{"label_id":null,"key":"k","abusive":true,"from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z"}`, "label_id is required"},
+		"key a number":   {`{"label_id":"a","key":7,"abusive":true,"from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z"}`, "key must be a string, got number"},
+		"an array":       {`[]`, "a label is a JSON object, got array"},
 		"empty id":       {`{"label_id":"","key":"k","abusive":true,"from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z"}`, "label_id must be"},
 	}
 	for name, tc := range bad {
@@ -44,9 +49,14 @@ func TestParseLabel(t *testing.T) {
 }
 
 func TestParseRecord(t *testing.T) {
-	dec := `{"type":"decision","id":"d1","key":"k","tier":"free","at":"2026-11-20T00:00:00Z","variant":"bandit","arm":2,"propensity":0.5,"context":[0.1,0.2],"base":60}`
-	if _, err := ParseRecord([]byte(dec)); err != nil {
-		t.Fatal(err)
+	dec := `{"type":"decision","id":"d1","key":"k","tier":"free","at":"2026-11-20T00:00:00Z","experiment":"e","variant":"lints","policy":"bandit","arm":2,"propensity":0.5,"context":[0.1,0.2],"base":60}`
+	if r, err := ParseRecord([]byte(dec)); err != nil || r.Policy != PolicyBandit || r.Variant != "lints" {
+		t.Fatal(r, err)
+	}
+	// Before the policy field, variant said bandit or shadow.
+	old := `{"type":"decision","id":"d1","key":"k","at":"2026-11-20T00:00:00Z","variant":"shadow","arm":2,"propensity":0.5,"context":[0.1],"base":60}`
+	if r, err := ParseRecord([]byte(old)); err != nil || r.Policy != PolicyShadow || r.Variant != "" {
+		t.Errorf("an old record: %+v %v", r, err)
 	}
 	bad := map[string]struct{ in, msg string }{
 		"type":       {`{"type":"guess","id":"d","key":"k","at":"2026-11-20T00:00:00Z"}`, `type "guess"`},
@@ -54,7 +64,7 @@ func TestParseRecord(t *testing.T) {
 		"counts":     {`{"type":"outcome","id":"d","key":"k","at":"2026-11-20T00:00:00Z","served":-1}`, "counts must be"},
 		"context":    {strings.Replace(dec, `[0.1,0.2]`, `[]`, 1), "context must have"},
 		"unknown":    {strings.Replace(dec, `"base":60`, `"base":60,"x":1`, 1), `unknown field "x"`},
-		"variant":    {strings.Replace(dec, `bandit`, `guess`, 1), `variant "guess"`},
+		"policy":     {strings.Replace(dec, `"bandit"`, `"guess"`, 1), `policy "guess", want bandit, shadow or static`},
 	}
 	for name, tc := range bad {
 		t.Run(name, func(t *testing.T) {

@@ -209,9 +209,9 @@ func (p *Partition) Record(r Record) error {
 	switch r.Type {
 	case TypeDecision:
 		p.stats.Decisions++
-		if r.Variant != VariantBandit {
+		if r.Policy != PolicyBandit {
 			p.advance(at)
-			return nil // shadow choices were not enforced: nothing to learn
+			return nil // shadow and static epochs did not follow the bandit: nothing to learn
 		}
 		if len(r.Context) != p.cfg.Bandit.Dim || r.Arm >= len(p.cfg.Bandit.Arms) {
 			p.stats.Errors++

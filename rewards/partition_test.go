@@ -43,7 +43,7 @@ func stream(seed uint64, keys, epochs int) []event {
 			id := fmt.Sprintf("%s-%d", key, e)
 			tier := []string{"free", "pro", "enterprise"}[k%3]
 			evs = append(evs, event{rec: &Record{Type: TypeDecision, ID: id, Key: key, Tier: tier, At: at,
-				Variant: VariantBandit, Arm: arm, Multiplier: bandit.DefaultArms()[arm].Multiplier, Propensity: 1.0 / 6, Context: x, Base: 100}})
+				Policy: PolicyBandit, Arm: arm, Multiplier: bandit.DefaultArms()[arm].Multiplier, Propensity: 1.0 / 6, Context: x, Base: 100}})
 			served := int64(50 + rng.IntN(100))
 			evs = append(evs, event{rec: &Record{Type: TypeOutcome, ID: id, Key: key, At: at.Add(10 * time.Minute),
 				Served: served, Throttled: int64(rng.IntN(20))}})
@@ -245,7 +245,7 @@ func TestLabelBeforeAnyRecordIsKept(t *testing.T) {
 	// reward directly, a negative one for a key serving abuse.
 	x := []float64{1, 1, 0}
 	apply(t, p, []event{
-		{rec: &Record{Type: TypeDecision, ID: "d1", Key: "k-new", At: t0.Add(time.Minute), Variant: VariantBandit, Arm: 5, Propensity: 1, Context: x, Base: 10}},
+		{rec: &Record{Type: TypeDecision, ID: "d1", Key: "k-new", At: t0.Add(time.Minute), Policy: PolicyBandit, Arm: 5, Propensity: 1, Context: x, Base: 10}},
 		{rec: &Record{Type: TypeOutcome, ID: "d1", Key: "k-new", At: t0.Add(2 * time.Minute), Served: 100}},
 	})
 	post := posterior(t, p)[5]
@@ -263,7 +263,7 @@ func TestBenignLabelClearsAndRewardsGenerousBudgets(t *testing.T) {
 	p, _ := NewPartition(testConfig())
 	x := []float64{0.2, 0.3, 0}
 	apply(t, p, []event{
-		{rec: &Record{Type: TypeDecision, ID: "d1", Key: "k", At: t0, Variant: VariantBandit, Arm: 5, Propensity: 1, Context: x, Base: 10}},
+		{rec: &Record{Type: TypeDecision, ID: "d1", Key: "k", At: t0, Policy: PolicyBandit, Arm: 5, Propensity: 1, Context: x, Base: 10}},
 		{rec: &Record{Type: TypeOutcome, ID: "d1", Key: "k", At: t0.Add(time.Minute), Served: 40}},
 	})
 	provisional := posterior(t, p)[5].Mean

@@ -16,10 +16,11 @@ const (
 	TypeOutcome  = "outcome"  // the epoch closed: what happened to its requests
 )
 
-// Variants a decision record carries.
+// Policies a decision record carries: what the key's epoch was given.
 const (
-	VariantBandit = "bandit" // the bandit's choice was enforced: the learner learns from it
-	VariantShadow = "shadow" // computed and logged, not enforced: for evaluation only
+	PolicyBandit = "bandit" // the bandit's choice was enforced: the learner learns from it
+	PolicyShadow = "shadow" // the bandit's choice was computed and logged, not enforced
+	PolicyStatic = "static" // the deterministic budget (a static or stopped experiment variant), logged for reports
 )
 
 // Record is one message of the decision log, keyed by API key. A decision
@@ -36,8 +37,13 @@ type Record struct {
 	At time.Time `json:"at"`
 
 	// Decision fields.
+	// Experiment and Variant name the unit's experiment variant ("" when
+	// in none); Policy says what was enforced (PolicyBandit, …). Records
+	// written before Policy existed carried bandit or shadow in Variant;
+	// ParseRecord moves it.
 	Experiment   string    `json:"experiment,omitempty"`
 	Variant      string    `json:"variant,omitempty"`
+	Policy       string    `json:"policy,omitempty"`
 	Arm          int       `json:"arm"`
 	ArmName      string    `json:"arm_name,omitempty"`
 	Multiplier   float64   `json:"multiplier,omitempty"`
@@ -71,6 +77,9 @@ func ParseRecord(data []byte) (Record, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return Record{}, fmt.Errorf("%w: data after the record", ErrBadRecord)
 	}
+	if r.Type == TypeDecision && r.Policy == "" && r.Experiment == "" && (r.Variant == PolicyBandit || r.Variant == PolicyShadow) {
+		r.Policy, r.Variant = r.Variant, "" // the format before Policy
+	}
 	return r, r.Validate()
 }
 
@@ -96,8 +105,10 @@ func (r Record) Validate() error {
 		return nil
 	}
 	switch {
-	case r.Variant != VariantBandit && r.Variant != VariantShadow:
-		return bad("variant %q, want bandit or shadow", r.Variant)
+	case r.Policy != PolicyBandit && r.Policy != PolicyShadow && r.Policy != PolicyStatic:
+		return bad("policy %q, want bandit, shadow or static", r.Policy)
+	case len(r.Experiment) > 128 || len(r.Variant) > 128:
+		return bad("experiment and variant are at most 128 bytes")
 	case r.Arm < 0 || r.Arm > 255:
 		return bad("arm %d out of range", r.Arm)
 	case !(r.Propensity > 0 && r.Propensity <= 1):
