@@ -13,7 +13,9 @@ const Z95 = 1.959963984540054
 
 // An Interval is an estimate with a confidence interval [Lo, Hi].
 type Interval struct {
-	Estimate, Lo, Hi float64
+	Estimate float64 `json:"estimate"`
+	Lo       float64 `json:"lo"`
+	Hi       float64 `json:"hi"`
 }
 
 func (iv Interval) String() string {

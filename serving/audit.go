@@ -124,6 +124,9 @@ type auditLog struct {
 	prev    string
 	dropped func()
 	failed  func(error)
+	// mirror, when set, receives each line as chained (key, JSON): the
+	// copy to Kafka's audit topic. Set before the first Record.
+	mirror func(key string, line []byte)
 
 	mu     sync.RWMutex // Record holds it shared; Close exclusively
 	closed bool
@@ -232,6 +235,9 @@ func (l *auditLog) write(r AuditRecord) {
 		return
 	}
 	l.seq, l.prev = r.Seq, r.Hash
+	if l.mirror != nil {
+		l.mirror(r.Key, b)
+	}
 }
 
 // flush writes buffered lines and syncs them to disk.

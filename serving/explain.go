@@ -5,6 +5,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/devflow/flowguard/experiments"
 	"github.com/devflow/flowguard/policy"
 	"github.com/valyala/fasthttp"
 )
@@ -25,18 +26,28 @@ type Explanation struct {
 	Risk           float64            `json:"risk"`
 	BlockThreshold float64            `json:"block_threshold"`
 	AutoBlock      bool               `json:"auto_block"`
-	Variant        string             `json:"variant"`
-	Arm            string             `json:"arm"`
-	Multiplier     float64            `json:"multiplier"`
-	Propensity     float64            `json:"propensity"`
-	Floor          float64            `json:"floor"`
-	Ceiling        float64            `json:"ceiling"`
-	BaseRate       int64              `json:"base_rate"`
-	Limit          int64              `json:"limit"`
-	ModelVersion   string             `json:"model_version"`
-	ModelAgeS      float64            `json:"model_age_s"`
-	Fallback       bool               `json:"fallback"`
-	FallbackReason string             `json:"fallback_reason"`
+	// Experiment and Variant are the key's experiment and variant, as its
+	// decisions carry them; with no experiment, Variant is the ML mode:
+	// static, bandit or shadow.
+	Experiment string `json:"experiment"`
+	Variant    string `json:"variant"`
+	// VariantPolicy is what the variant enforces (static, bandit or
+	// shadow); the control's policy when the variant is stopped. "" with no
+	// experiment.
+	VariantPolicy string `json:"variant_policy"`
+	// VariantStopped says a guardrail or an operator stopped the variant.
+	VariantStopped bool    `json:"variant_stopped"`
+	Arm            string  `json:"arm"`
+	Multiplier     float64 `json:"multiplier"`
+	Propensity     float64 `json:"propensity"`
+	Floor          float64 `json:"floor"`
+	Ceiling        float64 `json:"ceiling"`
+	BaseRate       int64   `json:"base_rate"`
+	Limit          int64   `json:"limit"`
+	ModelVersion   string  `json:"model_version"`
+	ModelAgeS      float64 `json:"model_age_s"`
+	Fallback       bool    `json:"fallback"`
+	FallbackReason string  `json:"fallback_reason"`
 	// EpochExpiresMS is when the key's current multiplier expires, in ms
 	// from now; 0 when the key has no current epoch choice.
 	EpochExpiresMS  int64            `json:"epoch_expires_ms"`
@@ -54,7 +65,7 @@ type ArmExplanation struct {
 	Probability float64 `json:"probability"`
 }
 
-// handleExplain serves GET /v1/keys/{key}/explain?tenant=…&endpoint=….
+// handleExplain serves GET /v1/keys/{key}/explain?tenant=…&endpoint=…&region=….
 // It reads state and changes none: no stage-2 run, no feature update.
 func (s *Server) handleExplain(ctx *fasthttp.RequestCtx, key string) {
 	if key == "" || len(key) > maxKeyLen {
@@ -62,7 +73,7 @@ func (s *Server) handleExplain(ctx *fasthttp.RequestCtx, key string) {
 		return
 	}
 	args := ctx.QueryArgs()
-	tenant, endpoint := string(args.Peek("tenant")), string(args.Peek("endpoint"))
+	tenant, endpoint, region := string(args.Peek("tenant")), string(args.Peek("endpoint")), string(args.Peek("region"))
 	set := s.policies.Load()
 	rule := set.Resolve(tenant, endpoint)
 	ml := s.ml
@@ -82,6 +93,23 @@ func (s *Server) handleExplain(ctx *fasthttp.RequestCtx, key string) {
 	case set.Allowed(key):
 		e.ML = string(policy.MLOff)
 	}
+	var p plan
+	if mode := policy.MLMode(e.ML); mode == policy.MLOn || mode == policy.MLShadow {
+		p = s.exp.assign(&DecideRequest{Key: key, Tenant: tenant, Region: region}, rule, mode)
+		if p.v != nil {
+			e.Experiment, e.Variant = p.v.id.Experiment, p.v.id.Variant
+			e.VariantPolicy = string(experiments.PolicyBandit)
+			switch {
+			case p.static:
+				e.VariantPolicy = string(experiments.PolicyStatic)
+			case p.shadow:
+				e.VariantPolicy = string(experiments.PolicyShadow)
+			}
+			if g := s.exp.cur.Load(); g != nil {
+				e.VariantStopped = g.a.Stopped(p.v.id.Experiment, p.v.id.Variant)
+			}
+		}
+	}
 	if vals, ok := ml.feats.Snapshot(key, now); ok {
 		for _, v := range vals {
 			e.Features[v.Name] = finite(v.Raw)
@@ -93,7 +121,7 @@ func (s *Server) handleExplain(ctx *fasthttp.RequestCtx, key string) {
 	snap := ml.model.Load()
 	if snap != nil {
 		e.ModelVersion = modelVersion(snap.Version())
-		e.ModelAgeS = now.Sub(snap.Created()).Seconds()
+		e.ModelAgeS = now.Sub(ml.modelTime(snap)).Seconds()
 		if allowed, err := snap.Allowed(rule.Floor, rule.Ceiling); err == nil {
 			if ex, err := snap.Explain(x, allowed); err == nil {
 				for _, a := range ex {
@@ -106,22 +134,28 @@ func (s *Server) handleExplain(ctx *fasthttp.RequestCtx, key string) {
 	if c, ok := ml.current(key); ok && e.ML != string(policy.MLOff) && e.ML != "deny" {
 		e.EpochExpiresMS = (c.expires - now.UnixMicro()) / 1000
 		e.ModelVersion = modelVersion(c.model)
-		e.Variant = variantBandit
-		if c.shadow {
-			e.Variant = variantShadow
+		if c.plan.v == nil {
+			e.Variant = variantBandit
+			if c.plan.shadow {
+				e.Variant = variantShadow
+			}
 		}
-		if c.fallback != 0 {
+		switch {
+		case c.plan.static:
+		case c.fallback != 0:
 			e.Fallback, e.FallbackReason = true, fallbackReasons[c.fallback]
-		} else {
+		default:
 			e.Arm, e.Risk = ml.armName(c.arm), c.risk
-			if !c.shadow {
+			if !c.plan.shadow {
 				lim, m := rule.Budget(c.multiplier)
 				e.Multiplier, e.Propensity, e.Limit = m, c.propensity, lim.Rate
 			}
 		}
+	} else if p.static {
+		// a static variant needs no model
 	} else if snap == nil && e.ML != string(policy.MLOff) && e.ML != "deny" {
 		e.Fallback, e.FallbackReason = true, ReasonNoModel
-	} else if snap != nil && now.Sub(snap.Created()) > ml.cfg.MaxModelAge {
+	} else if snap != nil && now.Sub(ml.modelTime(snap)) > ml.cfg.MaxModelAge {
 		e.Fallback, e.FallbackReason = true, ReasonStaleModel
 	}
 	body, err := json.Marshal(e)

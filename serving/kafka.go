@@ -44,6 +44,16 @@ func KafkaTransport(k *config.Kafka) (*kafka.Transport, error) {
 	return t, nil
 }
 
+// KafkaDialer returns kafka-go's dialer (readers and consumer groups) for
+// the configured TLS and SASL settings, or nil for kafka-go's default.
+func KafkaDialer(k *config.Kafka) (*kafka.Dialer, error) {
+	t, err := KafkaTransport(k)
+	if err != nil || t == nil {
+		return nil, err
+	}
+	return &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true, TLS: t.TLS, SASLMechanism: t.SASL}, nil
+}
+
 // teeLog sends each record to every log.
 type teeLog []decisionLog
 
@@ -76,6 +86,11 @@ func (s *Server) startKafka(k *config.Kafka) error {
 	s.klog = rewards.NewKafkaLog(rewards.KafkaLogOptions{Brokers: k.Brokers, Topic: k.Topics.Decisions,
 		Buffer: s.cfg.ML.LogBuffer, BatchSize: k.BatchSize, BatchTimeout: k.BatchTimeout, Transport: tr})
 	s.klabels = rewards.NewKafkaLabels(k.Brokers, k.Topics.Labels, tr)
+	s.kaudit = rewards.NewKafkaLog(rewards.KafkaLogOptions{Brokers: k.Brokers, Topic: k.Topics.Audit,
+		Buffer: 8192, BatchSize: k.BatchSize, BatchTimeout: k.BatchTimeout, Transport: tr})
+	if s.kdialer, err = KafkaDialer(k); err != nil {
+		return err
+	}
 	if s.ml.dlog != nil {
 		s.ml.dlog = teeLog{s.klog, s.ml.dlog}
 	} else {
@@ -97,6 +112,12 @@ func (s *Server) startKafka(k *config.Kafka) error {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flowguard_decision_log_kafka_written_total",
 			Help: "Decision-log records written to Kafka."},
 			func() float64 { return float64(l.Written()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flowguard_audit_kafka_dropped_total",
+			Help: "Audit records not copied to the Kafka audit topic: its buffer was full or Kafka refused them (the file keeps them)."},
+			func() float64 { return float64(s.kaudit.Dropped() + s.kaudit.Failed()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flowguard_audit_kafka_written_total",
+			Help: "Audit records copied to the Kafka audit topic."},
+			func() float64 { return float64(s.kaudit.Written()) }),
 	)
 	return nil
 }

@@ -39,7 +39,9 @@ func (s queueLabels) Send(_ context.Context, labels []rewards.Label, at time.Tim
 // is validated before any is sent, so a 400 means none was taken. 202
 // means all were taken (duplicates included: they have no effect). 503
 // means the learner could not take them now; resend them all, which is
-// safe since labels are idempotent by label_id.
+// safe since labels are idempotent by label_id. Accepted labels are also
+// attributed to the experiment variant of their key (serving/experiments.go):
+// abusive labels, false-throttle complaints and clears, each label_id once.
 func (s *Server) handleLabels(ctx *fasthttp.RequestCtx) {
 	body := bytes.TrimSpace(ctx.PostBody())
 	if len(body) > s.cfg.Server.MaxBatchBodyBytes {
@@ -83,6 +85,7 @@ func (s *Server) handleLabels(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	s.metrics.labels.WithLabelValues("accepted").Add(float64(len(labels)))
+	s.attributeLabels(labels)
 	ctx.SetStatusCode(fasthttp.StatusAccepted)
 	ctx.SetContentType("application/json")
 	ctx.SetBodyString(`{"accepted":` + strconv.Itoa(len(labels)) + `}`)

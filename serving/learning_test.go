@@ -23,7 +23,7 @@ policies:
 
 // expectedMultiplier is the multiplier the bandit would give key now,
 // averaged over its choice probabilities (explain's arms).
-func expectedMultiplier(t *testing.T, ts *testServer, key string) float64 {
+func expectedMultiplier(t testing.TB, ts *testServer, key string) float64 {
 	t.Helper()
 	resp, b := get(t, ts.URL+"/v1/keys/"+key+"/explain?tenant=devco")
 	if resp.StatusCode != 200 {

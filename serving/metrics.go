@@ -242,7 +242,7 @@ func (m *metrics) registerML(ml *mlStage) {
 			Name: "flowguard_ml_model_age_seconds", Help: "Age of the bandit snapshot in use; -1 before the first.",
 		}, func() float64 {
 			if s := ml.model.Load(); s != nil {
-				return ml.now().Sub(s.Created()).Seconds()
+				return ml.now().Sub(ml.modelTime(s)).Seconds()
 			}
 			return -1
 		}),

@@ -60,7 +60,7 @@ type epochChoice struct {
 	risk         float64
 	arm          int16 // -1: none
 	fallback     uint8 // index into fallbackReasons; 0: none
-	shadow       bool
+	plan         plan  // the key's experiment variant and mode (serving/experiments.go)
 	featuresHash [8]byte
 }
 
@@ -89,11 +89,15 @@ type epochShard struct {
 // mlStage is stages 2 and 3's state: features, the risk model, the bandit
 // snapshot, the per-key epoch choices and the recent decisions of each key.
 type mlStage struct {
-	cfg    config.ML
-	arms   bandit.ArmSet
-	feats  *features.Store
-	risk   atomic.Pointer[features.Risk]
-	model  bandit.Current
+	cfg   config.ML
+	arms  bandit.ArmSet
+	feats *features.Store
+	risk  atomic.Pointer[features.Risk]
+	model bandit.Current
+	// fresh is when the remote learners last published (µs; 0: never, or
+	// the embedded learner): with learner: remote, staleness counts from
+	// their heartbeat, not from the last change of the model.
+	fresh  atomic.Int64
 	local  *rewards.Local // the in-process learner; nil with learner: remote
 	queue  *rewards.Queue // its input
 	dlog   decisionLog    // where decisions and outcomes go; nil: nowhere
@@ -169,16 +173,26 @@ func (m *mlStage) install(snap *bandit.Snapshot, risk *features.Risk) error {
 	return nil
 }
 
-// choose returns key's epoch choice under rule, running stage 2 on a miss.
-// Concurrent requests of one key share one stage-2 run.
-func (m *mlStage) choose(key, tenant string, rule *policy.Rule, shadow bool) epochChoice {
+// modelTime is when the model in use was last known current: its
+// creation, or the remote learners' last heartbeat if later.
+func (m *mlStage) modelTime(snap *bandit.Snapshot) time.Time {
+	if f := m.fresh.Load(); f > snap.Created().UnixMicro() {
+		return time.UnixMicro(f)
+	}
+	return snap.Created()
+}
+
+// choose returns key's epoch choice under rule and plan, running stage 2
+// on a miss or when the key's plan changed. Concurrent requests of one key
+// share one stage-2 run.
+func (m *mlStage) choose(key, tenant string, rule *policy.Rule, p plan) epochChoice {
 	h := hashKey(m, key)
 	sh := &m.shards[h&255]
 	for {
 		now := m.now().UnixMicro()
 		sh.mu.Lock()
 		c, ok := sh.choices[h]
-		if ok && now < c.expires && c.shadow == shadow {
+		if ok && now < c.expires && c.plan == p {
 			sh.mu.Unlock()
 			return c
 		}
@@ -197,7 +211,7 @@ func (m *mlStage) choose(key, tenant string, rule *policy.Rule, shadow bool) epo
 			m.closeEpoch(c, now)
 		}
 
-		c = m.stage2(key, rule, shadow)
+		c = m.run(key, rule, p)
 		sh.mu.Lock()
 		sh.choices[h] = c
 		delete(sh.inflight, h)
@@ -210,17 +224,18 @@ func (m *mlStage) choose(key, tenant string, rule *policy.Rule, shadow bool) epo
 // stage2 scores the key and draws its multiplier under the deadline. The
 // work runs on its own goroutine so that a slow or stuck model costs the
 // request the deadline, not more; a panic there becomes an ml_error.
-func (m *mlStage) stage2(key string, rule *policy.Rule, shadow bool) epochChoice {
+func (m *mlStage) stage2(key string, rule *policy.Rule, p plan) epochChoice {
 	start := m.now()
 	fail := func(reason string) epochChoice {
-		return epochChoice{expires: start.Add(min(fallbackRetry, m.cfg.Epoch)).UnixMicro(), multiplier: 1,
-			propensity: 1, arm: -1, fallback: fallbackIndex(reason), shadow: shadow}
+		return m.logDeterministic(key, rule, epochChoice{started: start.UnixMicro(),
+			expires: start.Add(min(fallbackRetry, m.cfg.Epoch)).UnixMicro(), multiplier: 1,
+			propensity: 1, arm: -1, fallback: fallbackIndex(reason), plan: p})
 	}
 	snap := m.model.Load()
 	if snap == nil {
 		return fail(ReasonNoModel)
 	}
-	if start.Sub(snap.Created()) > m.cfg.MaxModelAge {
+	if start.Sub(m.modelTime(snap)) > m.cfg.MaxModelAge {
 		return fail(ReasonStaleModel)
 	}
 	type result struct {
@@ -236,7 +251,7 @@ func (m *mlStage) stage2(key string, rule *policy.Rule, shadow bool) epochChoice
 			}
 			out <- r
 		}()
-		r.c, r.err = m.score(key, rule, snap, start, shadow)
+		r.c, r.err = m.score(key, rule, snap, start, p)
 	}()
 	timer := time.NewTimer(m.cfg.Deadline)
 	defer timer.Stop()
@@ -251,7 +266,7 @@ func (m *mlStage) stage2(key string, rule *policy.Rule, shadow bool) epochChoice
 			}
 			return fail(ReasonMLError)
 		}
-		r.c.shadow = shadow
+		r.c.plan = p
 		return r.c
 	case <-timer.C:
 		return fail(ReasonMLDeadline)
@@ -262,7 +277,7 @@ var errUntracked = errors.New("the feature store cannot track this key")
 
 // score is stage 2 proper: features → risk → bandit.Choose over the arms
 // the rule's [floor, ceiling] allows.
-func (m *mlStage) score(key string, rule *policy.Rule, snap *bandit.Snapshot, now time.Time, shadow bool) (epochChoice, error) {
+func (m *mlStage) score(key string, rule *policy.Rule, snap *bandit.Snapshot, now time.Time, p plan) (epochChoice, error) {
 	if m.hook != nil {
 		m.hook(key)
 	}
@@ -292,16 +307,18 @@ func (m *mlStage) score(key string, rule *policy.Rule, snap *bandit.Snapshot, no
 		multiplier: c.Multiplier, propensity: c.Propensity, risk: risk, arm: int16(c.Arm), featuresHash: hashVector(x)}
 	if m.dlog != nil {
 		ec.key, ec.id = key, m.idSeq.Add(1)
-		variant := rewards.VariantBandit
-		if shadow {
-			variant = rewards.VariantShadow
+		policy := rewards.PolicyBandit
+		if p.shadow {
+			policy = rewards.PolicyShadow
 		}
 		limit, _ := rule.Budget(1)
 		base := float64(limit.Rate) * float64(m.cfg.Epoch) / float64(limit.Period)
-		m.dlog.Log(rewards.Record{Type: rewards.TypeDecision, ID: m.idBase + strconv.FormatUint(ec.id, 36), Key: key,
-			Tenant: rule.Tenant, Tier: rule.Tier, Region: m.region, At: now.UTC(), Variant: variant, Arm: c.Arm,
+		rec := rewards.Record{Type: rewards.TypeDecision, ID: m.idBase + strconv.FormatUint(ec.id, 36), Key: key,
+			Tenant: rule.Tenant, Tier: rule.Tier, Region: m.region, At: now.UTC(), Policy: policy, Arm: c.Arm,
 			ArmName: c.Name, Multiplier: c.Multiplier, Propensity: c.Propensity, ModelVersion: snap.Version(),
-			Context: slices.Clone(x), Floor: rule.Floor, Ceiling: rule.Ceiling, Base: base})
+			Context: slices.Clone(x), Floor: rule.Floor, Ceiling: rule.Ceiling, Base: base}
+		p.annotate(&rec)
+		m.dlog.Log(rec)
 	}
 	return ec, nil
 }

@@ -58,6 +58,7 @@ type Decision struct {
 	source    string
 	choice    epochChoice // stage 2's choice, when hasChoice
 	hasChoice bool
+	exp       *expVariant // the unit's experiment variant; nil: none
 }
 
 // limiter is the deterministic limiter: *fallback.Resilient over Redis, or
@@ -71,6 +72,8 @@ type limiter interface {
 //
 //	stage 1: a deny-listed key is blocked; an allow-listed key or ml: off
 //	         gets the deterministic budget (base × 1, clamped).
+//	step 5:  experiments assignment: the unit's variant may make the epoch
+//	         static or shadow (serving/experiments.go).
 //	stage 2: once per key per epoch, features → risk → bandit.Choose over
 //	         the arms [floor, ceiling] allows, under ml.deadline.
 //	stage 3: budget = base × multiplier clamped to [floor, ceiling], then
@@ -109,19 +112,26 @@ func (s *Server) decide(ctx context.Context, req *DecideRequest) (d Decision) {
 	}
 	mlReason := ""
 	if mode != policy.MLOff && s.ml != nil {
-		c := s.ml.choose(req.Key, req.Tenant, rule, mode == policy.MLShadow)
+		p := s.exp.assign(req, rule, mode)
+		c := s.ml.choose(req.Key, req.Tenant, rule, p)
 		d.choice, d.hasChoice = c, true
 		d.ModelVersion = modelVersion(c.model)
-		d.Variant = variantBandit
-		if mode == policy.MLShadow {
+		switch {
+		case p.v != nil:
+			d.exp, d.Experiment, d.Variant = p.v, p.v.id.Experiment, p.v.id.Variant
+		case p.shadow:
 			d.Variant = variantShadow
+		default:
+			d.Variant = variantBandit
 		}
 		switch {
+		case p.static:
+			// The deterministic budget d already holds; no fallback.
 		case c.fallback != 0:
 			mlReason = fallbackReasons[c.fallback]
 			d.Fallback, d.Reason, d.source = true, mlReason, SourceFallback
 			s.metrics.mlFallbacks.WithLabelValues(mlReason).Inc()
-		case mode == policy.MLShadow:
+		case p.shadow:
 			s.metrics.shadowChoices.WithLabelValues(s.ml.armName(c.arm)).Inc()
 		default:
 			limit, m = rule.Budget(c.multiplier)
@@ -151,6 +161,9 @@ func (s *Server) decide(ctx context.Context, req *DecideRequest) (d Decision) {
 // afterDecision feeds the decision back: the key's features, its recent
 // decisions and, for a block or an audited throttle, the audit log.
 func (s *Server) afterDecision(req *DecideRequest, d *Decision) {
+	if d.exp != nil {
+		s.exp.count(d.exp, req.Key, d.rule.Tier, d.Action)
+	}
 	if s.ml == nil {
 		return
 	}

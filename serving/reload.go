@@ -31,6 +31,7 @@ func (s *Server) watchConfig(ctx context.Context) {
 	// with a read made when this goroutine started: a write in between
 	// would otherwise never be seen as a change.
 	var last []byte
+	var lastExp string // digest of the last experiments file version seen
 	for {
 		select {
 		case <-ctx.Done():
@@ -51,7 +52,13 @@ func (s *Server) watchConfig(ctx context.Context) {
 			}
 			if bytes.Equal(data, last) || last == nil && digestOf(data) == s.current.Load().Digest {
 				last = data
-				continue
+				// The experiments file reloads with the configuration; an
+				// invalid version is reported once, not every tick.
+				d, changed := s.experimentsFileChanged()
+				if !changed || d == lastExp {
+					continue
+				}
+				lastExp = d
 			}
 			last = data
 			s.log.Info("configuration file changed: reloading policies", "config", s.cfg.Name)
@@ -60,7 +67,8 @@ func (s *Server) watchConfig(ctx context.Context) {
 	}
 }
 
-// Reload re-reads the configuration file and swaps in its policies. An
+// Reload re-reads the configuration file and swaps in its policies and its
+// experiments file (stops in force stay applied). An
 // invalid file keeps the current policies: the error is logged, counted in
 // flowguard_policy_reloads_total{result="error"}, shown on /readyz and
 // returned. Changes outside the policies section need a restart, and a
@@ -78,6 +86,10 @@ func (s *Server) Reload() error {
 	cur := s.current.Load()
 	if !reflect.DeepEqual(next.Server, cur.Server) || !reflect.DeepEqual(next.Redis, cur.Redis) {
 		s.log.Warn("server or redis settings changed: they apply after a restart; policies reloaded now", "config", next.Name)
+	}
+	if err := s.installExperiments(next); err != nil {
+		s.reloadFailed(err)
+		return err
 	}
 	s.policies.Store(next.Policies)
 	s.current.Store(next)
@@ -99,4 +111,21 @@ func (s *Server) reloadFailed(err error) {
 func digestOf(data []byte) string {
 	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:8])
+}
+
+// experimentsFileChanged reports whether the experiments file in force
+// (experiments.file) now holds other bytes than it was loaded from. The
+// embedded default and experiments off never change; an unreadable file
+// is left to Reload to report.
+func (s *Server) experimentsFileChanged() (digest string, changed bool) {
+	cur := s.current.Load()
+	if cur.ExperimentsConfig == nil || cur.Experiments.File == config.ExperimentsEmbedded {
+		return "", false
+	}
+	data, err := os.ReadFile(cur.Experiments.File)
+	if err != nil {
+		return "", false
+	}
+	digest = digestOf(data)
+	return digest, digest != cur.ExperimentsConfig.Digest
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/devflow/flowguard/policy"
 	"github.com/devflow/flowguard/rewards"
 	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fastjson"
 )
@@ -61,8 +62,12 @@ type Server struct {
 	labels  labelSink            // nil: no learner to send labels to
 	klog    *rewards.KafkaLog    // nil without kafka
 	klabels *rewards.KafkaLabels // nil without kafka
+	kaudit  *rewards.KafkaLog    // audit records to Kafka; nil without kafka
+	kdialer *kafka.Dialer        // nil without kafka, or kafka-go's default
+	models  *modelWatcher        // nil unless ml.learner: remote
 	fsync   *featureSync         // nil without redis
 	audit   *auditLog
+	exp     *expRuntime // experiments (serving/experiments.go)
 
 	metrics *metrics
 	log     *slog.Logger
@@ -160,10 +165,20 @@ func New(cfg *config.Loaded, opts Options) (*Server, error) {
 	s.metrics.registerML(ml)
 	s.metrics.registerFeatureSync(s.fsync)
 	s.metrics.registerLearner(ml)
+	if err := s.startExperiments(cfg); err != nil {
+		return nil, fmt.Errorf("serving: experiments: %w", err)
+	}
 	if cfg.Kafka != nil {
 		if err := s.startKafka(cfg.Kafka); err != nil {
 			return nil, fmt.Errorf("serving: kafka: %w", err)
 		}
+	}
+	if cfg.ML.Learner == "remote" && (s.redis != nil || cfg.Kafka != nil) {
+		var store *rewards.RedisStore
+		if s.redis != nil {
+			store = rewards.NewRedisStore(s.redis, cfg.Redis.Prefix)
+		}
+		s.models = newModelWatcher(s.ml, store, log, s.metrics.reg)
 	}
 	if cfg.Audit.File != "" {
 		s.audit, err = openAuditLog(cfg.Audit.File, s.metrics.auditDropped.Inc, func(err error) {
@@ -172,6 +187,9 @@ func New(cfg *config.Loaded, opts Options) (*Server, error) {
 		})
 		if err != nil {
 			return nil, err
+		}
+		if s.kaudit != nil {
+			s.audit.mirror = func(key string, line []byte) { s.kaudit.LogJSON(key, line) }
 		}
 	}
 	s.http = &fasthttp.Server{
@@ -228,6 +246,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); s.watchConfig(bg) }()
 	go func() { defer wg.Done(); s.maintain(bg) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.runGuardrails(bg) }()
 	if l := s.ml.local; l != nil {
 		lctx, stopLearner := context.WithCancel(context.Background())
 		learned := make(chan struct{})
@@ -238,6 +258,17 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		// The learner stops after serving has drained, so that the last
 		// epochs' outcomes reach it and its checkpoint.
 		defer func() { s.ml.sweepAll(); stopLearner(); <-learned }()
+	}
+	if w := s.models; w != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if w.store != nil {
+				w.runRedis(bg, s.cfg.ML.ModelPoll)
+			} else {
+				w.runKafka(bg, s.cfg.Kafka.Brokers, s.cfg.Kafka.Topics.Models, s.kdialer, s.cfg.ML.ModelPoll)
+			}
+		}()
 	}
 	if s.fsync != nil {
 		wg.Add(1)
@@ -325,6 +356,7 @@ func (s *Server) backendName() string {
 // Close releases the Redis client and the in-memory store.
 func (s *Server) Close() error {
 	s.local.Close()
+	s.closeExperiments()
 	if s.klog != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := s.klog.Close(ctx); err != nil {
@@ -339,6 +371,13 @@ func (s *Server) Close() error {
 		if err != nil {
 			s.log.Error("closing the audit log failed", "err", err)
 		}
+	}
+	if s.kaudit != nil { // after the audit log, whose last lines it copies
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := s.kaudit.Close(ctx); err != nil {
+			s.log.Warn("closing the kafka audit copy", "err", err)
+		}
+		cancel()
 	}
 	if s.redis != nil {
 		return s.redis.Close()

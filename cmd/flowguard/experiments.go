@@ -14,10 +14,11 @@ import (
 const experimentsUsage = `usage: flowguard experiments validate FILE
        flowguard experiments assign [--file FILE] [--tenant T] [--tier TIER] [--region R] [--state STOPS] KEY
        flowguard experiments resume --state STOPS [--reason TEXT] EXPERIMENT/VARIANT
+       flowguard experiments report [--experiments FILE] (--file LOG | --brokers HOST:PORT,… [--topic T]) [--labels FILE] [--json]
 `
 
-// experimentsCmd checks an experiments file, shows where a key lands, or
-// resumes a stopped variant.
+// experimentsCmd checks an experiments file, shows where a key lands,
+// resumes a stopped variant, or reports on the decision log.
 func experimentsCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, experimentsUsage)
@@ -30,6 +31,8 @@ func experimentsCmd(args []string, stdout, stderr io.Writer) error {
 		return experimentsAssign(args[1:], stdout, stderr)
 	case "resume":
 		return experimentsResume(args[1:], stdout, stderr)
+	case "report":
+		return experimentsReport(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, experimentsUsage)
 		return nil

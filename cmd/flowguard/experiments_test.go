@@ -24,7 +24,7 @@ func TestExperimentsCLI(t *testing.T) {
 		"validate no file":      {[]string{"experiments", "validate"}, 2, "", "usage: flowguard experiments validate FILE"},
 		"validate bad flag":     {[]string{"experiments", "validate", "--strict", "x.yaml"}, 2, "", "flag provided but not defined: -strict"},
 		"without verb":          {[]string{"experiments"}, 2, "", "usage: flowguard experiments validate FILE"},
-		"unknown verb":          {[]string{"experiments", "report"}, 2, "", "usage: flowguard experiments"},
+		"unknown verb":          {[]string{"experiments", "frobnicate"}, 2, "", "usage: flowguard experiments"},
 		"help":                  {[]string{"experiments", "--help"}, 0, "flowguard experiments assign", ""},
 		"validate help":         {[]string{"experiments", "validate", "--help"}, 0, "", "usage: flowguard experiments validate"},
 		"assign":                {[]string{"experiments", "assign", "--tier", "free", "k_live_5"}, 0, "k_live_5: bandit-vs-static/", ""},

@@ -21,6 +21,7 @@ const usage = `flowguard — adaptive rate limiting for a public API
 
 Usage:
   flowguard serve [--config FILE] [--addr HOST:PORT]   run the decision service (no config = embedded default)
+  flowguard learn --config FILE [--addr HOST:PORT]     the learner of the scaled-out mode (needs kafka: and redis:)
   flowguard config validate FILE                       check a configuration file
   flowguard audit verify [--head HASH] FILE            check an audit log's hash chain
   flowguard arms validate FILE                         check a bandit arms file
@@ -49,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		err = serve(args[1:], stderr)
+	case "learn":
+		err = learn(args[1:], stderr)
 	case "config":
 		err = configCmd(args[1:], stdout, stderr)
 	case "audit":

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/devflow/flowguard/examples"
+	"github.com/devflow/flowguard/experiments"
 	"github.com/devflow/flowguard/internal/yamlx"
 	"github.com/devflow/flowguard/policy"
 )
@@ -26,6 +27,8 @@ type File struct {
 	ML       ML         `yaml:"ml"`
 	Audit    Audit      `yaml:"audit"`
 	Policies policy.Doc `yaml:"policies"`
+	// Experiments configures A/B experiments; see experiments.go.
+	Experiments Experiments `yaml:"experiments"`
 }
 
 // Server configures the HTTP service.
@@ -98,6 +101,9 @@ type Loaded struct {
 	Policies *policy.Set
 	// Digest is the SHA-256 of the file's bytes, for readiness and logs.
 	Digest string
+	// ExperimentsConfig is the experiments file Experiments.File names, read
+	// with the configuration; nil when experiments are off.
+	ExperimentsConfig *experiments.Config
 }
 
 // Load reads and validates the file at path.
@@ -143,15 +149,25 @@ func Parse(name string, data []byte) (*Loaded, error) {
 	}
 	f.ML.defaults()
 	errs = append(errs, f.ML.validate(doc)...)
+	if f.ML.Learner == "remote" && f.Kafka == nil {
+		errs = append(errs, doc.Errorf([]string{"ml", "learner"},
+			"remote needs a kafka: section (the learner reads the decision log from Kafka)"))
+	}
 	set, err := policy.Compile(f.Policies, doc, "policies")
 	if err != nil {
 		errs = append(errs, err.(yamlx.Errors)...)
 	}
+	f.Experiments.defaults()
+	errs = append(errs, f.Experiments.validate(doc)...)
 	if len(errs) > 0 {
 		return nil, errs
 	}
+	exps, err := f.Experiments.Load()
+	if err != nil {
+		return nil, err
+	}
 	sum := sha256.Sum256(data)
-	return &Loaded{File: f, Name: name, Policies: set, Digest: hex.EncodeToString(sum[:8])}, nil
+	return &Loaded{File: f, Name: name, Policies: set, Digest: hex.EncodeToString(sum[:8]), ExperimentsConfig: exps}, nil
 }
 
 func (s *Server) defaults() {

@@ -41,6 +41,10 @@ type ML struct {
 	// to publish them, and until one arrives decisions fall back as
 	// no_model. Default: embedded.
 	Learner string `yaml:"learner"`
+	// ModelPoll is how often, with learner: remote, serving looks for newer
+	// model parts (in Redis when configured, else on the models topic).
+	// Default: 1s.
+	ModelPoll time.Duration `yaml:"model_poll"`
 	// PublishEvery is how often the in-process learner publishes a new
 	// snapshot. Default: 10s.
 	PublishEvery time.Duration `yaml:"publish_every"`
@@ -119,6 +123,9 @@ func (m *ML) defaults() {
 	if m.PublishEvery == 0 {
 		m.PublishEvery = 10 * time.Second
 	}
+	if m.ModelPoll == 0 {
+		m.ModelPoll = time.Second
+	}
 	if m.MaxKeys == 0 {
 		m.MaxKeys = 2_000_000
 	}
@@ -188,6 +195,7 @@ func (m *ML) validate(d *yamlx.Doc) yamlx.Errors {
 	between("deadline", m.Deadline, 100*time.Microsecond, time.Second)
 	between("max_model_age", m.MaxModelAge, time.Second, 30*24*time.Hour)
 	between("publish_every", m.PublishEvery, 100*time.Millisecond, time.Hour)
+	between("model_poll", m.ModelPoll, 100*time.Millisecond, time.Minute)
 	between("idle_ttl", m.IdleTTL, time.Second, 7*24*time.Hour)
 	between("share_every", m.ShareEvery, time.Second, time.Minute)
 	between("attribution_window", m.AttributionWindow, time.Minute, 90*24*time.Hour)

@@ -1,0 +1,412 @@
+package serving
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/devflow/flowguard/experiments"
+	"github.com/devflow/flowguard/internal/config"
+	"github.com/devflow/flowguard/rewards"
+)
+
+// expPolicies has an ML-on free tier, and an enterprise tier whose floor
+// is deliberately low so that a harmful variant can throttle it.
+const expPolicies = `
+ml:
+  deadline: 500ms
+experiments:
+  file: %s
+  stop_log: %s
+  guardrail_every: 100ms
+  guardrail_window: 1m
+audit:
+  file: %s
+policies:
+  tiers:
+    free: {rate: 100, period: 1s, burst: 100, floor: 0.5, ceiling: 2, ml: on}
+    enterprise: {rate: 8, period: 1s, burst: 8, floor: 0.25, ceiling: 4, ml: on}
+  tenants:
+    acme: {tier: enterprise}
+`
+
+const threeVariants = `
+experiments:
+  - name: exp
+    salt: serving-test
+    variants:
+      - {name: control, policy: static}
+      - {name: lints, policy: bandit}
+      - {name: shade, policy: shadow}
+    guardrails:
+      - {metric: complaints, max: 1}
+`
+
+const harmful = `
+experiments:
+  - name: harm
+    salt: harm-test
+    targeting: {tiers: [enterprise]}
+    variants:
+      - {name: control, policy: static}
+      - {name: tight, policy: bandit}
+    guardrails:
+      - {metric: enterprise_throttle_rate, max: 0.05, min_requests: 100}
+`
+
+type expFiles struct{ dir, exps, stops, audit string }
+
+func writeExpConfig(t *testing.T, dir, exps string) (*config.Loaded, expFiles) {
+	t.Helper()
+	f := expFiles{dir: dir, exps: filepath.Join(dir, "experiments.yaml"), stops: filepath.Join(dir, "stops.jsonl"),
+		audit: filepath.Join(dir, "audit.jsonl")}
+	if err := os.WriteFile(f.exps, []byte(exps), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return mustParse(t, fmt.Sprintf(expPolicies, f.exps, f.stops, f.audit)), f
+}
+
+// expTeeLog keeps every decision-log record and passes it on.
+type expTeeLog struct {
+	next decisionLog
+	mu   sync.Mutex
+	recs []rewards.Record
+}
+
+func (l *expTeeLog) Log(r rewards.Record) bool {
+	l.mu.Lock()
+	l.recs = append(l.recs, r)
+	l.mu.Unlock()
+	return l.next == nil || l.next.Log(r)
+}
+
+func (l *expTeeLog) decisions(key string) []rewards.Record {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []rewards.Record
+	for _, r := range l.recs {
+		if r.Type == rewards.TypeDecision && r.Key == key {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// startExpTee starts a server on a real socket whose decision log is teed.
+func startExpTee(t *testing.T, cfg *config.Loaded) (*testServer, *expTeeLog) {
+	t.Helper()
+	srv, err := New(cfg, Options{Seed: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tee := &expTeeLog{next: srv.ml.dlog}
+	srv.ml.dlog = tee
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ts := &testServer{Server: srv, URL: "http://" + ln.Addr().String(), cancel: cancel, done: make(chan error, 1)}
+	go func() { ts.done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() { ts.stop(t); srv.Close() })
+	return ts, tee
+}
+
+func explainOf(t *testing.T, ts *testServer, key, tenant string) Explanation {
+	t.Helper()
+	resp, err := client.Get(ts.URL + "/v1/keys/" + key + "/explain?tenant=" + tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("explain %s: %d %s", key, resp.StatusCode, b)
+	}
+	return decode[Explanation](t, b)
+}
+
+// TestDecisionsCarryExperimentAndVariant: over HTTP, every decision of a
+// unit in the experiment names its experiment and variant, the one an
+// independent Assigner on the same file gives; each policy is enforced as
+// it says; the decision log and the metrics carry the variant.
+func TestDecisionsCarryExperimentAndVariant(t *testing.T) {
+	cfg, files := writeExpConfig(t, t.TempDir(), threeVariants)
+	ts, tee := startExpTee(t, cfg)
+	ecfg, err := experiments.Load(files.exps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := experiments.NewAssigner(ecfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for i := range 60 {
+		key := fmt.Sprintf("k_exp_%d", i)
+		want, ok := a.Primary(experiments.Unit{Key: key, Tier: "free"})
+		if !ok {
+			t.Fatalf("%s in no experiment", key)
+		}
+		d := decideAs(t, ts, key, "")
+		if d.Experiment != "exp" || d.Variant != want.Variant {
+			t.Fatalf("%s: experiment %q variant %q, want exp %q", key, d.Experiment, d.Variant, want.Variant)
+		}
+		seen[d.Variant]++
+		switch d.Variant {
+		case "control", "shade":
+			if d.Multiplier != 1 || d.Propensity != 1 || d.Arm != "" || d.Fallback {
+				t.Errorf("%s (%s): %+v, want the deterministic budget", key, d.Variant, d)
+			}
+		case "lints":
+			if d.Arm == "" || d.Propensity <= 0 || d.Propensity > 1 {
+				t.Errorf("%s (lints): %+v, want a bandit arm", key, d)
+			}
+		}
+		recs := tee.decisions(key)
+		if len(recs) != 1 {
+			t.Fatalf("%s: %d decision records, want 1", key, len(recs))
+		}
+		r := recs[0]
+		if r.Experiment != "exp" || r.Variant != want.Variant || r.Validate() != nil {
+			t.Errorf("%s: record experiment %q variant %q (%v)", key, r.Experiment, r.Variant, r.Validate())
+		}
+		switch want.Variant {
+		case "control":
+			if r.Policy != rewards.PolicyStatic || r.Propensity != 1 || r.Multiplier != 1 || r.ArmName != "x1" {
+				t.Errorf("control record %+v", r)
+			}
+		case "lints":
+			if r.Policy != rewards.PolicyBandit || r.ArmName != d.Arm || r.Propensity != d.Propensity {
+				t.Errorf("lints record %+v vs decision %+v", r, d)
+			}
+		case "shade":
+			if r.Policy != rewards.PolicyShadow {
+				t.Errorf("shade record %+v", r)
+			}
+		}
+	}
+	if len(seen) != 3 {
+		t.Fatalf("variants seen %v, want all three", seen)
+	}
+	for v, n := range seen {
+		if got := metricValue(t, ts, fmt.Sprintf(`flowguard_experiment_decisions_total{experiment="exp",tier="free",variant=%q}`, v)); got != float64(n) {
+			t.Errorf("decisions metric of %s = %v, want %d", v, got, n)
+		}
+	}
+	// Keys outside the experiment's tiers keep today's behaviour: none here
+	// (no targeting), so the explain of a control key names the experiment.
+	for i := range 60 {
+		key := fmt.Sprintf("k_exp_%d", i)
+		if as, _ := a.Primary(experiments.Unit{Key: key, Tier: "free"}); as.Variant == "control" {
+			e := explainOf(t, ts, key, "")
+			if e.Experiment != "exp" || e.Variant != "control" || e.VariantPolicy != "static" || e.VariantStopped {
+				t.Errorf("explain %+v", e)
+			}
+			break
+		}
+	}
+}
+
+// TestLabelsCountPerVariantAndComplaintsStop: complaints over POST
+// /v1/labels count against the key's variant once per label_id, abusive
+// labels make later allowed requests count as abuse served, and the
+// complaints guardrail stops the variant.
+func TestLabelsCountPerVariantAndComplaintsStop(t *testing.T) {
+	cfg, files := writeExpConfig(t, t.TempDir(), threeVariants)
+	ts, _ := startExpTee(t, cfg)
+	a, _ := experiments.NewAssigner(cfg.ExperimentsConfig)
+	var lintsKey string
+	for i := 0; lintsKey == ""; i++ {
+		key := fmt.Sprintf("k_lab_%d", i)
+		if as, _ := a.Primary(experiments.Unit{Key: key, Tier: "free"}); as.Variant == "lints" {
+			lintsKey = key
+		}
+	}
+	decideAs(t, ts, lintsKey, "")
+	label := func(id string, abusive bool, source string) {
+		t.Helper()
+		resp, b := post(t, ts.URL+"/v1/labels", fmt.Sprintf(`{"label_id":%q,"key":%q,"abusive":%v,"from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z","source":%q}`,
+			id, lintsKey, abusive, source))
+		if resp.StatusCode != 202 {
+			t.Fatalf("labels: %d %s", resp.StatusCode, b)
+		}
+	}
+	label("abuse-1", true, "chargeback")
+	for range 3 {
+		decideAs(t, ts, lintsKey, "")
+	}
+	if got := metricValue(t, ts, `flowguard_experiment_abuse_served_total{experiment="exp",variant="lints"}`); got != 3 {
+		t.Errorf("abuse served %v, want 3", got)
+	}
+	label("c-1", false, "complaint")
+	label("c-1", false, "complaint") // a duplicate: no effect
+	if got := metricValue(t, ts, `flowguard_experiment_complaints_total{experiment="exp",variant="lints"}`); got != 1 {
+		t.Fatalf("complaints %v, want 1", got)
+	}
+	label("c-2", false, "false_throttle")
+	// max: 1 complaint: the second trips the guardrail on the next tick.
+	waitFor(t, "the complaints guardrail to stop lints", func() bool {
+		return metricValue(t, ts, `flowguard_experiment_guardrail_trips_total{experiment="exp",guardrail="complaints",variant="lints"}`) == 1
+	})
+	if d := decideAs(t, ts, lintsKey, ""); d.Variant != "lints" || d.Arm != "" || d.Multiplier != 1 {
+		t.Errorf("stopped variant's key: %+v, want the control's static budget", d)
+	}
+	stops, err := experiments.LoadStops(files.stops)
+	if err != nil || !stops.IsStopped(experiments.VariantID{Experiment: "exp", Variant: "lints"}) {
+		t.Fatalf("stop log: %v %v", stops.Active(), err)
+	}
+}
+
+// TestGuardrailStopsHarmfulVariantAcrossRestart runs a deliberately
+// harmful variant (a model that prefers x0.25 for enterprise keys) through
+// the server: the enterprise throttle guardrail stops it, an audit record
+// and the stop log say why, its keys get the control's budget, and a
+// restart with the same stop log keeps it stopped.
+func TestGuardrailStopsHarmfulVariantAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	cfg, files := writeExpConfig(t, dir, harmful)
+	ts, _ := startExpTee(t, cfg)
+	if err := ts.ml.model.Store(biasedModel(t, ts.ml, 0.25, time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := experiments.NewAssigner(cfg.ExperimentsConfig)
+	var tight []string
+	for i := 0; len(tight) < 30; i++ {
+		key := fmt.Sprintf("k_ent_%d", i)
+		if as, _ := a.Primary(experiments.Unit{Key: key, Tenant: "acme", Tier: "enterprise"}); as.Variant == "tight" {
+			tight = append(tight, key)
+		}
+	}
+	// Free keys are not targeted: no experiment, today's behaviour.
+	if d := decideAs(t, ts, "k_free_1", ""); d.Experiment != "" || d.Variant != variantBandit {
+		t.Errorf("untargeted key: %+v", d)
+	}
+	var arms = map[string]int{}
+	stopped := func() bool {
+		return metricValue(t, ts, `flowguard_experiment_guardrail_trips_total{experiment="harm",guardrail="enterprise_throttle_rate",variant="tight"}`) == 1
+	}
+	for round := 0; round < 20 && !stopped(); round++ {
+		for _, key := range tight {
+			for range 8 {
+				d := decideAs(t, ts, key, "acme")
+				if d.Experiment != "harm" || d.Variant != "tight" {
+					t.Fatalf("%s: %+v", key, d)
+				}
+				arms[d.Arm]++
+			}
+		}
+	}
+	waitFor(t, "the enterprise throttle guardrail to stop tight", stopped)
+	t.Logf("arms enforced for tight keys before the stop: %v", arms)
+	if arms["x0.25"] == 0 {
+		t.Errorf("the harmful model never enforced x0.25: %v", arms)
+	}
+	d := decideAs(t, ts, tight[0], "acme")
+	if d.Variant != "tight" || d.Multiplier != 1 || d.Arm != "" || d.Propensity != 1 {
+		t.Errorf("after the stop: %+v, want the control's static budget", d)
+	}
+	e := explainOf(t, ts, tight[0], "acme")
+	if !e.VariantStopped || e.VariantPolicy != "static" {
+		t.Errorf("explain after the stop: %+v", e)
+	}
+	// The stop log and the audit log say why.
+	data, err := os.ReadFile(files.stops)
+	if err != nil || !strings.Contains(string(data), `"op":"stop","experiment":"harm","variant":"tight","metric":"enterprise_throttle_rate"`) {
+		t.Fatalf("stop log: %s %v", data, err)
+	}
+	waitFor(t, "the audit record", func() bool {
+		b, _ := os.ReadFile(files.audit)
+		return strings.Contains(string(b), `"decision":"experiment_stop"`) && strings.Contains(string(b), "harm/tight")
+	})
+	if _, err := VerifyAuditFile(files.audit); err != nil {
+		t.Errorf("audit chain: %v", err)
+	}
+
+	// Restart with the same files: still stopped, without a new trip.
+	ts.stop(t)
+	ts.Close()
+	cfg2, err := config.Parse("test.yaml", []byte(fmt.Sprintf(expPolicies, files.exps, files.stops, files.audit)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts2, _ := startExpTee(t, cfg2)
+	if err := ts2.ml.model.Store(biasedModel(t, ts2.ml, 0.25, time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range tight[:5] {
+		if d := decideAs(t, ts2, key, "acme"); d.Variant != "tight" || d.Multiplier != 1 || d.Arm != "" {
+			t.Errorf("after restart %s: %+v, want the control's static budget", key, d)
+		}
+	}
+	if got := metricValue(t, ts2, `flowguard_experiment_variant_stopped{experiment="harm",variant="tight"}`); got != 1 {
+		t.Errorf("stopped gauge after restart = %v", got)
+	}
+}
+
+// TestExperimentsReload: rewriting the experiments file reloads it (here:
+// all weight to the control), and a stop in force stays applied.
+func TestExperimentsReload(t *testing.T) {
+	dir := t.TempDir()
+	cfg, files := writeExpConfig(t, dir, threeVariants)
+	cfg.Server.ReloadEvery = 50 * time.Millisecond
+	cfg.Path = filepath.Join(dir, "flowguard.yaml")
+	if err := os.WriteFile(cfg.Path, []byte(fmt.Sprintf(expPolicies, files.exps, files.stops, files.audit)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ts, _ := startExpTee(t, cfg)
+	allControl := strings.Replace(strings.Replace(threeVariants, "{name: lints, policy: bandit}", "{name: lints, weight: 0, policy: bandit}", 1),
+		"{name: shade, policy: shadow}", "{name: shade, weight: 0, policy: shadow}", 1)
+	if err := os.WriteFile(files.exps, []byte(allControl), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the experiments file to reload", func() bool {
+		for i := range 20 {
+			if d := decideAs(t, ts, fmt.Sprintf("k_rl_%d", i), ""); d.Variant != "control" {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// benchMLPolicies is an ML-on tier for the hot-path benchmark.
+const benchMLPolicies = `
+ml:
+  deadline: 500ms
+policies:
+  tiers:
+    free: {rate: 1000000, period: 1s, burst: 1000000, floor: 0.5, ceiling: 2, ml: on}
+`
+
+// BenchmarkDecideMLOn is one ML-on decision without HTTP, for 1000 keys
+// in their epoch (stage 2 cached), without experiments and with the
+// embedded example (every key in bandit-vs-static but the 5% holdout).
+func BenchmarkDecideMLOn(b *testing.B) {
+	for name, exps := range map[string]string{"no_experiments": "", "embedded_experiments": "experiments: {file: embedded}\n"} {
+		b.Run(name, func(b *testing.B) {
+			srv, err := New(mustParse(b, exps+benchMLPolicies), Options{Seed: 1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer srv.Close()
+			reqs := make([]DecideRequest, 1000)
+			for i := range reqs {
+				reqs[i] = DecideRequest{Key: fmt.Sprintf("k_live_%d", i), Endpoint: "GET /v1/balance", Cost: 1}
+				srv.decide(context.Background(), &reqs[i])
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				srv.decide(context.Background(), &reqs[i%len(reqs)])
+			}
+		})
+	}
+}

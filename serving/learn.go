@@ -1,0 +1,196 @@
+package serving
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/devflow/flowguard/internal/config"
+	"github.com/devflow/flowguard/rewards"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+)
+
+// Learner is the `flowguard learn` process: the Kafka learner
+// (rewards.KafkaLearner) with its Redis checkpoints, plus /metrics,
+// /healthz and /readyz on its own address. Serving instances with
+// ml.learner: remote install what it publishes.
+type Learner struct {
+	cfg   *config.Loaded
+	kl    *rewards.KafkaLearner
+	redis redis.UniversalClient
+	reg   *prometheus.Registry
+	log   *slog.Logger
+	addr  string
+}
+
+// LearnerOptions configures NewLearner.
+type LearnerOptions struct {
+	// Logger receives the learner's log. Default: discard.
+	Logger *slog.Logger
+	// Addr serves /metrics, /healthz and /readyz. Default: 127.0.0.1:9465.
+	Addr string
+	// CheckpointEvery overrides ml.publish_every as the checkpoint and
+	// publication interval. Default: ml.publish_every.
+	CheckpointEvery time.Duration
+}
+
+// NewLearner connects to the file's Kafka and Redis; both are required.
+func NewLearner(cfg *config.Loaded, o LearnerOptions) (*Learner, error) {
+	if cfg.Kafka == nil || cfg.Redis == nil {
+		return nil, fmt.Errorf("%s: learn needs a kafka: section (the decision log and labels) and a redis: section (checkpoints and models)", cfg.Name)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1:9465"
+	}
+	if o.CheckpointEvery == 0 {
+		o.CheckpointEvery = cfg.ML.PublishEvery
+	}
+	tr, err := KafkaTransport(cfg.Kafka)
+	if err != nil {
+		return nil, err
+	}
+	dialer, err := KafkaDialer(cfg.Kafka)
+	if err != nil {
+		return nil, err
+	}
+	rc := newRedisClient(cfg.Redis)
+	l := &Learner{cfg: cfg, redis: rc, reg: prometheus.NewRegistry(), log: o.Logger, addr: o.Addr}
+	lag := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "flowguard_learner_label_lag_seconds",
+		Help:    "From a label's Kafka timestamp to its application by the learner.",
+		Buckets: []float64{.01, .05, .1, .25, .5, 1, 2, 5, 10, 30, 60, 300, 1800, 3600}})
+	k := cfg.Kafka
+	l.kl, err = rewards.NewKafkaLearner(rewards.LearnerOptions{Config: cfg.ML.RewardsConfig(), Brokers: k.Brokers,
+		Group: k.Group, DecisionsTopic: k.Topics.Decisions, LabelsTopic: k.Topics.Labels, DLQTopic: k.Topics.DLQ,
+		ModelsTopic: k.Topics.Models, Store: rewards.NewRedisStore(rc, cfg.Redis.Prefix),
+		CheckpointEvery: o.CheckpointEvery, Dialer: dialer, Transport: tr, Logger: o.Logger,
+		LabelLag: func(d time.Duration) { lag.Observe(d.Seconds()) }})
+	if err != nil {
+		rc.Close()
+		return nil, err
+	}
+	l.reg.MustRegister(lag, learnerCollector{l.kl})
+	return l, nil
+}
+
+// Run consumes until ctx is cancelled (SIGTERM in the CLI), then
+// checkpoints, leaves the group and returns.
+func (l *Learner) Run(ctx context.Context) error {
+	defer l.redis.Close()
+	ln, err := net.Listen("tcp", l.addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", l.addr, err)
+	}
+	metrics := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(l.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	srv := &fasthttp.Server{Name: "flowguard-learn", Handler: func(c *fasthttp.RequestCtx) {
+		switch string(c.Path()) {
+		case "/metrics":
+			metrics(c)
+		case "/healthz":
+			c.SetBodyString("ok\n")
+		case "/readyz":
+			st := l.kl.Stats()
+			if len(st.Partitions) == 0 {
+				c.SetStatusCode(fasthttp.StatusServiceUnavailable)
+				c.SetBodyString("no partitions assigned\n")
+				return
+			}
+			c.SetBodyString("ok: " + strconv.Itoa(len(st.Partitions)) + " partitions\n")
+		default:
+			c.SetStatusCode(fasthttp.StatusNotFound)
+		}
+	}, Logger: fasthttpLogger{l.log}}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Shutdown()
+	l.log.Info("flowguard learning", "brokers", l.cfg.Kafka.Brokers, "group", l.cfg.Kafka.Group,
+		"metrics", ln.Addr().String(), "config", l.cfg.Name)
+	err = l.kl.Run(ctx)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	l.log.Info("learner stopped")
+	return nil
+}
+
+// learnerCollector exports the learner's Stats at scrape time.
+type learnerCollector struct{ kl *rewards.KafkaLearner }
+
+var (
+	learnerPartitions = prometheus.NewDesc("flowguard_learner_partitions", "Partitions this learner owns.", nil, nil)
+	learnerLag        = prometheus.NewDesc("flowguard_learner_lag_messages",
+		"Messages not yet applied, by topic and partition: the consumer lag.", []string{"topic", "partition"}, nil)
+	learnerCkptAge = prometheus.NewDesc("flowguard_learner_checkpoint_age_seconds",
+		"Time since the partition's state was last checkpointed.", []string{"partition"}, nil)
+	learnerPartCounters = map[string]*prometheus.Desc{}
+	learnerCounters     = map[string]*prometheus.Desc{}
+)
+
+func init() {
+	for name, help := range map[string]string{
+		"decisions": "Decision records applied.", "outcomes": "Outcome records applied.",
+		"updates": "Bandit updates.", "orphan_outcomes": "Outcomes whose decision was not pending.",
+		"labels_applied": "Labels applied (once each).", "labels_duplicate": "Labels already applied (same label_id).",
+		"labels_late": "Labels past the attribution window.", "labels_unknown_key": "Labels for keys with no records yet, kept for the window.",
+		"corrections": "Exact reward corrections.", "finalized": "Key-arm-hours made final.",
+		"errors": "Inputs the partition refused (also sent to the DLQ).",
+	} {
+		learnerPartCounters[name] = prometheus.NewDesc("flowguard_learner_"+name+"_total", help, []string{"partition"}, nil)
+	}
+	for name, help := range map[string]string{
+		"messages":            "Messages consumed from the decisions and labels topics (applied or sent to the DLQ).",
+		"dlq":                 "Messages sent to the DLQ topic with their reason.",
+		"fenced":              "Writes refused because another learner owns the partition.",
+		"checkpoint_failures": "Checkpoints that could not be stored (retried at the next interval).",
+		"models_published":    "Model parts published to Redis.",
+		"publish_failures":    "Model parts that could not be published.",
+		"commit_failures":     "Offset commits Kafka refused (harmless: checkpoints hold the offsets).",
+	} {
+		learnerCounters[name] = prometheus.NewDesc("flowguard_learner_"+name+"_total", help, nil, nil)
+	}
+}
+
+func (c learnerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- learnerPartitions
+	ch <- learnerLag
+	ch <- learnerCkptAge
+	for _, d := range learnerPartCounters {
+		ch <- d
+	}
+	for _, d := range learnerCounters {
+		ch <- d
+	}
+}
+
+func (c learnerCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.kl.Stats()
+	ch <- prometheus.MustNewConstMetric(learnerPartitions, prometheus.GaugeValue, float64(len(st.Partitions)))
+	now := time.Now()
+	for _, p := range st.Partitions {
+		ps := strconv.Itoa(p.Partition)
+		for topic, hwm := range p.HighWatermark {
+			ch <- prometheus.MustNewConstMetric(learnerLag, prometheus.GaugeValue, float64(max(hwm-p.Next[topic], 0)), topic, ps)
+		}
+		if !p.Checkpointed.IsZero() {
+			ch <- prometheus.MustNewConstMetric(learnerCkptAge, prometheus.GaugeValue, now.Sub(p.Checkpointed).Seconds(), ps)
+		}
+		for name, v := range map[string]int64{"decisions": p.Decisions, "outcomes": p.Outcomes, "updates": p.Updates,
+			"orphan_outcomes": p.Orphans, "labels_applied": p.Labels, "labels_duplicate": p.Duplicates, "labels_late": p.Late,
+			"labels_unknown_key": p.UnknownKey, "corrections": p.Corrections, "finalized": p.Finalized, "errors": p.Errors} {
+			ch <- prometheus.MustNewConstMetric(learnerPartCounters[name], prometheus.CounterValue, float64(v), ps)
+		}
+	}
+	for name, v := range map[string]int64{"messages": st.Messages, "dlq": st.DLQ, "fenced": st.Fenced, "checkpoint_failures": st.CheckpointFailures,
+		"models_published": st.Published, "publish_failures": st.PublishFailures, "commit_failures": st.CommitFailures} {
+		ch <- prometheus.MustNewConstMetric(learnerCounters[name], prometheus.CounterValue, float64(v))
+	}
+}
