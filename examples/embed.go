@@ -3,7 +3,7 @@
 // these files, so the examples always load.
 package examples
 
-import _ "embed"
+import "embed"
 
 // Policies is examples/policies.yaml: service settings and tenant policies.
 //
@@ -21,3 +21,9 @@ var Experiments []byte
 
 // ExperimentsName is how errors and logs name the embedded experiments file.
 const ExperimentsName = "examples/experiments.yaml (embedded)"
+
+// Scenarios are the simulator's example scenarios (examples/scenarios):
+// `flowguard sim --scenario default` runs the embedded default.yaml.
+//
+//go:embed scenarios/*.yaml
+var Scenarios embed.FS

@@ -1,23 +1,32 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/devflow/flowguard/bandit"
+	"github.com/devflow/flowguard/examples"
 	"github.com/devflow/flowguard/sim"
 )
 
-const simUsage = "usage: flowguard sim wheel [--steps N] [--runs N] [--seed N] [--deltas D,…]\n"
+const simUsage = `usage: flowguard sim wheel [--steps N] [--runs N] [--seed N] [--deltas D,…]
+       flowguard sim --scenario FILE --policies A,B,… [--seed N] --out DIR
+       flowguard sim --trace ACCESS_LOG [--policies A,B,…] [--seed N] [--out DIR]
+`
 
 func simCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "wheel" {
-		fmt.Fprint(stderr, simUsage)
-		return errUsage
+		return simRun(args, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("sim wheel", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -76,4 +85,150 @@ func armsCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d arms: %s)\n", fs.Arg(0), len(arms), strings.Join(names, " "))
 	return nil
+}
+
+// simRun is `flowguard sim --scenario FILE …` and `flowguard sim --trace FILE …`.
+func simRun(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, simUsage)
+		fs.PrintDefaults()
+	}
+	scenario := fs.String("scenario", "", "scenario `FILE` (YAML), or default or small for the embedded examples/scenarios")
+	trace := fs.String("trace", "", "replay a combined-format access `LOG` instead of a scenario")
+	policies := fs.String("policies", "", "comma-separated policies: "+strings.Join(sim.AllPolicies, ", ")+" (default: all; with --trace: static-tier,lints)")
+	seed := fs.Uint64("seed", 1, "seed of the traffic, labels and every policy's draws")
+	out := fs.String("out", "", "output `DIR` for results.json, details.json, report.md and the plots")
+	workers := fs.Int("workers", 0, "goroutines per policy run (default GOMAXPROCS); changes speed, never results")
+	epoch := fs.Duration("epoch", time.Minute, "with --trace: the key-epoch length")
+	noWall := fs.Bool("no-wall", false, "write wall_s as 0, so that two runs of one seed are byte-identical")
+	progress := fs.String("progress", "auto", "progress bar on stderr: auto (when stderr is a terminal), on or off")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("sim: unexpected argument %q", fs.Arg(0))
+	}
+	if (*scenario == "") == (*trace == "") {
+		fs.Usage()
+		return errUsage
+	}
+	var names []string
+	if *policies != "" {
+		for _, p := range strings.Split(*policies, ",") {
+			names = append(names, strings.TrimSpace(p))
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	bar, err := newProgressBar(*progress, stderr)
+	if err != nil {
+		return err
+	}
+	if *trace != "" {
+		if len(names) == 0 {
+			names = []string{sim.PolicyStaticTier, sim.PolicyLinTS}
+		}
+		rep, err := sim.ReplayTrace(ctx, *trace, sim.TraceOptions{Seed: *seed, Policies: names, Epoch: *epoch,
+			Workers: *workers, Progress: bar.update})
+		bar.done()
+		if err != nil {
+			return err
+		}
+		if *out != "" {
+			if err := rep.WriteDir(*out); err != nil {
+				return err
+			}
+		}
+		return rep.WriteText(stdout)
+	}
+	if *out == "" {
+		fs.Usage()
+		return errUsage
+	}
+	if len(names) == 0 {
+		names = sim.AllPolicies
+	}
+	s, err := loadScenario(*scenario)
+	if err != nil {
+		return err
+	}
+	res, err := sim.Run(ctx, s, sim.Options{Seed: *seed, Policies: names, Workers: *workers, Progress: bar.update})
+	bar.done()
+	if err != nil {
+		return err
+	}
+	if *noWall {
+		for name, p := range res.Policies {
+			p.WallS = 0
+			res.Policies[name] = p
+		}
+	}
+	if err := res.WriteDir(*out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: %d keys, %d epochs of %v, seed %d → %s\n", s.Name, s.Keys(), s.Epochs(), s.Epoch, *seed, *out)
+	return res.WriteReport(stdout, nil)
+}
+
+// loadScenario reads a scenario file; a name that is not a file but an
+// embedded example (default, small) loads that.
+func loadScenario(path string) (*sim.Scenario, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && !strings.ContainsAny(path, "/\\") {
+		name := strings.TrimSuffix(path, ".yaml") + ".yaml"
+		if b, e := examples.Scenarios.ReadFile("scenarios/" + name); e == nil {
+			return sim.ParseScenario("examples/scenarios/"+name+" (embedded)", b)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	return sim.ParseScenario(path, data)
+}
+
+// progressBar draws on stderr, only when asked or when it is a terminal.
+type progressBar struct {
+	w     io.Writer
+	last  time.Time
+	shown bool
+}
+
+func newProgressBar(mode string, w io.Writer) (*progressBar, error) {
+	switch mode {
+	case "on":
+		return &progressBar{w: w}, nil
+	case "off":
+		return &progressBar{}, nil
+	case "auto":
+		if f, ok := w.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				return &progressBar{w: w}, nil
+			}
+		}
+		return &progressBar{}, nil
+	}
+	return nil, fmt.Errorf("sim: --progress %q, want auto, on or off", mode)
+}
+
+func (p *progressBar) update(done, total int64) {
+	if p == nil || p.w == nil || total <= 0 {
+		return
+	}
+	now := time.Now()
+	if done < total && now.Sub(p.last) < 200*time.Millisecond {
+		return
+	}
+	p.last, p.shown = now, true
+	const width = 40
+	n := int(width * done / total)
+	fmt.Fprintf(p.w, "\r[%s%s] %5.1f%% %d/%d key-epochs", strings.Repeat("=", n), strings.Repeat(" ", width-n),
+		100*float64(done)/float64(total), done, total)
+}
+
+func (p *progressBar) done() {
+	if p != nil && p.shown {
+		fmt.Fprintln(p.w)
+	}
 }

@@ -1,0 +1,980 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/devflow/flowguard/bandit"
+	"github.com/devflow/flowguard/fallback"
+	"github.com/devflow/flowguard/features"
+	"github.com/devflow/flowguard/policy"
+	"github.com/devflow/flowguard/rewards"
+)
+
+// Policies the simulator compares.
+const (
+	PolicyStaticP99  = "static-p99"  // seed-004 daily quotas per endpoint, refitted from the simulated history
+	PolicyStaticTier = "static-tier" // the tier's deterministic budget: base × 1 within [floor, ceiling]
+	PolicyLinTS      = "lints"       // Thompson sampling, provisional rewards and exact label corrections
+	PolicyLinTSWait  = "lints-wait"  // Thompson sampling that learns a record only once it is final
+	PolicyEpsGreedy  = "eps-greedy"  // ε-greedy on the same posterior means, provisional rewards
+	PolicyOracle     = "oracle"      // knows each key-epoch's demand and which of it is abuse
+)
+
+// AllPolicies lists every policy, in report order.
+var AllPolicies = []string{PolicyStaticP99, PolicyStaticTier, PolicyLinTS, PolicyLinTSWait, PolicyEpsGreedy, PolicyOracle}
+
+// ErrUnknownPolicy is wrapped by Run's error for a policy name it does not know.
+var ErrUnknownPolicy = errors.New("unknown policy")
+
+// Options configures Run.
+type Options struct {
+	// Seed seeds the traffic, the labels and every policy's draws.
+	// Default: 0.
+	Seed uint64
+	// Policies to run, by name (AllPolicies). Required.
+	Policies []string
+	// Workers is how many goroutines share a policy run's keys; it
+	// changes the speed, never the results. Default: GOMAXPROCS.
+	Workers int
+	// Progress, when set, is called after every epoch with the key-epochs
+	// done and the total over all policies. It runs on Run's goroutine.
+	Progress func(done, total int64)
+	// Clock measures wall_s. Default: time.Now.
+	Clock func() time.Time
+
+	// throttledOut keeps each key's throttled requests, for a trace replay.
+	throttledOut bool
+}
+
+// shards is the fixed number of key shards. Each has its own random
+// source and tallies, and keys never change shard, so the results do not
+// depend on how many workers run the shards.
+const shards = 16
+
+// sharedRun is what every policy run of one Run reads: the population,
+// the traffic shape and the labels that do not depend on the policy.
+type sharedRun struct {
+	s        *Scenario
+	pop      *population
+	epochs   int
+	perDay   float64
+	epochSec float64
+	diurnal  [][]float64 // per tenant, per epoch of the day: mean 1
+	growth   [][]float64 // per tenant, per day
+	labels   []pendingLabel
+	history  []fallback.UsageRow
+	arms     bandit.ArmSet
+	allowed  []bandit.ArmRange // per tenant
+	bucket   int               // epochs per series point
+	buckets  int
+	incident []incidentState // per epoch
+	keys     []int           // per shard, the keys of the shard
+	shardOf  [][]int
+}
+
+// incidentState is what is broken during one epoch.
+type incidentState struct {
+	redisShare float64 // the limiter's share; 1 when Redis is up
+	kafka      bool    // decisions lost, labels wait, no model published
+	stale      bool    // stage 2 falls back
+	region     int     // failed region, -1 none
+}
+
+type pendingLabel struct {
+	at    int64 // arrival, µs
+	key   int
+	label rewards.Label
+}
+
+func newSharedRun(s *Scenario, seed uint64) (*sharedRun, error) {
+	sr := &sharedRun{s: s, epochs: s.Epochs(), perDay: float64(24 * time.Hour / s.Epoch),
+		epochSec: s.Epoch.Seconds(), arms: s.Arms}
+	sr.pop = newPopulation(s, seed)
+	days := int(math.Ceil(float64(sr.epochs)/sr.perDay)) + 1
+	for _, t := range sr.pop.tenants {
+		d := make([]float64, int(sr.perDay))
+		for i := range d {
+			h := (float64(i) + 0.5) * 24 / sr.perDay
+			d[i] = 1 + t.diurnal*math.Cos(2*math.Pi*(h-t.peakHour)/24)
+		}
+		sr.diurnal = append(sr.diurnal, d)
+		g := make([]float64, days)
+		for i := range g {
+			g[i] = math.Pow(1+t.growth, float64(i))
+		}
+		sr.growth = append(sr.growth, g)
+		r, err := s.Arms.Allowed(t.rule.Floor, t.rule.Ceiling)
+		if err != nil && !errors.Is(err, bandit.ErrNoArm) {
+			return nil, fmt.Errorf("sim: tenant %s: %w", t.name, err)
+		}
+		sr.allowed = append(sr.allowed, r)
+	}
+	sr.bucket = max(1, int(time.Hour/s.Epoch))
+	for sr.epochs/sr.bucket > 500 {
+		sr.bucket *= 2
+	}
+	sr.buckets = (sr.epochs + sr.bucket - 1) / sr.bucket
+	sr.incident = make([]incidentState, sr.epochs)
+	for e := range sr.incident {
+		sr.incident[e] = incidentState{redisShare: 1, region: -1}
+	}
+	for _, in := range s.Incidents {
+		from := int(in.At / s.Epoch)
+		to := min(sr.epochs, int((in.At+in.Duration+s.Epoch-1)/s.Epoch))
+		for e := from; e < to; e++ {
+			st := &sr.incident[e]
+			switch in.Kind {
+			case RedisOutage:
+				st.redisShare = min(st.redisShare, in.Share)
+			case KafkaOutage:
+				st.kafka = true
+			case StaleModel:
+				st.stale = true
+			case RegionOutage:
+				st.region = in.Region
+			}
+		}
+	}
+	sr.shardOf = make([][]int, shards)
+	for k := range sr.pop.names {
+		sr.shardOf[k%shards] = append(sr.shardOf[k%shards], k)
+	}
+	if sr.pop.trace != nil {
+		sr.traceLabels()
+		return sr, nil
+	}
+	sr.makeLabels(seed)
+	sr.makeHistory()
+	return sr, nil
+}
+
+func (sr *sharedRun) micros(e int) int64 {
+	return sr.s.start.Add(time.Duration(e) * sr.s.Epoch).UnixMicro()
+}
+
+// makeLabels draws the labels that do not depend on the policy: abuse
+// found with the scenario's coverage and delay (then again every day the
+// abuse goes on), and false abusive labels on legitimate keys.
+func (sr *sharedRun) makeLabels(seed uint64) {
+	s, pop := sr.s, sr.pop
+	end := sr.micros(sr.epochs)
+	hour := int64(time.Hour / time.Microsecond)
+	day := 24 * hour
+	id := 0
+	add := func(k int, from, to, at int64, abusive bool, sev float64, source string) {
+		if to <= from || at >= end {
+			return
+		}
+		id++
+		sr.labels = append(sr.labels, pendingLabel{at: at, key: k, label: rewards.Label{
+			LabelID: "sim-" + strconv.Itoa(id), Key: pop.names[k], Tenant: pop.tenants[pop.tenant[k]].name,
+			Abusive: abusive, From: time.UnixMicro(from).UTC(), To: time.UnixMicro(to).UTC(), Source: source, Severity: sev}})
+	}
+	for k := range pop.names {
+		if pop.kind[k] == kindLegit || pop.kind[k] == kindSleeper || pop.kind[k] == kindSharing {
+			days := int(math.Ceil(float64(sr.epochs) / sr.perDay))
+			for d := 0; d < days; d++ {
+				if unit(hash3(seed, uint64(k), uint64(d)<<8|5)) < s.Labels.FalseRate {
+					at := sr.micros(0) + int64(d)*day + int64(unit(hash3(seed, uint64(k), uint64(d)<<8|6))*float64(day))
+					add(k, at-6*hour, at, at+sr.delay(seed, k, d), true, 1, "false-positive")
+				}
+			}
+		}
+		if pop.kind[k] == kindLegit || unit(hash3(seed, uint64(k), 7)) >= s.Labels.Coverage {
+			continue
+		}
+		sev := 1.0
+		if pop.kind[k] == kindSharing { // the owner's own traffic is not abuse
+			sev = float64(pop.abuseDaily[k]) / float64(pop.abuseDaily[k]+pop.daily[k])
+		}
+		// An investigation's verdict covers the key from the start of the
+		// abuse on, for as long as a label may span (30 days): the key
+		// is known bad until someone clears it.
+		from := sr.micros(int(pop.abuseStart[k]))
+		at := from + sr.delay(seed, k, -1)
+		const span = 29 * 24 * 3600e6
+		for ; at < end; from, at = from+span, at+span {
+			add(k, from, from+span, at, true, sev, "investigation")
+		}
+	}
+	sort.SliceStable(sr.labels, func(i, j int) bool { return sr.labels[i].at < sr.labels[j].at })
+}
+
+// delay draws a label delay, lognormal with the scenario's median and
+// sigma, in µs.
+func (sr *sharedRun) delay(seed uint64, k, n int) int64 {
+	l := sr.s.Labels
+	g := gauss(hash3(seed, uint64(k), uint64(int64(n))<<8|8))
+	return int64(float64(l.DelayMedian.Microseconds()) * math.Exp(l.DelaySigma*g))
+}
+
+// makeHistory generates HistoryDays of legitimate usage before the run,
+// for static-p99's first fit.
+func (sr *sharedRun) makeHistory() {
+	first := fallback.DayOf(sr.s.start)
+	for d := -sr.s.Learning.HistoryDays; d < 0; d++ {
+		for k := range sr.pop.names {
+			if v := sr.pop.dailyLegit(k, d); v > 0 {
+				sr.history = append(sr.history, fallback.UsageRow{Endpoint: sr.pop.tenants[sr.pop.tenant[k]].endpoint,
+					User: sr.pop.names[k], Day: first + fallback.Day(d), Requests: int64(v)})
+			}
+		}
+	}
+}
+
+// Run simulates every policy of o on the scenario and returns their
+// results. The same scenario, seed and policies give the same results,
+// byte for byte, except the measured wall_s. ctx cancels the run between
+// epochs.
+func Run(ctx context.Context, s *Scenario, o Options) (*Results, error) {
+	if len(o.Policies) == 0 {
+		return nil, errors.New("sim: no policy to run")
+	}
+	for _, p := range o.Policies {
+		if !slices.Contains(AllPolicies, p) {
+			return nil, fmt.Errorf("sim: %w %q (want one of %v)", ErrUnknownPolicy, p, AllPolicies)
+		}
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	sr, err := newSharedRun(s, o.Seed)
+	if err != nil {
+		return nil, err
+	}
+	// The oracle runs first, requested or not: every other policy's
+	// regret is measured against it.
+	order := []string{PolicyOracle}
+	for _, p := range o.Policies {
+		if p != PolicyOracle && !slices.Contains(order, p) {
+			order = append(order, p)
+		}
+	}
+	res := &Results{Scenario: s.Name, Seed: o.Seed, Policies: map[string]PolicyResult{},
+		Series: map[string]*Series{}, Details: map[string]*Details{}, Epoch: s.Epoch, BucketEpochs: sr.bucket,
+		Start: s.start}
+	for _, p := range AllPolicies {
+		if slices.Contains(o.Policies, p) {
+			res.Order = append(res.Order, p)
+		}
+	}
+	total := int64(len(order)) * int64(sr.epochs) * int64(len(sr.pop.names))
+	var done int64
+	var oracle *Series
+	for _, name := range order {
+		start := o.Clock()
+		pr, err := newPolicyRun(sr, name, o)
+		if err != nil {
+			return nil, err
+		}
+		for e := 0; e < sr.epochs; e++ {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if err := pr.epoch(e); err != nil {
+				return nil, fmt.Errorf("sim: %s, epoch %d: %w", name, e, err)
+			}
+			done += int64(len(sr.pop.names))
+			if o.Progress != nil {
+				o.Progress(done, total)
+			}
+		}
+		r, series, details := pr.finish()
+		r.WallS = math.Round(o.Clock().Sub(start).Seconds()*1000) / 1000
+		if name == PolicyOracle {
+			oracle = series
+		}
+		series.regret(oracle)
+		r.RegretVsOracle = round6(oracle.CumReward[len(oracle.CumReward)-1] - series.CumReward[len(series.CumReward)-1])
+		if slices.Contains(o.Policies, name) {
+			res.Policies[name], res.Series[name], res.Details[name] = r, series, details
+			if o.throttledOut {
+				if res.throttledPerKey == nil {
+					res.throttledPerKey = map[string][]float64{}
+				}
+				res.throttledPerKey[name] = pr.keyThrottled
+			}
+		}
+	}
+	return res, nil
+}
+
+// policyRun is one policy's pass over the scenario.
+type policyRun struct {
+	sr   *sharedRun
+	name string
+	o    Options
+	ml   bool
+
+	// Per key, parallel arrays.
+	tokens       []float32 // the limiter's burst tokens left
+	lastUsed     []float32 // share of the budget used last epoch
+	lastThr      []bool
+	probe        []float32 // adaptive prober's aim, requests per epoch
+	dayServed    []float32 // static-p99: served today
+	dayReq       []float32 // static-p99: requested today, for the usage history
+	throttled    []bool    // a legitimate request of the key was ever throttled
+	complain     []int32   // last day the key complained, +1
+	keyThrottled []float64 // per key, requests throttled or blocked (trace replay only)
+
+	feats    *features.Store
+	cold     *features.Store // region outage: the instances the failed region's keys move to
+	part     *rewards.Partition
+	model    *bandit.Snapshot
+	risk     *features.Risk
+	lastPub  int
+	labelPos int
+	extra    []pendingLabel // complaints, sorted by arrival
+
+	// static-p99
+	quota    []float64 // per tenant, daily; +Inf before any fit
+	usage    []fallback.UsageRow
+	known    map[int][]rewards.Label // labels received, per key
+	lastFit  int64
+	fits     int
+	quotaLog []string
+
+	sh []shardState
+}
+
+// shardState is one shard's random source, tallies and learner records
+// for the current epoch.
+type shardState struct {
+	rng     *rand.Rand
+	tally   tally
+	series  []tally
+	recs    []learnRecord
+	ctx     []float64 // contexts of recs, Dim+1 each
+	buf     []float64
+	exc     []pendingLabel
+	choiceE error
+}
+
+type learnRecord struct {
+	key                        int
+	arm                        int
+	mult, prop, base           float64
+	served, throttled, blocked int64
+	variant                    string
+}
+
+// tally sums what happened; one per shard, per series point.
+type tally struct {
+	legitReq, legitThr, abuseReq, abuseServed float64
+	entReq, entThr                            float64
+	reward                                    float64
+	fallback, keyEpochs, blockedEpochs        int64
+	decisions                                 int64
+	floorViolations                           int64
+	kindReq, kindServed                       [6]float64
+}
+
+func (t *tally) add(o *tally) {
+	t.legitReq += o.legitReq
+	t.legitThr += o.legitThr
+	t.abuseReq += o.abuseReq
+	t.abuseServed += o.abuseServed
+	t.entReq += o.entReq
+	t.entThr += o.entThr
+	t.reward += o.reward
+	t.fallback += o.fallback
+	t.keyEpochs += o.keyEpochs
+	t.blockedEpochs += o.blockedEpochs
+	t.decisions += o.decisions
+	t.floorViolations += o.floorViolations
+	for i := range t.kindReq {
+		t.kindReq[i] += o.kindReq[i]
+		t.kindServed[i] += o.kindServed[i]
+	}
+}
+
+func newPolicyRun(sr *sharedRun, name string, o Options) (*policyRun, error) {
+	n := len(sr.pop.names)
+	pr := &policyRun{sr: sr, name: name, o: o,
+		tokens: make([]float32, n), lastUsed: make([]float32, n), lastThr: make([]bool, n),
+		probe: make([]float32, n), throttled: make([]bool, n), complain: make([]int32, n),
+		sh: make([]shardState, shards)}
+	if o.throttledOut {
+		pr.keyThrottled = make([]float64, n)
+	}
+	for k := range pr.tokens {
+		t := &sr.pop.tenants[sr.pop.tenant[k]]
+		pr.tokens[k] = float32(t.rule.Limit.Burst)
+		pr.probe[k] = float32(t.base) // an adaptive prober starts at its base budget
+	}
+	for i := range pr.sh {
+		pr.sh[i].rng = rand.New(rand.NewPCG(o.Seed, 0x73696d00|uint64(i)))
+		pr.sh[i].series = make([]tally, sr.buckets)
+		pr.sh[i].buf = make([]float64, 0, features.Dim+1)
+	}
+	switch name {
+	case PolicyLinTS, PolicyLinTSWait, PolicyEpsGreedy:
+		pr.ml = true
+		var err error
+		if pr.feats, err = features.NewStore(features.Config{IdleTTL: 24 * time.Hour}); err != nil {
+			return nil, err
+		}
+		mode := rewards.ModeProvisional
+		if name == PolicyLinTSWait {
+			mode = rewards.ModeWait
+		}
+		l := sr.s.Learning
+		cfg := rewards.Config{Bandit: bandit.Config{ModelID: "sim-" + name, Arms: sr.arms, Dim: features.Dim + 1, Scale: l.Scale},
+			Risk: features.RiskConfig{Dim: features.Dim, Prior: l.RiskPrior}, Weights: sr.s.Rewards,
+			Window: l.AttributionWindow, Mode: mode}
+		if pr.part, err = rewards.NewPartition(cfg); err != nil {
+			return nil, err
+		}
+		if err := pr.publish(0); err != nil {
+			return nil, err
+		}
+	case PolicyStaticP99:
+		pr.dayServed, pr.dayReq = make([]float32, n), make([]float32, n)
+		pr.quota = make([]float64, len(sr.pop.tenants))
+		for i := range pr.quota {
+			pr.quota[i] = math.Inf(1)
+		}
+		pr.known = map[int][]rewards.Label{}
+		pr.usage = slices.Clone(sr.history)
+		if err := pr.refit(0); err != nil {
+			return nil, err
+		}
+	}
+	return pr, nil
+}
+
+// publish makes the learner's current model the one serving chooses
+// with: a bandit snapshot and a copy of the risk model, as the learner
+// publishes them every publish_every.
+func (pr *policyRun) publish(e int) error {
+	created := time.UnixMicro(pr.sr.micros(e)).UTC()
+	snap, err := pr.part.Bandit(created)
+	if err != nil {
+		return err
+	}
+	b, err := pr.part.Risk().MarshalBinary()
+	if err != nil {
+		return err
+	}
+	risk, err := features.DecodeRisk(b)
+	if err != nil {
+		return err
+	}
+	pr.model, pr.risk, pr.lastPub = snap, risk, e
+	return nil
+}
+
+// epoch runs one epoch: labels that arrived, a model publish if due, the
+// keys (in parallel over shards), then the learner.
+func (pr *policyRun) epoch(e int) error {
+	sr := pr.sr
+	inc := sr.incident[e]
+	now := sr.micros(e)
+	if err := pr.deliverLabels(now, inc.kafka); err != nil {
+		return err
+	}
+	if pr.ml && !inc.kafka && e > 0 && time.Duration(e-pr.lastPub)*sr.s.Epoch >= sr.s.Learning.PublishEvery {
+		if err := pr.publish(e); err != nil {
+			return err
+		}
+	}
+	if pr.name == PolicyStaticP99 && e > 0 && e%int(sr.perDay) == 0 {
+		if err := pr.closeDay(e); err != nil {
+			return err
+		}
+	}
+	if pr.ml {
+		if inc.region >= 0 && pr.cold == nil {
+			pr.cold, _ = features.NewStore(features.Config{IdleTTL: 24 * time.Hour})
+		} else if inc.region < 0 {
+			pr.cold = nil
+		}
+	}
+	var wg sync.WaitGroup
+	next := make(chan int, shards)
+	for i := 0; i < shards; i++ {
+		next <- i
+	}
+	close(next)
+	for w := 0; w < min(pr.o.Workers, shards); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				pr.runShard(i, e, inc)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range pr.sh {
+		sh := &pr.sh[i]
+		if sh.choiceE != nil {
+			return sh.choiceE
+		}
+		if err := pr.learn(sh, e); err != nil {
+			return err
+		}
+		if len(sh.exc) > 0 {
+			pr.extra = append(pr.extra, sh.exc...)
+			sh.exc = sh.exc[:0]
+		}
+	}
+	if len(pr.extra) > 0 {
+		sort.SliceStable(pr.extra, func(i, j int) bool { return pr.extra[i].at < pr.extra[j].at })
+	}
+	return nil
+}
+
+// deliverLabels applies every label that has arrived by now, static and
+// complaints merged in arrival order. During a Kafka outage labels wait.
+func (pr *policyRun) deliverLabels(now int64, kafka bool) error {
+	if kafka {
+		return nil
+	}
+	ls := pr.sr.labels
+	for {
+		var l pendingLabel
+		switch {
+		case pr.labelPos < len(ls) && ls[pr.labelPos].at <= now &&
+			(len(pr.extra) == 0 || ls[pr.labelPos].at <= pr.extra[0].at):
+			l = ls[pr.labelPos]
+			pr.labelPos++
+		case len(pr.extra) > 0 && pr.extra[0].at <= now:
+			l = pr.extra[0]
+			pr.extra = pr.extra[1:]
+		default:
+			return nil
+		}
+		switch {
+		case pr.part != nil:
+			if err := pr.part.Label(l.label, time.UnixMicro(now).UTC()); err != nil {
+				return err
+			}
+		case pr.known != nil:
+			pr.known[l.key] = append(pr.known[l.key], l.label)
+		}
+	}
+}
+
+// learn hands a shard's records of the epoch to the learner, in key
+// order: a decision, then its outcome, as serving logs them.
+func (pr *policyRun) learn(sh *shardState, e int) error {
+	if pr.part == nil || len(sh.recs) == 0 {
+		sh.recs, sh.ctx = sh.recs[:0], sh.ctx[:0]
+		return nil
+	}
+	sr := pr.sr
+	at := time.UnixMicro(sr.micros(e)).UTC()
+	end := time.UnixMicro(sr.micros(e + 1)).UTC()
+	d := features.Dim + 1
+	for i, r := range sh.recs {
+		t := &sr.pop.tenants[sr.pop.tenant[r.key]]
+		name := sr.pop.names[r.key]
+		// The key is the record id: a key has one epoch open at a time,
+		// and its decision and outcome are applied back to back.
+		dec := rewards.Record{Type: rewards.TypeDecision, ID: name, Key: name, Tenant: t.name, Tier: t.tier, At: at,
+			Policy: r.variant, Arm: r.arm, ArmName: sr.arms[r.arm].Name, Multiplier: r.mult, Propensity: r.prop,
+			ModelVersion: pr.model.Version(), Context: sh.ctx[i*d : (i+1)*d], Floor: t.rule.Floor,
+			Ceiling: t.rule.Ceiling, Base: t.base}
+		if err := pr.part.Record(dec); err != nil {
+			return err
+		}
+		out := rewards.Record{Type: rewards.TypeOutcome, ID: name, Key: name, At: end,
+			Served: r.served, Throttled: r.throttled, Blocked: r.blocked}
+		if err := pr.part.Record(out); err != nil {
+			return err
+		}
+	}
+	sh.recs, sh.ctx = sh.recs[:0], sh.ctx[:0]
+	return nil
+}
+
+// runShard runs epoch e for the keys of shard i. It touches only the
+// shard's keys and state, the concurrency-safe feature store and the
+// immutable model, so shards run in parallel.
+func (pr *policyRun) runShard(i, e int, inc incidentState) {
+	sh := &pr.sh[i]
+	series := &sh.series[e/pr.sr.bucket]
+	var t tally
+	for _, k := range pr.sr.shardOf[i] {
+		if err := pr.step(sh, &t, k, e, inc); err != nil && sh.choiceE == nil {
+			sh.choiceE = err
+		}
+	}
+	sh.tally.add(&t)
+	series.add(&t)
+}
+
+// step is one key-epoch: stage 2 picks the multiplier (or the policy's
+// rule does), the limiter admits what the budget allows, the features see
+// the traffic, and the outcome is tallied and logged for the learner.
+func (pr *policyRun) step(sh *shardState, t *tally, k, e int, inc incidentState) error {
+	sr, pop := pr.sr, pr.sr.pop
+	ti := pop.tenant[k]
+	tn := &pop.tenants[ti]
+	rule := tn.rule
+	legit, abuse := pop.demand(sr, k, e, float64(pr.probe[k]))
+	n := legit + abuse
+	sev := 0.0
+	if n > 0 {
+		sev = abuse / n
+	}
+	t.keyEpochs++
+	if n == 0 {
+		// No request, no decide call: serving runs no stage 2 and logs
+		// nothing. The limiter's bucket refills.
+		limit, _ := rule.Budget(1)
+		pr.tokens[k] = float32(math.Min(float64(pr.tokens[k])+float64(limit.Rate)*sr.epochSec/limit.Period.Seconds(), 1e30))
+		pr.lastThr[k], pr.lastUsed[k] = false, 0
+		return nil
+	}
+	t.decisions++
+	now := time.UnixMicro(sr.micros(e))
+	store := pr.feats
+	if pr.cold != nil && int(pop.region[k]) == inc.region {
+		store = pr.cold
+	}
+
+	m, block, fb := 1.0, false, false
+	arm, prop, variant := -1, 1.0, ""
+	var x []float64
+	allowed := sr.allowed[ti]
+	switch {
+	case pr.name == PolicyOracle:
+		arm, block = pr.oracle(k, tn, allowed, n, sev, inc.redisShare)
+		if arm >= 0 {
+			m = sr.arms[arm].Multiplier
+		}
+	case pr.ml && rule.ML != policy.MLOff:
+		if inc.stale || allowed.Len() == 0 {
+			fb = true
+			break
+		}
+		x = store.Vector(pop.names[k], now, sh.buf[:0])
+		risk := pr.risk.Score(x)
+		x = append(x, risk)
+		var c bandit.Choice
+		var err error
+		if pr.name == PolicyEpsGreedy {
+			c, err = bandit.EpsilonGreedy{Snapshot: pr.model, Epsilon: sr.s.Learning.Epsilon}.Choose(x, allowed, sh.rng)
+		} else {
+			c, err = pr.model.Choose(x, allowed, sh.rng)
+		}
+		if err != nil {
+			return err
+		}
+		arm, prop, variant = c.Arm, c.Propensity, rewards.PolicyBandit
+		if rule.ML == policy.MLOn {
+			m = c.Multiplier
+			block = rule.AutoBlock && risk >= sr.s.Learning.BlockThreshold
+		} else {
+			variant = rewards.PolicyShadow
+		}
+	}
+	limit, m := rule.Budget(m)
+	allow := float64(limit.Rate) * sr.epochSec / limit.Period.Seconds()
+	burst := float64(limit.Burst)
+	if inc.redisShare < 1 {
+		allow, burst, fb = allow*inc.redisShare, burst*inc.redisShare, true
+	}
+	if fb {
+		t.fallback++
+	}
+	avail := min(float64(pr.tokens[k]), burst) + allow
+	var served, blocked float64
+	if block {
+		blocked = n
+		pr.tokens[k] = float32(min(avail, burst))
+	} else {
+		served = math.Min(n, math.Floor(avail))
+		if pr.quota != nil {
+			// Seed-004, today's static system: a daily quota per endpoint
+			// is the key's whole budget. It predates tiers' floors and
+			// per-minute budgets, and that is what it is compared as.
+			served = math.Min(n, math.Max(0, math.Floor(pr.quota[ti]-float64(pr.dayServed[k]))))
+			pr.dayServed[k] += float32(served)
+			pr.dayReq[k] += float32(n)
+		}
+		pr.tokens[k] = float32(min(avail-served, burst))
+	}
+	throttled := n - served - blocked
+	if pr.keyThrottled != nil {
+		pr.keyThrottled[k] += throttled + blocked
+	}
+	legitThr := (throttled + blocked) * (1 - sev)
+	abuseServed := served * sev
+
+	t.legitReq += legit
+	t.legitThr += legitThr
+	t.abuseReq += abuse
+	t.abuseServed += abuseServed
+	kind := pop.kind[k]
+	t.kindReq[kind] += abuse
+	t.kindServed[kind] += abuseServed
+	if block {
+		t.blockedEpochs++
+	}
+	if tn.enterprise {
+		t.entReq += legit
+		t.entThr += legitThr
+		if throttled+blocked > 0 && served < math.Min(n, math.Floor(tn.floorAllow))-0.5 && sev == 0 {
+			t.floorViolations++
+		}
+	}
+	o := rewards.Outcome{Served: int64(served), Throttled: int64(throttled), Blocked: int64(blocked), Multiplier: m}
+	t.reward += sr.s.Rewards.Reward(o, tn.tier, math.Max(1, tn.base), sev)
+
+	if legitThr > 0 {
+		if kind == kindLegit {
+			pr.throttled[k] = true
+		}
+		pr.maybeComplain(sh, k, e)
+	}
+	if kind == kindAdaptive && abuse > 0 {
+		// It aims at target × what got through when it hit the limit, and
+		// probes 10% higher while it does not.
+		if throttled+blocked > 0 {
+			pr.probe[k] = float32(math.Max(1, float64(pop.target[k])*served))
+		} else {
+			pr.probe[k] *= 1.1
+		}
+	}
+	if pr.ml {
+		pr.observe(store, k, tn, n, served, throttled+blocked, abuse, avail, time.UnixMicro(sr.micros(e+1)))
+		if arm >= 0 && pop.learn[k] && !inc.kafka {
+			sh.recs = append(sh.recs, learnRecord{key: k, arm: arm, mult: m, prop: prop, base: tn.base,
+				served: int64(served), throttled: int64(throttled), blocked: int64(blocked), variant: variant})
+			sh.ctx = append(sh.ctx, x...)
+		}
+	}
+	pr.lastThr[k] = throttled+blocked > 0
+	if avail > 0 {
+		pr.lastUsed[k] = float32(math.Min(1, n/avail))
+	}
+	return nil
+}
+
+// observe feeds the epoch's requests to the feature store as serving's
+// step 4 would, spread over the epoch, over up to four of the key's
+// client addresses; the throttled ones last.
+func (pr *policyRun) observe(store *features.Store, k int, tn *tenantInfo, n, served, refused, abuse, avail float64, end time.Time) {
+	if n <= 0 {
+		return
+	}
+	pop := pr.sr.pop
+	parts := int(min(pop.ips[k], 4))
+	if refused > 0 && served > 0 {
+		parts = max(parts, 2)
+	}
+	ips := max(1, pop.ips[k])
+	h := hash3(pop.seed, uint64(k), uint64(end.UnixMicro()))
+	legitServed := served * (1 - abuse/n)
+	o := features.Observation{Endpoint: tn.endpoint, Tier: tn.ftier,
+		BudgetUsed: float64(pr.lastUsed[k]),
+		Outcome: features.Outcome{Requests: int64(served), Errors: int64(legitServed * tn.errorRate),
+			AuthFailures: int64(served * (abuse / n) * float64(pop.authFail[k]))}}
+	span := pr.sr.s.Epoch / time.Duration(parts)
+	left := int64(n)
+	for j := 0; j < parts; j++ {
+		cnt := left / int64(parts-j)
+		left -= cnt
+		ip := (uint64(pop.ipBase[k]) + (h+uint64(j))%uint64(ips)) % ipPoolSize
+		o.ClientIP = pr.sr.pop.ipPool[ip]
+		o.Throttled = float64(j) >= float64(parts)*served/n
+		store.ObserveN(pop.names[k], o, cnt, span, end.Add(-time.Duration(parts-1-j)*span))
+		o.Outcome = features.Outcome{}
+	}
+	_ = avail
+}
+
+// maybeComplain: a legitimate customer throttled may complain, at most
+// once a day, which sends an abusive:false label an hour later.
+func (pr *policyRun) maybeComplain(sh *shardState, k, e int) {
+	sr := pr.sr
+	day := int32(e/int(sr.perDay)) + 1
+	if pr.complain[k] == day || unit(hash3(sr.pop.seed, uint64(k), uint64(e)<<8|9)) >= sr.s.Labels.ComplaintRate {
+		return
+	}
+	pr.complain[k] = day
+	from, to := sr.micros(e)-3600e6, sr.micros(e+1)
+	sh.exc = append(sh.exc, pendingLabel{at: to + 3600e6, key: k, label: rewards.Label{
+		LabelID: "complaint-" + sr.pop.names[k] + "-" + strconv.Itoa(int(day)), Key: sr.pop.names[k],
+		Tenant: sr.pop.tenants[sr.pop.tenant[k]].name, Abusive: false,
+		From: time.UnixMicro(from).UTC(), To: time.UnixMicro(to).UTC(), Source: "complaint", Severity: 1}})
+}
+
+// oracle picks the arm (or a block) with the best true reward for the
+// key-epoch, knowing its demand and its abusive share.
+func (pr *policyRun) oracle(k int, tn *tenantInfo, allowed bandit.ArmRange, n, sev, share float64) (arm int, block bool) {
+	sr := pr.sr
+	best := math.Inf(-1)
+	arm = -1
+	for a := allowed.Lo; a < allowed.Hi; a++ {
+		limit, m := tn.rule.Budget(sr.arms[a].Multiplier)
+		allow := float64(limit.Rate) * sr.epochSec / limit.Period.Seconds() * share
+		avail := min(float64(pr.tokens[k]), float64(limit.Burst)*share) + allow
+		served := math.Min(n, math.Floor(avail))
+		o := rewards.Outcome{Served: int64(served), Throttled: int64(n - served), Multiplier: m}
+		if r := sr.s.Rewards.Reward(o, tn.tier, math.Max(1, tn.base), sev); r > best {
+			best, arm = r, a
+		}
+	}
+	if tn.rule.AutoBlock && n > 0 {
+		o := rewards.Outcome{Blocked: int64(n), Multiplier: tn.rule.Floor}
+		if r := sr.s.Rewards.Reward(o, tn.tier, math.Max(1, tn.base), sev); r > best {
+			return arm, true
+		}
+	}
+	return arm, false
+}
+
+// closeDay is static-p99's day boundary: yesterday's usage joins the
+// history, and the quotas are refitted when due.
+func (pr *policyRun) closeDay(e int) error {
+	sr := pr.sr
+	day := fallback.DayOf(time.UnixMicro(sr.micros(e - 1)).UTC())
+	for k := range pr.dayReq {
+		if v := pr.dayReq[k]; v > 0 {
+			pr.usage = append(pr.usage, fallback.UsageRow{Endpoint: sr.pop.tenants[sr.pop.tenant[k]].endpoint,
+				User: sr.pop.names[k], Day: day, Requests: int64(v), Malicious: pr.judged(k, day)})
+		}
+		pr.dayReq[k], pr.dayServed[k] = 0, 0
+	}
+	if time.Duration(sr.micros(e)-pr.lastFit)*time.Microsecond >= sr.s.Learning.RefitEvery {
+		return pr.refit(e)
+	}
+	return nil
+}
+
+// judged reports whether the labels received so far call key k's usage
+// on day d abusive: the last label covering the day decides, as in the
+// learner.
+func (pr *policyRun) judged(k int, d fallback.Day) bool {
+	ls := pr.known[k]
+	for i := len(ls) - 1; i >= 0; i-- {
+		if fallback.DayOf(ls[i].From) <= d && d <= fallback.DayOf(ls[i].To.Add(-time.Microsecond)) {
+			return ls[i].Abusive
+		}
+	}
+	return false
+}
+
+// refit fits the quotas with fallback.Fit on the usage up to yesterday:
+// the same function `flowguard quotas fit` runs.
+func (pr *policyRun) refit(e int) error {
+	sr := pr.sr
+	pr.lastFit = sr.micros(e)
+	if len(pr.usage) == 0 {
+		return nil
+	}
+	table, err := fallback.NewUsageTable(pr.usage)
+	if err != nil {
+		return err
+	}
+	until := fallback.DayOf(time.UnixMicro(sr.micros(e)).UTC()) - 1
+	fit, err := fallback.Fit(context.Background(), table, fallback.FitConfig{Until: until,
+		Lookback: sr.s.Learning.LookbackDays, Percentile: sr.s.Learning.Percentile})
+	if err != nil {
+		return err
+	}
+	pr.fits++
+	for i, t := range sr.pop.tenants {
+		pr.quota[i] = math.Inf(1)
+		for _, q := range fit.Quotas {
+			if q.Endpoint == t.endpoint {
+				pr.quota[i] = q.Quota
+			}
+		}
+	}
+	for _, q := range fit.Quotas {
+		pr.quotaLog = append(pr.quotaLog, fmt.Sprintf("%s %s %s", until, q.Endpoint, fallback.FormatQuota(q.Quota)))
+	}
+	return nil
+}
+
+// finish turns the tallies into results.
+func (pr *policyRun) finish() (PolicyResult, *Series, *Details) {
+	var t tally
+	for i := range pr.sh {
+		t.add(&pr.sh[i].tally)
+	}
+	legitKeys, throttledKeys := 0, 0
+	for k, kind := range pr.sr.pop.kind {
+		if kind == kindLegit {
+			legitKeys++
+			if pr.throttled[k] {
+				throttledKeys++
+			}
+		}
+	}
+	r := PolicyResult{
+		LegitRequests:               int64(t.legitReq),
+		LegitThrottled:              int64(math.Round(t.legitThr)),
+		LegitThrottledFraction:      round6(frac(t.legitThr, t.legitReq)),
+		LegitKeysThrottledFraction:  round6(frac(float64(throttledKeys), float64(legitKeys))),
+		EnterpriseThrottledFraction: round6(frac(t.entThr, t.entReq)),
+		AbuseRequests:               int64(t.abuseReq),
+		AbuseServedFraction:         round6(frac(t.abuseServed, t.abuseReq)),
+		Reward:                      round6(t.reward),
+		FallbackEpochs:              t.fallback,
+		KeyEpochs:                   t.keyEpochs,
+	}
+	s := &Series{}
+	var cum float64
+	for b := 0; b < pr.sr.buckets; b++ {
+		var bt tally
+		for i := range pr.sh {
+			bt.add(&pr.sh[i].series[b])
+		}
+		cum += bt.reward
+		s.LegitThrottleRate = append(s.LegitThrottleRate, frac(bt.legitThr, bt.legitReq))
+		s.AbuseServed = append(s.AbuseServed, frac(bt.abuseServed, bt.abuseReq))
+		s.CumReward = append(s.CumReward, cum)
+	}
+	d := &Details{AbuseServedByKind: map[string]float64{}, AbuseRequestsByKind: map[string]int64{},
+		EnterpriseFloorViolations: t.floorViolations, BlockedKeyEpochs: t.blockedEpochs, QuotaFits: pr.fits,
+		LegitKeys: legitKeys, LegitKeysThrottled: throttledKeys, Decisions: t.decisions}
+	for name, kind := range kindOf {
+		if t.kindReq[kind] > 0 {
+			d.AbuseRequestsByKind[name] = int64(t.kindReq[kind])
+			d.AbuseServedByKind[name] = round6(t.kindServed[kind] / t.kindReq[kind])
+		}
+	}
+	if pr.part != nil {
+		st := pr.part.Stats()
+		d.Learner = &st
+	}
+	if len(pr.quotaLog) > 0 {
+		d.Quotas = pr.quotaLog
+	}
+	return r, s, d
+}
+
+func frac(a, b float64) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return a / b
+}
+
+// round6 keeps six significant decimals, so that results print the same
+// on every platform.
+func round6(v float64) float64 {
+	if v == 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+		return v
+	}
+	return math.Round(v*1e6) / 1e6
+}

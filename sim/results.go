@@ -1,0 +1,247 @@
+package sim
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/devflow/flowguard/rewards"
+)
+
+// Results is the outcome of Run. Its JSON form is the simulator contract
+// of DESIGN.md ("Simulator output"): only Scenario, Seed and Policies are
+// written to results.json; the series and details go to the report, the
+// plots and details.json.
+type Results struct {
+	Scenario string                  `json:"scenario"`
+	Seed     uint64                  `json:"seed"`
+	Policies map[string]PolicyResult `json:"policies"`
+
+	// Order is the policies in report order.
+	Order []string `json:"-"`
+	// Series are per-policy time series, one point per BucketEpochs.
+	Series map[string]*Series `json:"-"`
+	// Details are the per-policy figures beyond the contract.
+	Details      map[string]*Details `json:"-"`
+	Epoch        time.Duration       `json:"-"`
+	BucketEpochs int                 `json:"-"`
+	Start        time.Time           `json:"-"`
+
+	throttledPerKey map[string][]float64
+}
+
+// PolicyResult is one policy's line of results.json (contract). Requests
+// are counted per key-epoch: legitimate ones are those of legitimate keys
+// and the legitimate share of shared keys, abusive ones the rest.
+type PolicyResult struct {
+	LegitRequests          int64   `json:"legit_requests"`
+	LegitThrottled         int64   `json:"legit_throttled"`
+	LegitThrottledFraction float64 `json:"legit_throttled_fraction"`
+	// LegitKeysThrottledFraction is the share of legitimate keys with at
+	// least one request throttled or blocked during the run.
+	LegitKeysThrottledFraction  float64 `json:"legit_keys_throttled_fraction"`
+	EnterpriseThrottledFraction float64 `json:"enterprise_throttled_fraction"`
+	AbuseRequests               int64   `json:"abuse_requests"`
+	AbuseServedFraction         float64 `json:"abuse_served_fraction"`
+	// Reward is the scenario's objective (rewards.Weights) summed over
+	// key-epochs, scored with the true abusive share, not the labels.
+	Reward float64 `json:"reward"`
+	// RegretVsOracle is the oracle's reward minus this one.
+	RegretVsOracle float64 `json:"regret_vs_oracle"`
+	// FallbackEpochs are key-epochs decided on the deterministic budget
+	// because of an incident (stale model, Redis down).
+	FallbackEpochs int64 `json:"fallback_epochs"`
+	KeyEpochs      int64 `json:"key_epochs"`
+	// WallS is the wall time of the policy's run: the one field that
+	// differs between two runs of the same seed.
+	WallS float64 `json:"wall_s"`
+}
+
+// AbuseServed returns the abusive requests served.
+func (p PolicyResult) AbuseServed() float64 {
+	return math.Round(p.AbuseServedFraction * float64(p.AbuseRequests))
+}
+
+// Series is a policy's results over time.
+type Series struct {
+	LegitThrottleRate []float64 `json:"legit_throttle_rate"`
+	AbuseServed       []float64 `json:"abuse_served_fraction"`
+	CumReward         []float64 `json:"cumulative_reward"`
+	CumRegret         []float64 `json:"cumulative_regret"`
+}
+
+func (s *Series) regret(oracle *Series) {
+	s.CumRegret = make([]float64, len(s.CumReward))
+	for i := range s.CumReward {
+		s.CumRegret[i] = oracle.CumReward[i] - s.CumReward[i]
+	}
+}
+
+// Details are figures beyond the contract, written to details.json.
+type Details struct {
+	// AbuseRequestsByKind and AbuseServedByKind break abuse down by kind
+	// of abuser.
+	AbuseRequestsByKind map[string]int64   `json:"abuse_requests_by_kind"`
+	AbuseServedByKind   map[string]float64 `json:"abuse_served_fraction_by_kind"`
+	// EnterpriseFloorViolations counts key-epochs in which a legitimate
+	// enterprise key was throttled while served less than its floor
+	// budget admits. It must be 0.
+	EnterpriseFloorViolations int64 `json:"enterprise_floor_violations"`
+	BlockedKeyEpochs          int64 `json:"blocked_key_epochs"`
+	// Decisions are the key-epochs with traffic: the ones stage 2 runs
+	// for. KeyEpochs in results.json counts every key in every epoch.
+	Decisions          int64 `json:"decisions"`
+	LegitKeys          int   `json:"legit_keys"`
+	LegitKeysThrottled int   `json:"legit_keys_throttled"`
+	// QuotaFits counts static-p99's fits; Quotas lists them as
+	// "until endpoint quota".
+	QuotaFits int      `json:"quota_fits,omitempty"`
+	Quotas    []string `json:"quotas,omitempty"`
+	// Learner is the ML policies' learner counters.
+	Learner *rewards.Stats `json:"learner,omitempty"`
+}
+
+// WriteJSON writes results.json: the contract, indented, keys sorted.
+func (r *Results) WriteJSON(w io.Writer) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// WriteDetails writes details.json: per-policy details and series.
+func (r *Results) WriteDetails(w io.Writer) error {
+	type out struct {
+		Details *Details `json:"details"`
+		Series  *Series  `json:"series"`
+	}
+	m := map[string]out{}
+	for name := range r.Policies {
+		m[name] = out{r.Details[name], r.Series[name]}
+	}
+	b, err := json.MarshalIndent(struct {
+		Scenario     string         `json:"scenario"`
+		Seed         uint64         `json:"seed"`
+		BucketEpochs int            `json:"bucket_epochs"`
+		Epoch        string         `json:"epoch"`
+		Policies     map[string]out `json:"policies"`
+	}{r.Scenario, r.Seed, r.BucketEpochs, r.Epoch.String(), m}, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// WriteReport writes report.md: the comparison table, abuse by kind, the
+// checks the issue asks for, and the plots. It holds no wall times, so
+// the same seed gives the same report.
+func (r *Results) WriteReport(w io.Writer, plots []string) error {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# Simulation: %s (seed %d)\n\n", r.Scenario, r.Seed)
+	b.WriteString("| policy | legit throttled | legit keys throttled | enterprise throttled | abuse served | reward | regret vs oracle | fallback key-epochs | key-epochs |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, name := range r.Order {
+		p := r.Policies[name]
+		fmt.Fprintf(&b, "| %s | %s (%d of %d) | %s | %s | %s (of %d) | %.1f | %.1f | %d | %d |\n", name,
+			pct(p.LegitThrottledFraction), p.LegitThrottled, p.LegitRequests, pct(p.LegitKeysThrottledFraction),
+			pct(p.EnterpriseThrottledFraction), pct(p.AbuseServedFraction), p.AbuseRequests, p.Reward,
+			p.RegretVsOracle, p.FallbackEpochs, p.KeyEpochs)
+	}
+	kinds := map[string]bool{}
+	for _, d := range r.Details {
+		for k := range d.AbuseServedByKind {
+			kinds[k] = true
+		}
+	}
+	if len(kinds) > 0 {
+		var ks []string
+		for k := range kinds {
+			ks = append(ks, k)
+		}
+		sort.Strings(ks)
+		b.WriteString("\n## Abuse served, by kind of abuser\n\n| policy | " + strings.Join(ks, " | ") + " |\n|---|" +
+			strings.Repeat("---:|", len(ks)) + "\n")
+		for _, name := range r.Order {
+			fmt.Fprintf(&b, "| %s |", name)
+			for _, k := range ks {
+				fmt.Fprintf(&b, " %s |", pct(r.Details[name].AbuseServedByKind[k]))
+			}
+			b.WriteString("\n")
+		}
+	}
+	b.WriteString("\n## Checks\n\n")
+	for _, name := range r.Order {
+		fmt.Fprintf(&b, "- %s: enterprise key-epochs throttled below their floor: %d; blocked key-epochs: %d\n",
+			name, r.Details[name].EnterpriseFloorViolations, r.Details[name].BlockedKeyEpochs)
+	}
+	if base, ok := r.Policies[PolicyStaticP99]; ok {
+		for _, name := range []string{PolicyLinTS, PolicyLinTSWait, PolicyEpsGreedy} {
+			p, ok := r.Policies[name]
+			if !ok {
+				continue
+			}
+			fmt.Fprintf(&b, "- %s vs static-p99: legitimate requests throttled %s of static-p99's (target ≤ 20%%), abusive requests served %s of static-p99's (target ≤ 33%%)\n",
+				name, ratio(float64(p.LegitThrottled), float64(base.LegitThrottled)),
+				ratio(p.AbuseServed(), base.AbuseServed()))
+		}
+	}
+	if len(plots) > 0 {
+		b.WriteString("\n## Plots\n\n")
+		for _, p := range plots {
+			fmt.Fprintf(&b, "![%s](%s)\n", strings.TrimSuffix(p, ".png"), p)
+		}
+	}
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+func pct(v float64) string { return fmt.Sprintf("%.3f%%", 100*v) }
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		if a == 0 {
+			return "0/0"
+		}
+		return "∞"
+	}
+	return fmt.Sprintf("%.1f%%", 100*a/b)
+}
+
+// WriteDir writes results.json, details.json, report.md and the plots
+// into dir, creating it.
+func (r *Results) WriteDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	plots, err := r.WritePlots(dir)
+	if err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		name  string
+		write func(io.Writer) error
+	}{
+		{"results.json", r.WriteJSON},
+		{"details.json", r.WriteDetails},
+		{"report.md", func(w io.Writer) error { return r.WriteReport(w, plots) }},
+	} {
+		var b bytes.Buffer
+		if err := f.write(&b); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, f.name), b.Bytes(), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
