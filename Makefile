@@ -3,7 +3,7 @@ GO        ?= go
 FUZZTIME  ?= 10s
 BENCHTIME ?= 1s
 
-.PHONY: run build test test-short lint fuzz bench bench-go bench-wheel bench-load clean
+.PHONY: run build test test-short lint fuzz bench bench-go bench-wheel bench-load sim-small sim-default sim-trace sim-bench clean
 
 run: ## start the service on the embedded default (http://localhost:8080)
 	$(GO) run ./cmd/flowguard serve
@@ -35,6 +35,18 @@ bench-wheel: ## the wheel bandit of Riquelme et al. 2018: regret of LinTS, NIG, 
 
 bench-load: ## throughput and fixed-rate p99, as ratios to a bare fasthttp baseline
 	@scripts/loadbench.sh
+
+sim-small: ## the small scenario, every policy (a few seconds)
+	$(GO) run ./cmd/flowguard sim --scenario examples/scenarios/small.yaml --out out/sim-small
+
+sim-default: ## the default (DevFlow-like) scenario, every policy: about 2.5 minutes on 2 cores
+	$(GO) run ./cmd/flowguard sim --scenario examples/scenarios/default.yaml --seed 1 --out out/sim-default
+
+sim-trace: ## replay the 2015 Apache access log through the pipeline
+	$(GO) run ./cmd/flowguard sim --trace ../shared/data/apache_access_2015.log --out out/sim-trace
+
+sim-bench: ## simulator throughput in key-epochs/s; SIM_KEYS=1200000 is the issue's full target (346M key-epochs)
+	FLOWGUARD_SIM_BENCH_KEYS=$${SIM_KEYS:-200000} $(GO) test -run '^$$' -bench BenchmarkSimKeyEpochs -benchtime 1x -timeout 60m ./sim/
 
 clean:
 	rm -rf bin out
