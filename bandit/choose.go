@@ -55,13 +55,29 @@ type Choice struct {
 // Choose does not allocate. It returns ErrNoArm for an empty range, and
 // ErrDim, ErrBadValue or ErrUnknownArm (wrapped) for bad input.
 func (s *Snapshot) Choose(x []float64, allowed ArmRange, rng *rand.Rand) (Choice, error) {
+	return s.ChooseScaled(x, allowed, rng, 1)
+}
+
+// ChooseScaled is Choose with the exploration scale multiplied by factor:
+// an experiment variant that explores more (factor > 1) or less than the
+// model's configured scale, on the same posterior. The propensity is that
+// of the scaled policy. factor must be positive and finite.
+func (s *Snapshot) ChooseScaled(x []float64, allowed ArmRange, rng *rand.Rand, factor float64) (Choice, error) {
 	if rng == nil {
 		return Choice{}, errNoRand
+	}
+	if !(factor > 0) || math.IsInf(factor, 0) {
+		return Choice{}, fmt.Errorf("bandit: %w: exploration factor %v", ErrBadValue, factor)
 	}
 	var buf [MaxArms]score
 	sc, err := s.scores(buf[:], x, allowed)
 	if err != nil {
 		return Choice{}, err
+	}
+	if factor != 1 {
+		for j := range sc {
+			sc[j].scale *= factor
+		}
 	}
 	best, bestScore := 0, math.Inf(-1)
 	for j := range sc {
@@ -101,10 +117,23 @@ func (s *Snapshot) Choose(x []float64, allowed ArmRange, rng *rand.Rand) (Choice
 // Choose reports when it picks a, computed without drawing, e.g. to
 // evaluate this snapshot offline on decisions logged by another policy.
 func (s *Snapshot) Probability(x []float64, allowed ArmRange, a int) (float64, error) {
+	return s.ProbabilityScaled(x, allowed, a, 1)
+}
+
+// ProbabilityScaled is Probability for ChooseScaled with factor.
+func (s *Snapshot) ProbabilityScaled(x []float64, allowed ArmRange, a int, factor float64) (float64, error) {
+	if !(factor > 0) || math.IsInf(factor, 0) {
+		return 0, fmt.Errorf("bandit: %w: exploration factor %v", ErrBadValue, factor)
+	}
 	var buf [MaxArms]score
 	sc, err := s.scores(buf[:], x, allowed)
 	if err != nil {
 		return 0, err
+	}
+	if factor != 1 {
+		for j := range sc {
+			sc[j].scale *= factor
+		}
 	}
 	if a < 0 || a >= len(s.arms) {
 		return 0, fmt.Errorf("bandit: %w: arm %d, have %d arms", ErrUnknownArm, a, len(s.arms))

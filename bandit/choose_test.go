@@ -21,6 +21,8 @@ func TestPropensityMatchesFrequency(t *testing.T) {
 		"lints prior":    prior,
 		"nig trained":    nig,
 		"epsilon-greedy": EpsilonGreedy{Snapshot: gauss, Epsilon: 0.1},
+		"lints ×3 scale": Scaled{Snapshot: gauss, Factor: 3},
+		"nig ×0.3 scale": Scaled{Snapshot: nig, Factor: 0.3},
 		"uniform":        Uniform{Arms: gauss.Arms()},
 	}
 	ranges := map[string]ArmRange{"all": {0, 5}, "middle three": {1, 4}, "one": {2, 3}}

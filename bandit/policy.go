@@ -18,7 +18,26 @@ type Policy interface {
 	Probability(x []float64, allowed ArmRange, a int) (float64, error)
 }
 
+// Scaled is Thompson sampling on Snapshot with its exploration scale
+// multiplied by Factor: how an experiment variant explores more or less
+// than the model it shares.
+type Scaled struct {
+	Snapshot *Snapshot
+	Factor   float64 // > 0; 1 is the snapshot's own scale
+}
+
+// Choose is Snapshot.ChooseScaled.
+func (p Scaled) Choose(x []float64, allowed ArmRange, rng *rand.Rand) (Choice, error) {
+	return p.Snapshot.ChooseScaled(x, allowed, rng, p.Factor)
+}
+
+// Probability is Snapshot.ProbabilityScaled.
+func (p Scaled) Probability(x []float64, allowed ArmRange, a int) (float64, error) {
+	return p.Snapshot.ProbabilityScaled(x, allowed, a, p.Factor)
+}
+
 var (
+	_ Policy = Scaled{}
 	_ Policy = (*Snapshot)(nil)
 	_ Policy = EpsilonGreedy{}
 	_ Policy = Uniform{}

@@ -20,11 +20,12 @@ package serving
 // A stopped variant's units get the control's policy (static) and stay
 // attributed to the variant (intention to treat).
 //
-// Per-variant bandit settings (arms, exploration, lambda, posterior,
-// reward_mode) are not applied per call: bandit.Snapshot.Choose has no
-// per-call exploration scale and the arms and posterior are the model's.
-// Every bandit and shadow variant shares the one model the ml: section
-// configures; a variant whose settings differ is reported at start.
+// Per-variant bandit settings: exploration is applied per call
+// (bandit.Snapshot.ChooseScaled, the variant's scale over ml.exploration,
+// with exact propensities). Arms, lambda, posterior and reward_mode are the
+// model's: every bandit and shadow variant shares the one model the ml:
+// section configures, and a variant whose other settings differ is
+// reported at start.
 //
 // Decision log. rewards.Record.Validate and the learner read the variant
 // field as the enforcement mode: "bandit" (the logged arm was the bandit's
@@ -132,6 +133,9 @@ func (c *variantCounters) counts() experiments.Counts {
 type expVariant struct {
 	id experiments.VariantID
 	c  *variantCounters
+	// explore multiplies the model's exploration scale: the variant's
+	// bandit.exploration over ml.exploration; 1 without bandit settings.
+	explore float64
 }
 
 // plan is how stage 2 treats a key for its epoch. It is comparable: a key
@@ -161,7 +165,9 @@ type expGen struct {
 type expRuntime struct {
 	cur   atomic.Pointer[expGen] // nil: experiments off
 	every time.Duration
-	ring  int // snapshots in the guardrail window
+	// exploration is ml.exploration, the scale variants' own are relative to.
+	exploration float64
+	ring        int // snapshots in the guardrail window
 
 	mu       sync.Mutex
 	counters map[experiments.VariantID]*variantCounters
@@ -176,13 +182,14 @@ type expRuntime struct {
 	unattributed prometheus.Counter
 }
 
-func newExpRuntime(cfg config.Experiments, m *metrics) (*expRuntime, error) {
+func newExpRuntime(cfg config.Experiments, m *metrics, exploration float64) (*expRuntime, error) {
 	e := &expRuntime{
-		every:    cfg.GuardrailEvery,
-		ring:     int(cfg.GuardrailWindow/cfg.GuardrailEvery) + 1,
-		counters: map[experiments.VariantID]*variantCounters{},
-		memStops: map[experiments.VariantID]experiments.StopRecord{},
-		seen:     labelIDs{max: 1 << 17, ids: map[string]struct{}{}},
+		exploration: exploration,
+		every:       cfg.GuardrailEvery,
+		ring:        int(cfg.GuardrailWindow/cfg.GuardrailEvery) + 1,
+		counters:    map[experiments.VariantID]*variantCounters{},
+		memStops:    map[experiments.VariantID]experiments.StopRecord{},
+		seen:        labelIDs{max: 1 << 17, ids: map[string]struct{}{}},
 	}
 	e.abusive.init(1 << 20)
 	if cfg.StopLog != "" {
@@ -227,7 +234,11 @@ func (e *expRuntime) install(cfg *experiments.Config) (*expGen, error) {
 				c = new(variantCounters)
 				e.counters[id] = c
 			}
-			g.variants[i][j] = &expVariant{id: id, c: c}
+			explore := 1.0
+			if v.Bandit != nil && v.Bandit.Exploration > 0 && e.exploration > 0 {
+				explore = v.Bandit.Exploration / e.exploration
+			}
+			g.variants[i][j] = &expVariant{id: id, c: c, explore: explore}
 		}
 	}
 	defer e.mu.Unlock()
@@ -330,7 +341,7 @@ func (e *expRuntime) windowCounts() map[experiments.VariantID]experiments.Counts
 
 // startExperiments sets up experiments for a new Server.
 func (s *Server) startExperiments(cfg *config.Loaded) error {
-	e, err := newExpRuntime(cfg.Experiments, s.metrics)
+	e, err := newExpRuntime(cfg.Experiments, s.metrics, cfg.ML.Exploration)
 	if err != nil {
 		return err
 	}
@@ -357,7 +368,7 @@ func (s *Server) installExperiments(cfg *config.Loaded) error {
 	for _, x := range ec.Experiments {
 		for _, v := range x.Variants {
 			if v.Bandit != nil && !s.sharesModel(v.Bandit) {
-				s.log.Warn("variant bandit settings differ from ml: every bandit and shadow variant uses the one model ml: configures",
+				s.log.Warn("variant arms, lambda, posterior or reward_mode differ from ml: every bandit and shadow variant uses the one model ml: configures (only exploration is per variant)",
 					"experiment", x.Name, "variant", v.Name)
 			}
 			if g.a.Stopped(x.Name, v.Name) {
@@ -373,7 +384,7 @@ func (s *Server) installExperiments(cfg *config.Loaded) error {
 // sharesModel reports whether a variant's bandit settings are the model's.
 func (s *Server) sharesModel(b *experiments.BanditSpec) bool {
 	ml := s.cfg.ML
-	return reflect.DeepEqual(b.Arms, ml.Arms) && b.Exploration == ml.Exploration && b.Lambda == ml.Lambda &&
+	return reflect.DeepEqual(b.Arms, ml.Arms) && b.Lambda == ml.Lambda &&
 		b.Posterior == ml.Posterior && string(b.RewardMode) == ml.RewardMode
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/devflow/flowguard/bandit"
 	"github.com/devflow/flowguard/experiments"
 	"github.com/devflow/flowguard/internal/config"
 	"github.com/devflow/flowguard/rewards"
@@ -408,5 +411,78 @@ func BenchmarkDecideMLOn(b *testing.B) {
 				srv.decide(context.Background(), &reqs[i%len(reqs)])
 			}
 		})
+	}
+}
+
+// A variant's own exploration scale is applied per call: its logged
+// propensities are those of the scaled policy, not the model's own.
+func TestVariantExplorationIsApplied(t *testing.T) {
+	const exps = `
+experiments:
+  - name: explore
+    salt: explore-test
+    variants:
+      - {name: control, policy: static, weight: 0}
+      - {name: wide, policy: bandit, bandit: {exploration: 4}}
+`
+	cfg, _ := writeExpConfig(t, t.TempDir(), exps)
+	ts, tee := startExpTee(t, cfg)
+	factor := 4 / cfg.ML.Exploration
+	// A weakly trained model: arms' scores overlap, so the exploration
+	// scale changes the choice probabilities.
+	ml := ts.Server.ml
+	bcfg := ml.model.Load().Config()
+	bcfg.ModelID = "weak"
+	l, err := bandit.NewLearner(bcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(3, 3))
+	x := make([]float64, ctxDim)
+	for i := range 60 {
+		for j := range x {
+			x[j] = r.Float64()
+		}
+		if err := l.Update(x, i%len(ml.arms), 0.1*float64(i%len(ml.arms))+r.NormFloat64()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	weak, err := l.Snapshot(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ml.model.Store(weak); err != nil {
+		t.Fatal(err)
+	}
+	differs := 0
+	for i := range 40 {
+		key := fmt.Sprintf("k_wide_%d", i)
+		if d := decideAs(t, ts, key, ""); d.Variant != "wide" {
+			t.Fatalf("%s: variant %q, want wide", key, d.Variant)
+		}
+		recs := tee.decisions(key)
+		if len(recs) != 1 || recs[0].Policy != rewards.PolicyBandit {
+			t.Fatalf("%s: records %+v", key, recs)
+		}
+		r := recs[0]
+		snap := ts.Server.ml.model.Load()
+		if snap.Version() != r.ModelVersion {
+			continue // the learner published in between
+		}
+		allowed, err := snap.Allowed(r.Floor, r.Ceiling)
+		if err != nil {
+			t.Fatal(err)
+		}
+		scaled, _ := snap.ProbabilityScaled(r.Context, allowed, r.Arm, factor)
+		own, _ := snap.Probability(r.Context, allowed, r.Arm)
+		if math.Abs(scaled-r.Propensity) > 1e-9 {
+			t.Errorf("%s: logged propensity %v, the scaled policy's %v (the model's own %v)", key, r.Propensity, scaled, own)
+		}
+		if math.Abs(own-r.Propensity) > 1e-6 {
+			differs++
+		}
+	}
+	if differs == 0 {
+		t.Errorf("no logged propensity differs from the unscaled policy's: the variant's exploration was not applied")
 	}
 }

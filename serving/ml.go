@@ -298,7 +298,11 @@ func (m *mlStage) score(key string, rule *policy.Rule, snap *bandit.Snapshot, no
 		return epochChoice{}, err
 	}
 	rng := m.rngs.Get().(*rand.Rand)
-	c, err := snap.Choose(x, allowed, rng)
+	explore := 1.0
+	if p.v != nil {
+		explore = p.v.explore
+	}
+	c, err := snap.ChooseScaled(x, allowed, rng, explore)
 	m.rngs.Put(rng)
 	if err != nil {
 		return epochChoice{}, err
