@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/devflow/flowguard/internal/testredis"
 	"github.com/devflow/flowguard/rewards"
 	"github.com/segmentio/kafka-go"
+	"github.com/valyala/fasthttp"
 )
 
 // remotePolicies: serve with learner: remote, Kafka and Redis; 1 s epochs,
@@ -203,4 +206,59 @@ func BenchmarkLabelToMultiplier(b *testing.B) {
 		total += time.Since(sent)
 	}
 	b.ReportMetric(total.Seconds()/float64(b.N), "s/label-to-multiplier")
+}
+
+// BenchmarkDecideKafkaDown is the ML-on decide handler where every call
+// starts a key-epoch (so it logs a decision record), with no Kafka, with
+// Kafka (kfake) up, and with Kafka unreachable: the request path must not
+// notice Kafka's state. Compare the sub-benchmarks' ns/op.
+func BenchmarkDecideKafkaDown(b *testing.B) {
+	kc, err := devkafka.Start("127.0.0.1:0", devkafka.DefaultTopics())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer kc.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	const ml = `
+ml:
+  epoch: 1h
+  deadline: 500ms
+  log_buffer: 65536
+policies:
+  tiers:
+    free: {rate: 1000, period: 1s, burst: 1000, ml: on}
+`
+	cases := []struct{ name, yaml string }{
+		{"no-kafka", ml},
+		{"kafka-up", fmt.Sprintf("kafka:\n  brokers: [%q]\n", kc.Addrs()[0]) + ml},
+		{"kafka-down", fmt.Sprintf("kafka:\n  brokers: [%q]\n", dead) + ml},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			srv, err := New(mustParse(b, c.yaml), Options{Seed: 1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer srv.Close()
+			h := srv.Handler()
+			var ctx fasthttp.RequestCtx
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				ctx.Request.Reset()
+				ctx.Response.Reset()
+				ctx.Request.Header.SetMethod("POST")
+				ctx.Request.SetRequestURI("/v1/decide")
+				ctx.Request.SetBody([]byte(`{"key":"k_` + strconv.Itoa(i) + `","endpoint":"GET /v1/items","client_ip":"203.0.113.7"}`))
+				h(&ctx)
+				if ctx.Response.StatusCode() != 200 {
+					b.Fatalf("status %d", ctx.Response.StatusCode())
+				}
+			}
+		})
+	}
 }
