@@ -329,7 +329,9 @@ func toFloat32(x []float64, dst []float32) []float32 {
 
 // aggIndex returns the index of (hour, arm)'s aggregate, adding it.
 func (h *keyHistory) aggIndex(hour int64, arm int) int {
-	for i := range h.Aggs {
+	// Newest first: records arrive roughly in time order, so the match is
+	// almost always among the last few of up to window × arms aggregates.
+	for i := len(h.Aggs) - 1; i >= 0; i-- {
 		if h.Aggs[i].Hour == hour && h.Aggs[i].Arm == arm {
 			return i
 		}
