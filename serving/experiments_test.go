@@ -105,7 +105,7 @@ func (l *expTeeLog) decisions(key string) []rewards.Record {
 // startExpTee starts a server on a real socket whose decision log is teed.
 func startExpTee(t *testing.T, cfg *config.Loaded) (*testServer, *expTeeLog) {
 	t.Helper()
-	srv, err := New(cfg, Options{Seed: 7})
+	srv, err := New(cfg, Options{Seed: 7, AdminToken: testAdminToken})
 	if err != nil {
 		t.Fatal(err)
 	}

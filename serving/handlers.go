@@ -47,13 +47,13 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 			if s.allowMethod(ctx, "POST") {
 				s.handleOutcomes(ctx)
 			}
-		case "/v1/labels":
-			if s.allowMethod(ctx, "POST") {
+		case "/v1/labels": // admin: serving/auth.go
+			if s.admitAdmin(ctx, "labels") && s.allowMethod(ctx, "POST") {
 				s.handleLabels(ctx)
 			}
 		default:
-			if key, ok := explainKey(string(ctx.Path())); ok {
-				if s.allowMethod(ctx, "GET", "HEAD") {
+			if key, ok := explainKey(string(ctx.Path())); ok { // admin
+				if s.admitAdmin(ctx, "explain") && s.allowMethod(ctx, "GET", "HEAD") {
 					s.handleExplain(ctx, key)
 				}
 				return

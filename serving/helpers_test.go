@@ -59,6 +59,9 @@ func startServer(t testing.TB, cfg *config.Loaded) *testServer {
 
 func startServerOpts(t testing.TB, cfg *config.Loaded, opts Options) *testServer {
 	t.Helper()
+	if opts.AdminToken == "" {
+		opts.AdminToken = testAdminToken
+	}
 	srv, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +104,22 @@ func mustParse(t testing.TB, yaml string) *config.Loaded {
 	return cfg
 }
 
-var client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+// testAdminToken is the admin token of the servers startServer starts;
+// client sends it with every request that has no Authorization header.
+// auth_test.go checks the endpoints without it.
+const testAdminToken = "test-admin-token-0123456789"
+
+var client = &http.Client{Timeout: 10 * time.Second, Transport: withAdminToken{&http.Transport{MaxIdleConnsPerHost: 64}}}
+
+type withAdminToken struct{ http.RoundTripper }
+
+func (t withAdminToken) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Header.Get("Authorization") == "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+testAdminToken)
+	}
+	return t.RoundTripper.RoundTrip(r)
+}
 
 // wireDecision is the decide response as a client reads it.
 type wireDecision struct {

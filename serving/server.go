@@ -41,6 +41,10 @@ type Options struct {
 	// InstanceID names this instance in the state it shares through Redis.
 	// Default: host name, process id and a random suffix.
 	InstanceID string
+	// AdminToken is the bearer token of the admin endpoints (see
+	// config.Server.AdminAuth). Default: the environment variable
+	// server.admin_token_env names.
+	AdminToken string
 }
 
 // Server is the decision service. Create it with New, run it with Run or
@@ -66,8 +70,10 @@ type Server struct {
 	kdialer *kafka.Dialer        // nil without kafka, or kafka-go's default
 	models  *modelWatcher        // nil unless ml.learner: remote
 	fsync   *featureSync         // nil without redis
+	regions *regionShares        // nil without regions:
 	audit   *auditLog
 	exp     *expRuntime // experiments (serving/experiments.go)
+	admin   *adminGuard // serving/auth.go
 
 	metrics *metrics
 	log     *slog.Logger
@@ -135,6 +141,15 @@ func New(cfg *config.Loaded, opts Options) (*Server, error) {
 		s.limiter = s.local
 	}
 	s.metrics = newMetrics(s.limiter)
+	token := opts.AdminToken
+	if token == "" {
+		token = cfg.Server.AdminToken()
+	}
+	admin, err := newAdminGuard(cfg.Server, token, log, s.metrics.reg)
+	if err != nil {
+		return nil, fmt.Errorf("serving: %w", err)
+	}
+	s.admin = admin
 	clock := opts.Clock
 	if clock == nil {
 		clock = time.Now
@@ -149,6 +164,16 @@ func New(cfg *config.Loaded, opts Options) (*Server, error) {
 	}
 	s.ml = ml
 	ml.timing = func(d time.Duration) { s.metrics.stage2.Observe(d.Seconds()) }
+	if cfg.Regions != nil {
+		id := opts.InstanceID
+		if id == "" {
+			id = defaultInstanceID()
+		}
+		if s.regions, err = newRegionShares(cfg, id, clock, log, s.metrics.reg); err != nil {
+			return nil, fmt.Errorf("serving: regions: %w", err)
+		}
+		s.limiter = regionLimiter{inner: s.limiter, r: s.regions}
+	}
 	if s.redis != nil {
 		id := opts.InstanceID
 		if id == "" {
@@ -175,7 +200,7 @@ func New(cfg *config.Loaded, opts Options) (*Server, error) {
 	}
 	if cfg.ML.Learner == "remote" && (s.redis != nil || cfg.Kafka != nil) {
 		var store *rewards.RedisStore
-		if s.redis != nil {
+		if s.redis != nil && cfg.ML.ModelSource == config.ModelSourceRedis {
 			store = rewards.NewRedisStore(s.redis, cfg.Redis.Prefix)
 		}
 		s.models = newModelWatcher(s.ml, store, log, s.metrics.reg)
@@ -196,7 +221,7 @@ func New(cfg *config.Loaded, opts Options) (*Server, error) {
 		Handler:                      s.Handler(),
 		ErrorHandler:                 s.transportError,
 		Name:                         "flowguard",
-		MaxRequestBodySize:           max(cfg.Server.MaxBodyBytes, cfg.Server.MaxBatchBodyBytes),
+		MaxRequestBodySize:           max(cfg.Server.MaxBodyBytes, cfg.Server.MaxBatchBodyBytes, cfg.Server.AdminMaxBodyBytes),
 		ReadTimeout:                  10 * time.Second,
 		WriteTimeout:                 10 * time.Second,
 		IdleTimeout:                  90 * time.Second,
@@ -273,6 +298,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.fsync != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.fsync.run(bg, s.cfg.ML.ShareEvery, s.featureSyncChanged) }()
+	}
+	if s.regions != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.regions.run(bg) }()
 	}
 
 	s.log.Info("flowguard serving", "addr", ln.Addr().String(), "config", s.cfg.Name,
@@ -356,6 +385,7 @@ func (s *Server) backendName() string {
 // Close releases the Redis client and the in-memory store.
 func (s *Server) Close() error {
 	s.local.Close()
+	s.admin.close()
 	s.closeExperiments()
 	if s.klog != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

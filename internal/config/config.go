@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"regexp"
 	"time"
 
 	"github.com/devflow/flowguard/examples"
@@ -29,6 +30,9 @@ type File struct {
 	Policies policy.Doc `yaml:"policies"`
 	// Experiments configures A/B experiments; see experiments.go.
 	Experiments Experiments `yaml:"experiments"`
+	// Regions splits budgets across active-active regions; see regions.go.
+	// nil: this deployment is one region.
+	Regions *Regions `yaml:"regions"`
 }
 
 // Server configures the HTTP service.
@@ -52,7 +56,41 @@ type Server struct {
 	ReloadEvery time.Duration `yaml:"reload_every"`
 	// LogLevel is debug, info, warn or error. Default: info.
 	LogLevel string `yaml:"log_level"`
+	// AdminAuth guards the admin endpoints (POST /v1/labels and
+	// GET /v1/keys/{key}/explain). "token": every call needs
+	// "Authorization: Bearer TOKEN"; with no token configured every call is
+	// a 401. "loopback": the same when a token is configured; without one,
+	// callers connected from a loopback address are let in and the others
+	// get a 401. Default: token; the embedded default (no --config) uses
+	// loopback, so a newcomer's curl on the same machine works.
+	AdminAuth string `yaml:"admin_auth"`
+	// AdminTokenEnv names the environment variable holding the admin token;
+	// the token itself never goes in the file. A set token must be at
+	// least 16 bytes. Default: FLOWGUARD_ADMIN_TOKEN.
+	AdminTokenEnv string `yaml:"admin_token_env"`
+	// AdminRate and AdminBurst cap admin calls per client address (the
+	// socket's peer, not X-Forwarded-For): a token bucket of AdminRate
+	// calls a second holding at most AdminBurst; beyond it, 429.
+	// Defaults: 50 and 100.
+	AdminRate  int64 `yaml:"admin_rate"`
+	AdminBurst int64 `yaml:"admin_burst"`
+	// AdminMaxBodyBytes caps an admin call's body; larger is a 413.
+	// Default: 524288 (1000 labels of about 500 bytes).
+	AdminMaxBodyBytes int `yaml:"admin_max_body_bytes"`
 }
+
+// Admin authentication modes (Server.AdminAuth).
+const (
+	AdminAuthToken    = "token"
+	AdminAuthLoopback = "loopback"
+)
+
+// MinAdminTokenBytes is the shortest admin token serving accepts.
+const MinAdminTokenBytes = 16
+
+// AdminToken returns the admin token from the environment variable
+// AdminTokenEnv names; "" when it is unset or empty.
+func (s *Server) AdminToken() string { return os.Getenv(s.AdminTokenEnv) }
 
 // Redis configures the shared limiter.
 type Redis struct {
@@ -124,19 +162,29 @@ func Load(path string) (*Loaded, error) {
 	return l, nil
 }
 
-// Default returns the embedded default configuration.
+// Default returns the embedded default configuration. Unless the embedded
+// file says otherwise, its admin endpoints use the loopback mode (see
+// Server.AdminAuth).
 func Default() (*Loaded, error) {
-	return Parse(examples.PoliciesName, examples.Policies)
+	return parse(examples.PoliciesName, examples.Policies, AdminAuthLoopback)
 }
 
 // Parse validates data, naming it name in errors.
 func Parse(name string, data []byte) (*Loaded, error) {
+	return parse(name, data, AdminAuthToken)
+}
+
+// parse is Parse with adminAuth as the default of server.admin_auth.
+func parse(name string, data []byte, adminAuth string) (*Loaded, error) {
 	var f File
 	doc, err := yamlx.Decode(name, data, &f)
 	if err != nil {
 		return nil, err
 	}
 	var errs yamlx.Errors
+	if f.Server.AdminAuth == "" {
+		f.Server.AdminAuth = adminAuth
+	}
 	f.Server.defaults()
 	errs = append(errs, f.Server.validate(doc)...)
 	if f.Redis != nil {
@@ -153,6 +201,7 @@ func Parse(name string, data []byte) (*Loaded, error) {
 		errs = append(errs, doc.Errorf([]string{"ml", "learner"},
 			"remote needs a kafka: section (the learner reads the decision log from Kafka)"))
 	}
+	errs = append(errs, f.regionsAndModels(doc)...)
 	set, err := policy.Compile(f.Policies, doc, "policies")
 	if err != nil {
 		errs = append(errs, err.(yamlx.Errors)...)
@@ -198,6 +247,21 @@ func (s *Server) defaults() {
 	if s.LogLevel == "" {
 		s.LogLevel = "info"
 	}
+	if s.AdminAuth == "" {
+		s.AdminAuth = AdminAuthToken
+	}
+	if s.AdminTokenEnv == "" {
+		s.AdminTokenEnv = "FLOWGUARD_ADMIN_TOKEN"
+	}
+	if s.AdminRate == 0 {
+		s.AdminRate = 50
+	}
+	if s.AdminBurst == 0 {
+		s.AdminBurst = 100
+	}
+	if s.AdminMaxBodyBytes == 0 {
+		s.AdminMaxBodyBytes = 512 << 10
+	}
 }
 
 func (s *Server) validate(d *yamlx.Doc) yamlx.Errors {
@@ -225,8 +289,29 @@ func (s *Server) validate(d *yamlx.Doc) yamlx.Errors {
 	default:
 		bad("log_level", "%q, want debug, info, warn or error", s.LogLevel)
 	}
+	switch s.AdminAuth {
+	case AdminAuthToken, AdminAuthLoopback:
+	default:
+		bad("admin_auth", "%q, want token or loopback", s.AdminAuth)
+	}
+	if !envName.MatchString(s.AdminTokenEnv) {
+		// The value is not echoed: it may be a token pasted in the wrong place.
+		bad("admin_token_env", "must name an environment variable (letters, digits and _, not starting with a digit); the token itself never goes in the file")
+	}
+	if s.AdminRate < 1 || s.AdminRate > 100_000 {
+		bad("admin_rate", "%d must be between 1 and 100000 calls a second", s.AdminRate)
+	}
+	if s.AdminBurst < 1 || s.AdminBurst > 100_000 {
+		bad("admin_burst", "%d must be between 1 and 100000", s.AdminBurst)
+	}
+	if s.AdminMaxBodyBytes < 64 || s.AdminMaxBodyBytes > 64<<20 {
+		bad("admin_max_body_bytes", "%d must be between 64 and 67108864", s.AdminMaxBodyBytes)
+	}
 	return errs
 }
+
+// envName is what AdminTokenEnv must look like.
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 func (r *Redis) defaults() {
 	if r.Prefix == "" {

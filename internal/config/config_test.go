@@ -45,6 +45,9 @@ func TestBadFiles(t *testing.T) {
 		"bad_ml_remote_without_kafka.yaml": `testdata/bad_ml_remote_without_kafka.yaml:2: ml.learner: remote needs a kafka: section (the learner reads the decision log from Kafka)`,
 		"bad_ml_block_threshold.yaml":      `testdata/bad_ml_block_threshold.yaml:2: ml.block_threshold: 1.5 must be in (0, 1]`,
 		"bad_audit_key.yaml":               `testdata/bad_audit_key.yaml:3: unknown key "path"`,
+		"bad_admin_auth.yaml":              `testdata/bad_admin_auth.yaml:2: server.admin_auth: "open", want token or loopback`,
+		"bad_admin_token_env.yaml":         `testdata/bad_admin_token_env.yaml:2: server.admin_token_env: must name an environment variable (letters, digits and _, not starting with a digit); the token itself never goes in the file`,
+		"bad_admin_burst.yaml":             `testdata/bad_admin_burst.yaml:3: server.admin_burst: -1 must be between 1 and 100000`,
 	}
 	files, _ := filepath.Glob("testdata/bad_*.yaml")
 	if len(files) != len(cases) {
@@ -150,4 +153,42 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("loaded policies resolve to an unusable rule: %+v", r)
 		}
 	})
+}
+
+// TestAdminAuthDefaults pins the safe defaults: a configuration file
+// requires the admin token; only the embedded default (a newcomer's
+// `make run`) lets loopback callers in without one.
+func TestAdminAuthDefaults(t *testing.T) {
+	f, err := Parse("inline.yaml", []byte("policies:\n  tiers:\n    free:\n      rate: 10\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := f.Server
+	if s.AdminAuth != AdminAuthToken || s.AdminTokenEnv != "FLOWGUARD_ADMIN_TOKEN" || s.AdminRate != 50 || s.AdminBurst != 100 || s.AdminMaxBodyBytes != 512<<10 {
+		t.Errorf("file defaults = %+v", s)
+	}
+	d, err := Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Server.AdminAuth != AdminAuthLoopback {
+		t.Errorf("embedded default admin_auth = %q, want loopback", d.Server.AdminAuth)
+	}
+	e, err := Parse("inline.yaml", []byte("server:\n  admin_auth: loopback\n  admin_token_env: FG_TOKEN\npolicies:\n  tiers:\n    free:\n      rate: 10\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("FG_TOKEN", "a-token-of-some-length")
+	if e.Server.AdminAuth != AdminAuthLoopback || e.Server.AdminToken() != "a-token-of-some-length" {
+		t.Errorf("explicit settings: auth %q, token from FG_TOKEN %q", e.Server.AdminAuth, e.Server.AdminToken())
+	}
+}
+
+// TestAdminTokenEnvErrorHidesValue: a token pasted into admin_token_env
+// must not be echoed into logs by the validation error.
+func TestAdminTokenEnvErrorHidesValue(t *testing.T) {
+	_, err := Load("testdata/bad_admin_token_env.yaml")
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("err = %v, want an error without the value", err)
+	}
 }

@@ -13,7 +13,7 @@ func TestExperimentsSection(t *testing.T) {
 	base := "policies:\n  tiers:\n    free: {rate: 10}\n"
 	cases := map[string]struct {
 		yaml, err string
-		n        int // experiments loaded
+		n         int // experiments loaded
 	}{
 		"none by default":    {base, "", 0},
 		"embedded":           {"experiments: {file: embedded}\n" + base, "", 1},
