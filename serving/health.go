@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"time"
 
-	"github.com/devflow/flowguard/fallback"
 	"github.com/valyala/fasthttp"
 )
 
@@ -38,7 +37,7 @@ func (s *Server) handleReady(ctx *fasthttp.RequestCtx) {
 	if s.redis != nil {
 		lim.Detail = "redis"
 		h := s.redisUp.Load()
-		r := s.limiter.(*fallback.Resilient)
+		r := s.resilient()
 		switch {
 		case r.FallbackActive():
 			lim.Status, lim.Detail = "degraded", "redis circuit open: deciding from this instance's share in memory"

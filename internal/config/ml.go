@@ -45,6 +45,11 @@ type ML struct {
 	// model parts (in Redis when configured, else on the models topic).
 	// Default: 1s.
 	ModelPoll time.Duration `yaml:"model_poll"`
+	// ModelSource is where, with learner: remote, model parts are read:
+	// "redis" polls this region's Redis, "kafka" follows the compacted
+	// models topic (a region whose Redis the learners do not write to).
+	// Default: redis when redis: is configured, else kafka.
+	ModelSource string `yaml:"model_source"`
 	// PublishEvery is how often the in-process learner publishes a new
 	// snapshot. Default: 10s.
 	PublishEvery time.Duration `yaml:"publish_every"`

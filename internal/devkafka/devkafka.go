@@ -20,7 +20,9 @@ type Topic struct {
 }
 
 // DefaultTopics are DESIGN.md's topics: 4 partitions each (so that
-// several learners can share the load), flowguard.models compacted.
+// several learners can share the load), flowguard.models compacted, and
+// flowguard.regions with one partition (every region reads the heartbeats
+// in the same order).
 func DefaultTopics() []Topic {
 	return []Topic{
 		{Name: "flowguard.decisions", Partitions: 4},
@@ -28,6 +30,7 @@ func DefaultTopics() []Topic {
 		{Name: "flowguard.labels.dlq", Partitions: 1},
 		{Name: "flowguard.models", Partitions: 1, Compacted: true},
 		{Name: "flowguard.audit", Partitions: 1},
+		{Name: "flowguard.regions", Partitions: 1},
 	}
 }
 
