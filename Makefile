@@ -3,7 +3,7 @@ GO        ?= go
 FUZZTIME  ?= 10s
 BENCHTIME ?= 1s
 
-.PHONY: run build test test-short lint fuzz bench bench-go bench-wheel bench-load sim-small sim-default sim-trace sim-bench clean
+.PHONY: run build test test-short lint fuzz bench bench-go bench-wheel bench-load bench-cost check-rules chaos soak sim-small sim-default sim-trace sim-bench clean
 
 run: ## start the service on the embedded default (http://localhost:8080)
 	$(GO) run ./cmd/flowguard serve
@@ -25,7 +25,7 @@ lint: ## gofmt and go vet must be clean
 fuzz: ## run every fuzz target for FUZZTIME each
 	@scripts/fuzz.sh $(FUZZTIME)
 
-bench: bench-go bench-wheel bench-load ## Go benchmarks, the wheel bandit table, then the HTTP load figures
+bench: bench-go bench-wheel bench-load bench-cost ## Go benchmarks, the wheel bandit table, the HTTP load figures, CPU cost per decision
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
@@ -35,6 +35,19 @@ bench-wheel: ## the wheel bandit of Riquelme et al. 2018: regret of LinTS, NIG, 
 
 bench-load: ## throughput and fixed-rate p99, as ratios to a bare fasthttp baseline
 	@scripts/loadbench.sh
+
+bench-cost: ## CPU-seconds per 1M decisions, embedded and Redis mode, in $ per request at $0.04/vCPU-hour (COST_VCPU_HOUR)
+	@scripts/cost.sh
+
+check-rules: ## promtool check + unit tests of the Prometheus alert rules (also run by make test: serving/ops_rules_test.go)
+	promtool check rules deploy/prometheus/flowguard-alerts.yml
+	promtool test rules deploy/prometheus/flowguard-alerts_test.yml
+
+chaos: ## fault and load harness: 3 regions × 2 serve, learn, 3 redis-server, kfake; kills and restores each (≈ 4 min)
+	$(GO) run ./internal/chaos -fault $${CHAOS_FAULT:-20s} -settle $${CHAOS_SETTLE:-10s} -v
+
+soak: ## fixed rate for SOAK_DURATION (30m), RSS and heap every minute, verdict on memory flatness
+	SOAK_DURATION=$${SOAK_DURATION:-30m} scripts/soak.sh
 
 sim-small: ## the small scenario, every policy (a few seconds)
 	$(GO) run ./cmd/flowguard sim --scenario examples/scenarios/small.yaml --out out/sim-small
