@@ -283,3 +283,16 @@ func yamlError(name string, err error) error {
 	}
 	return errors.New(strings.Join(msgs, "\n"))
 }
+
+// Equal reports whether a and b are the same arms in the same order.
+func (a ArmSet) Equal(b ArmSet) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -33,7 +33,7 @@ func Merge(created time.Time, parts ...*Snapshot) (*Snapshot, error) {
 		c := s.Config()
 		if c.ModelID != cfg.ModelID || c.Dim != cfg.Dim || c.NoIntercept != cfg.NoIntercept ||
 			c.Posterior != cfg.Posterior || c.Lambda != cfg.Lambda || c.Scale != cfg.Scale ||
-			c.PriorShape != cfg.PriorShape || c.PriorRate != cfg.PriorRate || !sameArms(c.Arms, cfg.Arms) {
+			c.PriorShape != cfg.PriorShape || c.PriorRate != cfg.PriorRate || !c.Arms.Equal(cfg.Arms) {
 			return nil, fmt.Errorf("%w: part %d is %q/%d arms/dim %d, part 0 is %q/%d arms/dim %d",
 				ErrMergeMismatch, i, c.ModelID, len(c.Arms), c.Dim, cfg.ModelID, len(cfg.Arms), cfg.Dim)
 		}
@@ -64,16 +64,4 @@ func Merge(created time.Time, parts ...*Snapshot) (*Snapshot, error) {
 		out.models[a] = m
 	}
 	return out, nil
-}
-
-func sameArms(a, b ArmSet) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

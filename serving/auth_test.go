@@ -2,11 +2,9 @@ package serving
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -29,15 +27,7 @@ func startGuarded(t *testing.T, yaml, token string, log *slog.Logger) *testServe
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ts := &testServer{Server: srv, URL: "http://" + ln.Addr().String(), cancel: cancel, done: make(chan error, 1)}
-	go func() { ts.done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() { ts.stop(t); srv.Close() })
-	return ts
+	return serveOn(t, srv)
 }
 
 // call sends method to url with body and the Authorization header auth

@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -111,15 +110,7 @@ func startExpTee(t *testing.T, cfg *config.Loaded) (*testServer, *expTeeLog) {
 	}
 	tee := &expTeeLog{next: srv.ml.dlog}
 	srv.ml.dlog = tee
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ts := &testServer{Server: srv, URL: "http://" + ln.Addr().String(), cancel: cancel, done: make(chan error, 1)}
-	go func() { ts.done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() { ts.stop(t); srv.Close() })
-	return ts, tee
+	return serveOn(t, srv), tee
 }
 
 func explainOf(t *testing.T, ts *testServer, key, tenant string) Explanation {

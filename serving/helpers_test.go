@@ -66,6 +66,12 @@ func startServerOpts(t testing.TB, cfg *config.Loaded, opts Options) *testServer
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveOn(t, srv)
+}
+
+// serveOn serves srv on a real socket until the test ends.
+func serveOn(t testing.TB, srv *Server) *testServer {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

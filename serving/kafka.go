@@ -54,6 +54,17 @@ func KafkaDialer(k *config.Kafka) (*kafka.Dialer, error) {
 	return &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true, TLS: t.TLS, SASLMechanism: t.SASL}, nil
 }
 
+// kafkaClients returns the transport (writers, clients) and the dialer
+// (readers, consumer groups) for the configured TLS and SASL settings.
+func kafkaClients(k *config.Kafka) (*kafka.Transport, *kafka.Dialer, error) {
+	tr, err := KafkaTransport(k)
+	if err != nil {
+		return nil, nil, err
+	}
+	dialer, err := KafkaDialer(k)
+	return tr, dialer, err
+}
+
 // teeLog sends each record to every log.
 type teeLog []decisionLog
 

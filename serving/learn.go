@@ -56,11 +56,7 @@ func NewLearner(cfg *config.Loaded, o LearnerOptions) (*Learner, error) {
 	if o.CheckpointEvery == 0 {
 		o.CheckpointEvery = cfg.ML.PublishEvery
 	}
-	tr, err := KafkaTransport(cfg.Kafka)
-	if err != nil {
-		return nil, err
-	}
-	dialer, err := KafkaDialer(cfg.Kafka)
+	tr, dialer, err := kafkaClients(cfg.Kafka)
 	if err != nil {
 		return nil, err
 	}

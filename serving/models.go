@@ -156,7 +156,7 @@ func (w *modelWatcher) accept(p int, data []byte) bool {
 	if err == nil && part.Partition != p {
 		err = fmt.Errorf("part of partition %d published as %d", part.Partition, p)
 	}
-	if err == nil && !sameArms(part.Bandit.Arms(), w.ml.arms) {
+	if err == nil && !part.Bandit.Arms().Equal(w.ml.arms) {
 		err = fmt.Errorf("arms %d differ from this instance's ml.arms", len(part.Bandit.Arms()))
 	}
 	if err != nil {
@@ -165,18 +165,6 @@ func (w *modelWatcher) accept(p int, data []byte) bool {
 		return false
 	}
 	w.parts[p] = part
-	return true
-}
-
-func sameArms(a, b bandit.ArmSet) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
 	return true
 }
 

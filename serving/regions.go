@@ -65,11 +65,7 @@ type countShard struct {
 
 func newRegionShares(cfg *config.Loaded, instance string, clock func() time.Time, log *slog.Logger, reg prometheus.Registerer) (*regionShares, error) {
 	rc := *cfg.Regions
-	tr, err := KafkaTransport(cfg.Kafka)
-	if err != nil {
-		return nil, err
-	}
-	dialer, err := KafkaDialer(cfg.Kafka)
+	tr, dialer, err := kafkaClients(cfg.Kafka)
 	if err != nil {
 		return nil, err
 	}
