@@ -284,13 +284,14 @@ func yamlError(name string, err error) error {
 	return errors.New(strings.Join(msgs, "\n"))
 }
 
-// Equal reports whether a and b are the same arms in the same order.
+// Equal reports whether a and b are the same arms (names and
+// multipliers) in the same order, wherever they were read from.
 func (a ArmSet) Equal(b ArmSet) bool {
 	if len(a) != len(b) {
 		return false
 	}
 	for i := range a {
-		if a[i] != b[i] {
+		if a[i].Name != b[i].Name || a[i].Multiplier != b[i].Multiplier {
 			return false
 		}
 	}

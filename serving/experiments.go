@@ -22,35 +22,28 @@ package serving
 //
 // Per-variant bandit settings: exploration is applied per call
 // (bandit.Snapshot.ChooseScaled, the variant's scale over ml.exploration,
-// with exact propensities). Arms, lambda, posterior and reward_mode are the
-// model's: every bandit and shadow variant shares the one model the ml:
-// section configures, and a variant whose other settings differ is
-// reported at start.
+// with exact propensities), and a variant whose arms are a contiguous run
+// of ml.arms chooses among those only (within the rule's floor and
+// ceiling). Lambda, posterior and reward_mode are the model's: every
+// bandit and shadow variant shares the one model the ml: section
+// configures, and a variant whose other settings differ is reported at
+// start.
 //
-// Decision log. rewards.Record.Validate and the learner read the variant
-// field as the enforcement mode: "bandit" (the logged arm was the bandit's
-// and was enforced: the learner learns from it) or "shadow" (not a bandit
-// choice that was enforced: evaluation only). So a unit in an experiment
-// is logged with
-//
-//	experiment  "EXPERIMENT/VARIANT" (names cannot hold '/')
-//	variant     "bandit" for an enforced bandit choice; "shadow" otherwise
-//
-// and, when the enforced budget was deterministic (a static variant, a
-// stopped one, or an ML fallback), a record with variant "shadow", the arm
-// nearest the enforced multiplier (1 clamped to [floor, ceiling]), that
-// multiplier, propensity 1 and the key's context: the enforced action and
-// its probability, which is what off-policy evaluation and the report's
-// control arm need. A shadow variant's record carries the bandit's
-// would-be arm and propensity; the enforced action is again the
-// deterministic one, derived from floor and ceiling.
+// Decision log. A unit in an experiment is logged with experiment and
+// variant (the names) and policy, what was enforced: "bandit" (the logged
+// arm was the bandit's and was enforced: the learner learns from it),
+// "shadow" (the bandit's would-be arm and propensity, the deterministic
+// budget enforced) or "static" (a static variant, a stopped one, or an ML
+// fallback: the arm nearest the enforced multiplier, 1 clamped to [floor,
+// ceiling], that multiplier, propensity 1 and the key's context — the
+// enforced action and its probability, which is what off-policy
+// evaluation and the report's control arm need).
 
 import (
 	"context"
 	"errors"
 	"hash/maphash"
 	"math"
-	"reflect"
 	"slices"
 	"strconv"
 	"sync"
@@ -136,6 +129,9 @@ type expVariant struct {
 	// explore multiplies the model's exploration scale: the variant's
 	// bandit.exploration over ml.exploration; 1 without bandit settings.
 	explore float64
+	// arms is the part of ml.arms the variant's bandit.arms names (a
+	// contiguous run of them); Hi 0: all of them.
+	arms bandit.ArmRange
 }
 
 // plan is how stage 2 treats a key for its epoch. It is comparable: a key
@@ -165,8 +161,10 @@ type expGen struct {
 type expRuntime struct {
 	cur   atomic.Pointer[expGen] // nil: experiments off
 	every time.Duration
-	// exploration is ml.exploration, the scale variants' own are relative to.
+	// exploration is ml.exploration, the scale variants' own are relative
+	// to, and arms ml.arms, of which a variant's arms must be a run.
 	exploration float64
+	arms        bandit.ArmSet
 	ring        int // snapshots in the guardrail window
 
 	mu       sync.Mutex
@@ -238,7 +236,11 @@ func (e *expRuntime) install(cfg *experiments.Config) (*expGen, error) {
 			if v.Bandit != nil && v.Bandit.Exploration > 0 && e.exploration > 0 {
 				explore = v.Bandit.Exploration / e.exploration
 			}
-			g.variants[i][j] = &expVariant{id: id, c: c, explore: explore}
+			var arms bandit.ArmRange
+			if v.Bandit != nil {
+				arms, _ = armRun(e.arms, v.Bandit.Arms)
+			}
+			g.variants[i][j] = &expVariant{id: id, c: c, explore: explore, arms: arms}
 		}
 	}
 	defer e.mu.Unlock()
@@ -342,6 +344,9 @@ func (e *expRuntime) windowCounts() map[experiments.VariantID]experiments.Counts
 // startExperiments sets up experiments for a new Server.
 func (s *Server) startExperiments(cfg *config.Loaded) error {
 	e, err := newExpRuntime(cfg.Experiments, s.metrics, cfg.ML.Exploration)
+	if e != nil {
+		e.arms = cfg.ML.Arms
+	}
 	if err != nil {
 		return err
 	}
@@ -368,7 +373,7 @@ func (s *Server) installExperiments(cfg *config.Loaded) error {
 	for _, x := range ec.Experiments {
 		for _, v := range x.Variants {
 			if v.Bandit != nil && !s.sharesModel(v.Bandit) {
-				s.log.Warn("variant arms, lambda, posterior or reward_mode differ from ml: every bandit and shadow variant uses the one model ml: configures (only exploration is per variant)",
+				s.log.Warn("variant lambda, posterior or reward_mode differ from ml:, or its arms are not a run of ml.arms: every bandit and shadow variant uses the one model ml: configures (exploration and a run of its arms are per variant)",
 					"experiment", x.Name, "variant", v.Name)
 			}
 			if g.a.Stopped(x.Name, v.Name) {
@@ -384,7 +389,8 @@ func (s *Server) installExperiments(cfg *config.Loaded) error {
 // sharesModel reports whether a variant's bandit settings are the model's.
 func (s *Server) sharesModel(b *experiments.BanditSpec) bool {
 	ml := s.cfg.ML
-	return reflect.DeepEqual(b.Arms, ml.Arms) && b.Lambda == ml.Lambda &&
+	_, ok := armRun(ml.Arms, b.Arms)
+	return ok && b.Lambda == ml.Lambda &&
 		b.Posterior == ml.Posterior && string(b.RewardMode) == ml.RewardMode
 }
 
@@ -725,4 +731,20 @@ func (c *expCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
+}
+
+// armRun returns where variant's arms sit in model's: a contiguous run of
+// them, in order. ok is false when they are not such a run; the range is
+// then all of model's arms.
+func armRun(model, variant bandit.ArmSet) (r bandit.ArmRange, ok bool) {
+	all := bandit.ArmRange{Lo: 0, Hi: len(model)}
+	if len(variant) == 0 {
+		return all, true
+	}
+	for lo := range model {
+		if hi := lo + len(variant); hi <= len(model) && model[lo:hi].Equal(variant) {
+			return bandit.ArmRange{Lo: lo, Hi: hi}, true
+		}
+	}
+	return all, false
 }

@@ -477,3 +477,37 @@ experiments:
 		t.Errorf("no logged propensity differs from the unscaled policy's: the variant's exploration was not applied")
 	}
 }
+
+// A variant whose arms are a run of ml.arms chooses among those only:
+// with arms x1.5 and x2 (inside the free tier's [0.5, 2]), every logged
+// bandit choice is one of them.
+func TestVariantArmsRestrictTheChoice(t *testing.T) {
+	const exps = `
+experiments:
+  - name: arms
+    salt: arms-test
+    variants:
+      - {name: control, policy: static, weight: 0}
+      - name: generous
+        policy: bandit
+        bandit: {arms: [{name: x1.5, multiplier: 1.5}, {name: x2, multiplier: 2}]}
+`
+	cfg, _ := writeExpConfig(t, t.TempDir(), exps)
+	ts, tee := startExpTee(t, cfg)
+	seen := map[string]int{}
+	for i := range 40 {
+		key := fmt.Sprintf("k_gen_%d", i)
+		d := decideAs(t, ts, key, "")
+		recs := tee.decisions(key)
+		if d.Variant != "generous" || len(recs) != 1 {
+			t.Fatalf("%s: %+v, %d records", key, d, len(recs))
+		}
+		seen[recs[0].ArmName]++
+		if d.Multiplier != 1.5 && d.Multiplier != 2 {
+			t.Errorf("%s: multiplier %v outside the variant's arms", key, d.Multiplier)
+		}
+	}
+	if len(seen) != 2 {
+		t.Errorf("arms chosen %v, want both x1.5 and x2", seen)
+	}
+}

@@ -297,6 +297,13 @@ func (m *mlStage) score(key string, rule *policy.Rule, snap *bandit.Snapshot, no
 	if err != nil {
 		return epochChoice{}, err
 	}
+	if p.v != nil && p.v.arms.Hi > 0 {
+		// The variant's arms, within the floor and ceiling; if they miss
+		// each other, the floor and ceiling win.
+		if in := (bandit.ArmRange{Lo: max(allowed.Lo, p.v.arms.Lo), Hi: min(allowed.Hi, p.v.arms.Hi)}); in.Len() > 0 {
+			allowed = in
+		}
+	}
 	rng := m.rngs.Get().(*rand.Rand)
 	explore := 1.0
 	if p.v != nil {
