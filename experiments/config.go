@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -295,9 +296,14 @@ type guardrailFile struct {
 	MinRequests int64    `yaml:"min_requests"`
 }
 
-// Load reads and validates the experiments file at path.
+// MaxFileBytes bounds an experiments file: a path to a device, a pipe or
+// a huge file is an error, not a hang.
+const MaxFileBytes = 4 << 20
+
+// Load reads and validates the experiments file at path, a regular file
+// of at most MaxFileBytes.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readRegular(path)
 	if err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) {
@@ -306,6 +312,25 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("%s: cannot read: %w", path, err)
 	}
 	return Parse(path, data)
+}
+
+func readRegular(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, errors.New("not a regular file")
+	}
+	if st.Size() > MaxFileBytes {
+		return nil, fmt.Errorf("%d bytes, more than %d", st.Size(), MaxFileBytes)
+	}
+	return io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
 }
 
 // Default returns the embedded default, examples/experiments.yaml.

@@ -202,3 +202,12 @@ func FuzzParse(f *testing.F) {
 		a.Primary(Unit{Key: "k", Tenant: "t", Tier: "free"})
 	})
 }
+
+// A path to a device or a directory is an error, not a hang.
+func TestLoadNeedsARegularFile(t *testing.T) {
+	for _, p := range []string{os.DevNull, t.TempDir()} {
+		if _, err := Load(p); err == nil || !strings.Contains(err.Error(), p+": cannot read: not a regular file") {
+			t.Errorf("Load(%s): %v", p, err)
+		}
+	}
+}
