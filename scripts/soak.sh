@@ -8,13 +8,15 @@
 #   with ml.attribution_window 10m and ml.idle_ttl 5m, so that the state a
 #   key holds by design (features for idle_ttl, the learner's records for
 #   the window) reaches its steady state within the run: growth after that
-#   is a leak.
+#   is a leak. SOAK_WARMUP (10m, the window): samples before it are shown
+#   but left out of the verdict, since the state fills by design until then.
 set -euo pipefail
 dur=${SOAK_DURATION:-30m}
 rate=${SOAK_RATE:-2000}
 keys=${SOAK_KEYS:-100000}
 every=${SOAK_SAMPLE:-60s}
 tol=${SOAK_TOLERANCE:-10}
+warmup=${SOAK_WARMUP:-10m}
 dir=$(mktemp -d)
 go build -o "$dir/flowguard" ./cmd/flowguard
 go build -o "$dir/rate" ./internal/loadtest/rate
@@ -33,7 +35,7 @@ for _ in $(seq 100); do curl -sf "127.0.0.1:$port/healthz" >/dev/null && break; 
 "$dir/rate" -url "http://127.0.0.1:$port/v1/decide" -rate "$rate" -duration "$dur" -keys "$keys" -conns 32 >"$dir/rate.json" &
 load=$!
 secs() { python3 -c "import re,sys; v,u=re.fullmatch(r'([0-9.]+)(ms|s|m|h)','$1').groups(); print(int(float(v)*{'ms':.001,'s':1,'m':60,'h':3600}[u]))"; }
-total=$(secs "$dur"); step=$(secs "$every")
+total=$(secs "$dur"); step=$(secs "$every"); skip=$(secs "$warmup")
 printf '%-8s %10s %10s %12s\n' minute rss_mib heap_mib decisions
 samples=()
 t=0
@@ -44,13 +46,14 @@ while [ "$t" -lt "$total" ]; do
   heap=$(awk '/^flowguard_go_memstats_heap_inuse_bytes / {print $2}' <<<"$m")
   dec=$(awk '/^flowguard_decisions_total/ {s+=$2} END {printf "%d", s}' <<<"$m")
   printf '%-8s %10.1f %10.1f %12s\n' "$(python3 -c "print(round($t/60,1))")" "$(python3 -c "print($rss/1024)")" "$(python3 -c "print($heap/1048576)")" "$dec"
-  samples+=("$rss $heap")
+  if [ "$t" -gt "$skip" ]; then samples+=("$rss $heap"); fi
 done
 wait $load || true
 python3 - "$tol" "${samples[@]}" <<'PY'
 import sys, json
 tol = float(sys.argv[1]); s = [tuple(map(float, x.split())) for x in sys.argv[2:]]
-s = s[1:] if len(s) > 3 else s          # the first sample is warm-up
+if len(s) < 3:
+    print("verdict: too short to judge (fewer than 3 samples after the warm-up)"); sys.exit(1)
 n = max(1, len(s) // 3)
 for i, name in ((0, "rss"), (1, "heap")):
     first = sum(x[i] for x in s[:n]) / n; last = sum(x[i] for x in s[-n:]) / n
