@@ -16,7 +16,9 @@ import (
 	"github.com/devflow/flowguard/bandit"
 	"github.com/devflow/flowguard/experiments"
 	"github.com/devflow/flowguard/internal/config"
+	"github.com/devflow/flowguard/internal/devkafka"
 	"github.com/devflow/flowguard/rewards"
+	"github.com/segmentio/kafka-go"
 )
 
 // expPolicies has an ML-on free tier, and an enterprise tier whose floor
@@ -509,5 +511,54 @@ experiments:
 	}
 	if len(seen) != 2 {
 		t.Errorf("arms chosen %v, want both x1.5 and x2", seen)
+	}
+}
+
+// Labels produced straight to the labels topic, not posted to this
+// instance, are attributed to variants too: a complaint sent with kcat
+// counts against the variant of its key.
+func TestKafkaLabelsAreAttributed(t *testing.T) {
+	kc, err := devkafka.Start("127.0.0.1:0", devkafka.DefaultTopics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	dir := t.TempDir()
+	f := filepath.Join(dir, "experiments.yaml")
+	if err := os.WriteFile(f, []byte(threeVariants), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	yaml := fmt.Sprintf("kafka:\n  brokers: [%q]\n", kc.Addrs()[0]) +
+		fmt.Sprintf(expPolicies, f, filepath.Join(dir, "stops.jsonl"), filepath.Join(dir, "audit.jsonl"))
+	ts := startServer(t, mustParse(t, yaml))
+	ecfg, err := experiments.Load(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := experiments.NewAssigner(ecfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := ""
+	for i := 0; key == ""; i++ {
+		if as, _ := a.Primary(experiments.Unit{Key: fmt.Sprintf("k_kl_%d", i), Tier: "free"}); as.Variant == "lints" {
+			key = fmt.Sprintf("k_kl_%d", i)
+		}
+	}
+	decideAs(t, ts, key, "")
+	w := &kafka.Writer{Addr: kafka.TCP(kc.Addrs()...), Topic: "flowguard.labels", Balancer: &kafka.Murmur2Balancer{}, BatchTimeout: time.Millisecond}
+	defer w.Close()
+	series := `flowguard_experiment_complaints_total{experiment="exp",variant="lints"}`
+	// The instance reads from the topic's end once it has found it; resend
+	// under new ids until one lands after that.
+	for i := 0; metricValue(t, ts, series) == 0; i++ {
+		if i == 100 {
+			t.Fatalf("no complaint from the labels topic was attributed")
+		}
+		v := fmt.Sprintf(`{"label_id":"complaint-%d","key":%q,"abusive":false,"from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z","source":"complaint"}`, i, key)
+		if err := w.WriteMessages(context.Background(), kafka.Message{Key: []byte(key), Value: []byte(v)}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -284,6 +284,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		// epochs' outcomes reach it and its checkpoint.
 		defer func() { s.ml.sweepAll(); stopLearner(); <-learned }()
 	}
+	if s.cfg.Kafka != nil && s.exp != nil && s.cfg.Experiments.File != "" {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.followLabels(bg, s.cfg.Kafka) }()
+	}
 	if w := s.models; w != nil {
 		wg.Add(1)
 		go func() {
