@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/devflow/flowguard/internal/testenv"
 )
 
 var t0 = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
@@ -333,8 +335,8 @@ func TestDistinctIPsStandardError(t *testing.T) {
 	const trials = 200
 	for _, n := range []int{20, 100, 1000, 10_000} {
 		t.Run(strconv.Itoa(n), func(t *testing.T) {
-			if n > 1000 && testing.Short() {
-				t.Skip("slow in -short")
+			if n > 1000 {
+				testenv.SkipShort(t, "slow in -short")
 			}
 			var sum, sumSq float64
 			var ip []byte
@@ -785,9 +787,7 @@ func TestConcurrentUse(t *testing.T) {
 // TestMemoryPerKey is BenchmarkStoreBytesPerKey's check at a smaller
 // scale: the heap a key costs stays within the 256-byte budget.
 func TestMemoryPerKey(t *testing.T) {
-	if testing.Short() {
-		t.Skip("allocates ~60 MB")
-	}
+	testenv.SkipShort(t, "allocates ~60 MB")
 	const n = 200_000
 	keys := benchKeys(n)
 	obs := benchObservations()

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/devflow/flowguard/internal/devkafka"
+	"github.com/devflow/flowguard/internal/testenv"
 	"github.com/devflow/flowguard/internal/testredis"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
@@ -161,9 +162,7 @@ func topicEnds(t *testing.T, brokers []string) map[string][]int64 {
 // Malformed messages reach the DLQ with their reason, and the stream goes
 // on past them.
 func TestLearnerKilledAndRestartedEqualsUninterrupted(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts Kafka, Redis and learner processes")
-	}
+	testenv.SkipShort(t, "starts Kafka, Redis and learner processes")
 	rs := testredis.Start(t)
 	kc, err := devkafka.Start("127.0.0.1:0", devkafka.DefaultTopics())
 	if err != nil {

@@ -175,3 +175,17 @@ func decode[T any](t testing.TB, b []byte) T {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// waitEpochsEnd waits until none of keys has a current epoch, so that the
+// next request of each starts a new one (and closes the old).
+func waitEpochsEnd(t testing.TB, ts *testServer, keys ...string) {
+	t.Helper()
+	waitUntil(t, 10*time.Second, "the keys' epochs to end", func() bool {
+		for _, k := range keys {
+			if _, ok := ts.Server.ml.current(k); ok {
+				return false
+			}
+		}
+		return true
+	})
+}

@@ -60,7 +60,7 @@ func TestDecisionLogAndLabelsReachKafka(t *testing.T) {
 	for i := range 3 {
 		decideAs(t, ts, fmt.Sprintf("k-%d", i), "")
 	}
-	time.Sleep(1100 * time.Millisecond) // the epoch ends…
+	waitEpochsEnd(t, ts, "k-0", "k-1", "k-2") // the epochs end…
 	for i := range 3 {
 		decideAs(t, ts, fmt.Sprintf("k-%d", i), "") // …and the next request closes it
 	}

@@ -2,6 +2,7 @@ package serving
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -57,7 +58,7 @@ func TestLabelsLowerAbusiveMultipliers(t *testing.T) {
 				post(t, ts.URL+"/v1/decide", fmt.Sprintf(`{"key":%q,"tenant":"devco","endpoint":"POST /v1/payments","client_ip":"198.51.100.1"}`, k))
 			}
 		}
-		time.Sleep(1100 * time.Millisecond)
+		waitEpochsEnd(t, ts, append(slices.Clone(bad), good...)...)
 	}
 	start := time.Now()
 	for e := range 4 {

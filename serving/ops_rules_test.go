@@ -15,6 +15,7 @@ import (
 
 	"github.com/devflow/flowguard/internal/config"
 	"github.com/devflow/flowguard/internal/devkafka"
+	"github.com/devflow/flowguard/internal/testenv"
 	"github.com/devflow/flowguard/internal/testredis"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -29,14 +30,7 @@ const (
 // except under CI=true, where a missing dependency is a failure.
 func needPromtool(t *testing.T) string {
 	t.Helper()
-	bin, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("promtool is not installed, and CI=true forbids skipping: %v", err)
-		}
-		t.Skipf("promtool not installed (apt-get install prometheus): %v", err)
-	}
-	return bin
+	return testenv.Need(t, "promtool", "prometheus")
 }
 
 // TestAlertRules runs promtool's syntax check and the rules' unit tests,

@@ -19,13 +19,7 @@ import (
 )
 
 func TestMetricsPassPromtool(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("promtool is not installed, and CI=true forbids skipping: %v", err)
-		}
-		t.Skipf("promtool not installed (apt-get install prometheus): %v", err)
-	}
+	promtool := needPromtool(t)
 	ts := startServer(t, mustParse(t, testPolicies))
 	post(t, ts.URL+"/v1/decide", `{"key":"p1"}`)
 	post(t, ts.URL+"/v1/decide", `{"key":""}`)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/devflow/flowguard/internal/devkafka"
+	"github.com/devflow/flowguard/internal/testenv"
 	"github.com/devflow/flowguard/internal/testredis"
 )
 
@@ -103,9 +104,7 @@ func drive(t *testing.T, ts *testServer, key string, rate int, stop <-chan struc
 // other two take its share over within dead_after and a tick; the total
 // admitted stays within the documented bound.
 func TestRegionsShareBudgetAndTakeOverDeadRegion(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts Kafka and three redis-servers")
-	}
+	testenv.SkipShort(t, "starts Kafka and three redis-servers")
 	rig := startRegions(t)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -114,9 +113,17 @@ func TestRegionsShareBudgetAndTakeOverDeadRegion(t *testing.T) {
 	for i, rate := range []int{180, 90, 30} {
 		drive(t, rig.srv[i], "k_hot", rate, stop, &admitted, &errs, &wg)
 	}
-	time.Sleep(2 * time.Second) // the window (1 s) fills, shares settle
+	// Heartbeat ticks are the region split's clock: wait 10 of them (2 s)
+	// for the counts' window (1 s) to fill and the shares to settle, then
+	// count what is admitted over 15 more (3 s).
+	tick := func() int64 { return rig.srv[0].regions.table.Load().Tick }
+	waitTicks := func(n int64, what string) {
+		from := tick()
+		waitUntil(t, 20*time.Second, what, func() bool { return tick() >= from+n })
+	}
+	waitTicks(10, "the shares to settle")
 	start, before := time.Now(), admitted.Load()
-	time.Sleep(3 * time.Second)
+	waitTicks(15, "15 heartbeat ticks of traffic")
 	got, window := admitted.Load()-before, time.Since(start)
 	shares := make([]float64, 3)
 	sum := 0.0
@@ -187,9 +194,7 @@ func TestRegionsShareBudgetAndTakeOverDeadRegion(t *testing.T) {
 // on the last model; once that is older than ml.max_model_age, decisions
 // get the deterministic budget (stale_model).
 func TestRegionModelsFromKafkaThenStaleWithoutKafka(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts Kafka, Redis, serve and learn")
-	}
+	testenv.SkipShort(t, "starts Kafka, Redis, serve and learn")
 	rs := testredis.Start(t)
 	kc, err := devkafka.Start("127.0.0.1:0", devkafka.DefaultTopics())
 	if err != nil {

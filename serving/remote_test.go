@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/devflow/flowguard/internal/config"
 	"github.com/devflow/flowguard/internal/devkafka"
+	"github.com/devflow/flowguard/internal/testenv"
 	"github.com/devflow/flowguard/internal/testredis"
 	"github.com/devflow/flowguard/rewards"
 	"github.com/segmentio/kafka-go"
@@ -99,7 +101,7 @@ func (st *remoteStack) epoch(t testing.TB, e int, bad, good []string) {
 			post(t, st.ts.URL+"/v1/decide", fmt.Sprintf(`{"key":%q,"tenant":"devco","endpoint":"POST /v1/payments","client_ip":"198.51.100.1"}`, k))
 		}
 	}
-	time.Sleep(1100 * time.Millisecond)
+	waitEpochsEnd(t, st.ts, append(slices.Clone(bad), good...)...)
 }
 
 // produceLabels sends one abusive label per key to flowguard.labels, as a
@@ -133,9 +135,7 @@ func meanExpected(t testing.TB, ts *testServer, keys []string) float64 {
 // hot-swaps it. Within a few epochs of the labels the abusive keys'
 // multiplier drops; the benign keys of the same tenant keep theirs.
 func TestRemoteLearnerLowersAbusiveMultipliers(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts Kafka, Redis, serve and learn")
-	}
+	testenv.SkipShort(t, "starts Kafka, Redis, serve and learn")
 	st := startRemote(t)
 	bad := []string{"bad-0", "bad-1", "bad-2", "bad-3"}
 	good := []string{"good-0", "good-1", "good-2", "good-3"}

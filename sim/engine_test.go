@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/devflow/flowguard/internal/testenv"
 )
 
 func smallScenario(t testing.TB) *Scenario {
@@ -32,9 +34,7 @@ var fixedClock = func() time.Time { return time.Unix(0, 0) }
 // requests throttled, at most a third of the abusive requests served, no
 // enterprise key below its floor, and a regret against the oracle.
 func TestSmallScenarioDirection(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the small scenario")
-	}
+	testenv.SkipShort(t, "runs the small scenario")
 	res, err := Run(context.Background(), smallScenario(t), Options{Seed: 1,
 		Policies: []string{PolicyStaticP99, PolicyLinTS, PolicyOracle}})
 	if err != nil {

@@ -4,23 +4,17 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/devflow/flowguard/internal/testenv"
 )
 
 // TestChaosShort runs every fault of the harness briefly (3 s each, 3 s of
 // recovery, light load): what CI runs; `make chaos` runs the full length.
 func TestChaosShort(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts 11 processes for about a minute")
-	}
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("redis-server is not installed, and CI=true forbids skipping: %v", err)
-		}
-		t.Skipf("redis-server not installed: %v", err)
-	}
+	testenv.SkipShort(t, "starts 11 processes for about a minute")
+	testenv.Need(t, "redis-server", "redis-server")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	o := defaultOptions()

@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/devflow/flowguard/internal/testenv"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -44,7 +45,7 @@ func Start(t testing.TB) *Server {
 	t.Helper()
 	bin, err := binDir()
 	if err != nil {
-		if os.Getenv("CI") == "true" {
+		if testenv.CI() {
 			t.Fatalf("PostgreSQL is not installed, and CI=true forbids skipping: %v", err)
 		}
 		t.Skipf("PostgreSQL not installed (apt-get install postgresql): %v", err)

@@ -10,12 +10,12 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/devflow/flowguard/internal/testenv"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -31,13 +31,7 @@ type Server struct {
 // Start starts redis-server and registers its shutdown with t.Cleanup.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("redis-server is not installed, and CI=true forbids skipping: %v", err)
-		}
-		t.Skipf("redis-server not installed (apt-get install redis-server): %v", err)
-	}
+	bin := testenv.Need(t, "redis-server", "redis-server")
 	s := &Server{t: t, bin: bin, port: freePort(t), dir: t.TempDir()}
 	s.Restart()
 	t.Cleanup(s.Stop)
