@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/devflow/flowguard/internal/testenv"
 )
 
 func TestParseArmsErrors(t *testing.T) {
@@ -23,22 +25,14 @@ func TestParseArmsErrors(t *testing.T) {
 		"bad_no_arms.yaml":              "bad_no_arms.yaml:1: invalid arm set: no arms",
 		"bad_top_level_key.yaml":        "bad_top_level_key.yaml:1: field arm not found in type bandit.armsFile",
 	}
-	files, _ := filepath.Glob("testdata/bad_*.yaml")
-	if len(files) != len(tests) {
-		t.Errorf("%d bad_*.yaml files, %d cases", len(files), len(tests))
-	}
-	for name, want := range tests {
-		t.Run(name, func(t *testing.T) {
-			data, err := os.ReadFile(filepath.Join("testdata", name))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = ParseArms(name, data)
-			if err == nil || err.Error() != want {
-				t.Fatalf("got  %v\nwant %s", err, want)
-			}
-		})
-	}
+	testenv.BadFiles(t, "testdata/bad_*.yaml", tests, func(t *testing.T, path string) error {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = ParseArms(filepath.Base(path), data)
+		return err
+	})
 }
 
 func TestParseArmsExample(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/devflow/flowguard/examples"
+	"github.com/devflow/flowguard/internal/testenv"
 	"github.com/devflow/flowguard/internal/yamlx"
 )
 
@@ -56,26 +57,15 @@ func TestBadFiles(t *testing.T) {
 		"bad_several.yaml": "testdata/bad_several.yaml:4: experiments.0.unit: \"ip\", want key or tenant\n" +
 			"testdata/bad_several.yaml:5: experiments.0.traffic: 2 must be between 0.0001 (one bucket in 10000) and 1",
 	}
-	files, _ := filepath.Glob("testdata/bad_*.yaml")
-	if len(files) != len(cases) {
-		t.Errorf("%d bad_*.yaml files but %d cases: every file needs its expected message", len(files), len(cases))
-	}
-	for name, want := range cases {
-		t.Run(name, func(t *testing.T) {
-			_, err := Load(filepath.Join("testdata", name))
-			if err == nil {
-				t.Fatal("loaded without error")
-			}
-			if got := err.Error(); got != want {
-				t.Fatalf("error\n got: %s\nwant: %s", got, want)
-			}
-			var ye *yamlx.Error
-			var yes yamlx.Errors
-			if !errors.As(err, &ye) && !errors.As(err, &yes) {
-				t.Fatalf("error %T is not a yamlx error", err)
-			}
-		})
-	}
+	testenv.BadFiles(t, "testdata/bad_*.yaml", cases, func(t *testing.T, path string) error {
+		_, err := Load(path)
+		var ye *yamlx.Error
+		var yes yamlx.Errors
+		if err != nil && !errors.As(err, &ye) && !errors.As(err, &yes) {
+			t.Errorf("error %T is not a yamlx error", err)
+		}
+		return err
+	})
 }
 
 func TestMissingFile(t *testing.T) {

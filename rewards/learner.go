@@ -53,8 +53,7 @@ type KafkaLearner struct {
 	commitFailures                 atomic.Int64
 	applied                        atomic.Int64 // messages applied or sent to the DLQ
 
-	labelLag func(time.Duration)
-	pace     time.Duration // tests: a pause every 10 messages, to be killed mid-stream
+	pace time.Duration // tests: a pause every 10 messages, to be killed mid-stream
 }
 
 // LearnerOptions configures NewKafkaLearner.
@@ -169,7 +168,7 @@ func NewKafkaLearner(o LearnerOptions) (*KafkaLearner, error) {
 		c.Transport = o.Transport
 	}
 	return &KafkaLearner{o: o, dlq: w(o.DLQTopic), models: w(o.ModelsTopic), client: c,
-		parts: map[int]PartitionStatus{}, labelLag: o.LabelLag}, nil
+		parts: map[int]PartitionStatus{}}, nil
 }
 
 // Stats returns the learner's progress. Safe for concurrent use.
@@ -522,8 +521,8 @@ func (r *partitionRun) apply(s *topicStream, m *kafka.Message) {
 		var lb Label
 		if lb, err = ParseLabel(m.Value); err == nil {
 			err = r.part.Label(lb, m.Time)
-			if err == nil && r.l.labelLag != nil {
-				r.l.labelLag(r.l.o.Now().Sub(m.Time))
+			if err == nil && r.l.o.LabelLag != nil {
+				r.l.o.LabelLag(r.l.o.Now().Sub(m.Time))
 			}
 		}
 	}

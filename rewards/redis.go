@@ -94,9 +94,8 @@ func (s *RedisStore) SaveCheckpoint(ctx context.Context, partition int, owner st
 // PublishPart stores a published model part if owner still owns its
 // partition, and ErrFenced otherwise.
 func (s *RedisStore) PublishPart(ctx context.Context, part ModelPart, owner string, data []byte) error {
-	stamp := strconv.FormatInt(part.Bandit.Created().UnixMicro(), 10) + ":" + strconv.FormatUint(part.Bandit.Version(), 10)
 	return s.fenced(ctx, []string{s.key("owner", part.Partition), s.key("parts", -1), s.key("stamps", -1)},
-		owner, data, strconv.Itoa(part.Partition), stamp)
+		owner, data, strconv.Itoa(part.Partition), PartStamp(part))
 }
 
 func (s *RedisStore) fenced(ctx context.Context, keys []string, args ...any) error {
@@ -148,6 +147,19 @@ func (s *RedisStore) Parts(ctx context.Context, partitions []int) (map[int][]byt
 		}
 	}
 	return out, nil
+}
+
+// PartStamp returns a part's stamp: "created µs:version". Serving
+// compares versions to fetch only the parts that changed, and takes the
+// oldest creation time as the model's freshness.
+func PartStamp(part ModelPart) string {
+	return strconv.FormatInt(part.Bandit.Created().UnixMicro(), 10) + ":" + strconv.FormatUint(part.Bandit.Version(), 10)
+}
+
+// StampVersion returns the version a stamp records, as written.
+func StampVersion(stamp string) string {
+	_, v, _ := strings.Cut(stamp, ":")
+	return v
 }
 
 // StampTime returns the creation time a stamp records.

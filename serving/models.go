@@ -84,7 +84,7 @@ func (w *modelWatcher) pollRedis(ctx context.Context) error {
 	w.mu.Lock()
 	var changed []int
 	for p, s := range stamps {
-		if version(w.stamps[p]) != version(s) {
+		if rewards.StampVersion(w.stamps[p]) != rewards.StampVersion(s) {
 			changed = append(changed, p)
 		}
 	}
@@ -132,8 +132,7 @@ func (w *modelWatcher) runKafka(ctx context.Context, brokers []string, topic str
 			if perr != nil || !strings.HasPrefix(string(m.Key), "part-") {
 				w.bad.Inc()
 			} else if w.accept(p, m.Value) {
-				w.stamps[p] = strconv.FormatInt(w.parts[p].Bandit.Created().UnixMicro(), 10) + ":" +
-					strconv.FormatUint(w.parts[p].Bandit.Version(), 10)
+				w.stamps[p] = rewards.PartStamp(w.parts[p])
 				dirty = true
 			}
 		case ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded):
@@ -207,10 +206,4 @@ func (w *modelWatcher) install() {
 		w.bad.Inc()
 		w.log.Warn("merging model parts", "err", err)
 	}
-}
-
-// version returns the version half of a stamp.
-func version(stamp string) string {
-	_, v, _ := strings.Cut(stamp, ":")
-	return v
 }

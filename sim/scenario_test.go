@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/devflow/flowguard/examples"
+	"github.com/devflow/flowguard/internal/testenv"
 )
 
 func parseFile(t testing.TB, path string) (*Scenario, error) {
@@ -40,21 +41,10 @@ func TestParseScenarioErrors(t *testing.T) {
 		"bad_unknown_key.yaml":      `testdata/bad_unknown_key.yaml:8: unknown key "duratoin"`,
 		"bad_volume.yaml":           `testdata/bad_volume.yaml:7: tenants.0.daily_requests.median: median daily requests -4 must be positive and at most 1e10`,
 	}
-	files, _ := filepath.Glob("testdata/bad_*.yaml")
-	if len(files) != len(cases) {
-		t.Errorf("%d bad_*.yaml files, %d cases: every file needs its message", len(files), len(cases))
-	}
-	for name, want := range cases {
-		t.Run(name, func(t *testing.T) {
-			_, err := parseFile(t, filepath.Join("testdata", name))
-			if err == nil {
-				t.Fatal("no error")
-			}
-			if err.Error() != want {
-				t.Errorf("error\n got %s\nwant %s", err, want)
-			}
-		})
-	}
+	testenv.BadFiles(t, "testdata/bad_*.yaml", cases, func(t *testing.T, path string) error {
+		_, err := parseFile(t, path)
+		return err
+	})
 }
 
 func TestParseScenarioDefaults(t *testing.T) {

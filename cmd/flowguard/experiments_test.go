@@ -11,12 +11,7 @@ import (
 func TestExperimentsCLI(t *testing.T) {
 	stops := filepath.Join(t.TempDir(), "stops.jsonl")
 	os.WriteFile(stops, []byte(`{"op":"stop","experiment":"bandit-vs-static","variant":"lints","time":"2026-11-23T10:00:00Z"}`+"\n"), 0o644)
-	cases := map[string]struct {
-		args   []string
-		code   int
-		stdout string // substring
-		stderr string // substring
-	}{
+	cases := map[string]cliCase{
 		"validate example":      {[]string{"experiments", "validate", "../../examples/experiments.yaml"}, 0, "../../examples/experiments.yaml: ok (1 experiments, 3 variants)\n", ""},
 		"validate bad file":     {[]string{"experiments", "validate", "../../experiments/testdata/bad_control_not_static.yaml"}, 1, "", `bad_control_not_static.yaml:4: experiments.0.control: variant "lints" has policy bandit, but the control must be static`},
 		"validate several":      {[]string{"experiments", "validate", "../../experiments/testdata/bad_several.yaml"}, 1, "", "bad_several.yaml:4: experiments.0.unit: \"ip\", want key or tenant\n../../experiments/testdata/bad_several.yaml:5: experiments.0.traffic"},
@@ -39,21 +34,7 @@ func TestExperimentsCLI(t *testing.T) {
 		"resume bad name":    {[]string{"experiments", "resume", "--state", stops, "lints"}, 1, "", `resume: "lints" is not EXPERIMENT/VARIANT`},
 		"resume not stopped": {[]string{"experiments", "resume", "--state", stops, "bandit-vs-static/lints-shadow"}, 1, "", "bandit-vs-static/lints-shadow is not stopped"},
 	}
-	for name, c := range cases {
-		t.Run(name, func(t *testing.T) {
-			var out, errOut bytes.Buffer
-			code := run(c.args, &out, &errOut)
-			if code != c.code {
-				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, c.code, out.String(), errOut.String())
-			}
-			if !strings.Contains(out.String(), c.stdout) {
-				t.Errorf("stdout %q lacks %q", out.String(), c.stdout)
-			}
-			if !strings.Contains(errOut.String(), c.stderr) {
-				t.Errorf("stderr %q lacks %q", errOut.String(), c.stderr)
-			}
-		})
-	}
+	runCLI(t, cases)
 }
 
 // TestExperimentsStopAndResume: a key of a stopped variant is shown with

@@ -7,18 +7,14 @@ import (
 	"os"
 
 	"bytes"
-	"github.com/devflow/flowguard/serving"
 	"strings"
 	"testing"
+
+	"github.com/devflow/flowguard/serving"
 )
 
 func TestCLI(t *testing.T) {
-	cases := map[string]struct {
-		args   []string
-		code   int
-		stdout string // substring
-		stderr string // substring
-	}{
+	cases := map[string]cliCase{
 		"no command":            {nil, 2, "", "Usage:"},
 		"unknown command":       {[]string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
 		"help":                  {[]string{"--help"}, 0, "flowguard serve", ""},
@@ -47,21 +43,7 @@ func TestCLI(t *testing.T) {
 		"audit without verb":    {[]string{"audit"}, 2, "", "usage: flowguard audit verify"},
 		"serve bad config":      {[]string{"serve", "--config", "../../internal/config/testdata/bad_unknown_key.yaml"}, 1, "", `bad_unknown_key.yaml:5: unknown key "flor"`},
 	}
-	for name, c := range cases {
-		t.Run(name, func(t *testing.T) {
-			var out, errOut bytes.Buffer
-			code := run(c.args, &out, &errOut)
-			if code != c.code {
-				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, c.code, out.String(), errOut.String())
-			}
-			if !strings.Contains(out.String(), c.stdout) {
-				t.Errorf("stdout %q lacks %q", out.String(), c.stdout)
-			}
-			if !strings.Contains(errOut.String(), c.stderr) {
-				t.Errorf("stderr %q lacks %q", errOut.String(), c.stderr)
-			}
-		})
-	}
+	runCLI(t, cases)
 }
 
 func TestAuditVerify(t *testing.T) {
@@ -107,4 +89,33 @@ func chainLine(t *testing.T, rec serving.AuditRecord) (string, string) {
 	rec.Hash = hex.EncodeToString(sum[:])
 	b, _ = json.Marshal(rec)
 	return string(b) + "\n", rec.Hash
+}
+
+// cliCase is one command line and what it must do: the exit code, and
+// substrings of stdout and stderr.
+type cliCase struct {
+	args   []string
+	code   int
+	stdout string
+	stderr string
+}
+
+// runCLI runs each case through run, as main would.
+func runCLI(t *testing.T, cases map[string]cliCase) {
+	t.Helper()
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := run(c.args, &out, &errOut)
+			if code != c.code {
+				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, c.code, out.String(), errOut.String())
+			}
+			if !strings.Contains(out.String(), c.stdout) {
+				t.Errorf("stdout %q lacks %q", out.String(), c.stdout)
+			}
+			if !strings.Contains(errOut.String(), c.stderr) {
+				t.Errorf("stderr %q lacks %q", errOut.String(), c.stderr)
+			}
+		})
+	}
 }

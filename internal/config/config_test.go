@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/devflow/flowguard/examples"
+	"github.com/devflow/flowguard/internal/testenv"
 	"github.com/devflow/flowguard/internal/yamlx"
 )
 
@@ -49,26 +50,15 @@ func TestBadFiles(t *testing.T) {
 		"bad_admin_token_env.yaml":         `testdata/bad_admin_token_env.yaml:2: server.admin_token_env: must name an environment variable (letters, digits and _, not starting with a digit); the token itself never goes in the file`,
 		"bad_admin_burst.yaml":             `testdata/bad_admin_burst.yaml:3: server.admin_burst: -1 must be between 1 and 100000`,
 	}
-	files, _ := filepath.Glob("testdata/bad_*.yaml")
-	if len(files) != len(cases) {
-		t.Errorf("%d bad_*.yaml files but %d cases: every file needs its expected message", len(files), len(cases))
-	}
-	for name, want := range cases {
-		t.Run(name, func(t *testing.T) {
-			_, err := Load(filepath.Join("testdata", name))
-			if err == nil {
-				t.Fatal("loaded without error")
-			}
-			if got := err.Error(); got != want {
-				t.Fatalf("error\n got: %s\nwant: %s", got, want)
-			}
-			var ye *yamlx.Error
-			var yes yamlx.Errors
-			if !errors.As(err, &ye) && !errors.As(err, &yes) {
-				t.Fatalf("error %T is not a yamlx error", err)
-			}
-		})
-	}
+	testenv.BadFiles(t, "testdata/bad_*.yaml", cases, func(t *testing.T, path string) error {
+		_, err := Load(path)
+		var ye *yamlx.Error
+		var yes yamlx.Errors
+		if err != nil && !errors.As(err, &ye) && !errors.As(err, &yes) {
+			t.Errorf("error %T is not a yamlx error", err)
+		}
+		return err
+	})
 }
 
 func TestMissingFile(t *testing.T) {

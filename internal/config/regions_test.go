@@ -1,9 +1,10 @@
 package config
 
 import (
-	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/devflow/flowguard/internal/testenv"
 )
 
 // TestBadRegionsFiles pins the message of each regions: and
@@ -25,21 +26,10 @@ func TestBadRegionsFiles(t *testing.T) {
 		"bad_model_source.yaml":       `testdata/regions/bad_model_source.yaml:2: ml.model_source: "s3", want redis or kafka`,
 		"bad_model_source_redis.yaml": `testdata/regions/bad_model_source_redis.yaml:4: ml.model_source: redis needs a redis: section`,
 	}
-	files, _ := filepath.Glob("testdata/regions/bad_*.yaml")
-	if len(files) != len(cases) {
-		t.Errorf("%d bad_*.yaml files but %d cases: every file needs its expected message", len(files), len(cases))
-	}
-	for name, want := range cases {
-		t.Run(name, func(t *testing.T) {
-			_, err := Load(filepath.Join("testdata", "regions", name))
-			if err == nil {
-				t.Fatal("loaded without error")
-			}
-			if got := err.Error(); got != want {
-				t.Errorf("error\n got: %s\nwant: %s", got, want)
-			}
-		})
-	}
+	testenv.BadFiles(t, "testdata/regions/bad_*.yaml", cases, func(t *testing.T, path string) error {
+		_, err := Load(path)
+		return err
+	})
 }
 
 func TestRegionsDefaults(t *testing.T) {
