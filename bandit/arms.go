@@ -158,6 +158,22 @@ func (s ArmSet) Allowed(floor, ceiling float64) (ArmRange, error) {
 	return ArmRange{Lo: lo, Hi: hi}, nil
 }
 
+// Run returns where sub's arms sit in s: a contiguous run of s's arms, in
+// order (names and multipliers equal). An empty sub is all of s. ok is
+// false when sub is not such a run; the range is then all of s.
+func (s ArmSet) Run(sub ArmSet) (r ArmRange, ok bool) {
+	all := s.All()
+	if len(sub) == 0 {
+		return all, true
+	}
+	for lo := range s {
+		if hi := lo + len(sub); hi <= len(s) && s[lo:hi].Equal(sub) {
+			return ArmRange{Lo: lo, Hi: hi}, true
+		}
+	}
+	return all, false
+}
+
 // clone returns a copy that shares no memory with s.
 func (s ArmSet) clone() ArmSet {
 	return append(ArmSet(nil), s...)

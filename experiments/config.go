@@ -625,6 +625,9 @@ func (v *validator) bandit(p []string, b *BanditSpec) {
 	default:
 		v.bad(at(p, "reward_mode"), "%q, want provisional or wait", b.RewardMode)
 	}
+	if b.Posterior == "normal-inverse-gamma" && b.RewardMode == RewardProvisional {
+		v.bad(at(p, "posterior"), "normal-inverse-gamma needs reward_mode: wait (provisional rewards are corrected exactly only under the gaussian posterior)")
+	}
 }
 
 func (v *validator) guardrails(p []string, e *Experiment) {

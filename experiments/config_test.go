@@ -52,6 +52,7 @@ func TestBadFiles(t *testing.T) {
 		"bad_reward_mode.yaml":            `testdata/bad_reward_mode.yaml:9: experiments.0.variants.1.bandit.reward_mode: "eventually", want provisional or wait`,
 		"bad_exploration.yaml":            `testdata/bad_exploration.yaml:9: experiments.0.variants.1.bandit.exploration: 0 must be positive and at most 1e6`,
 		"bad_posterior.yaml":              `testdata/bad_posterior.yaml:8: experiments.0.variants.1.bandit.posterior: "neural", want gaussian or normal-inverse-gamma`,
+		"bad_posterior_provisional.yaml":  `testdata/bad_posterior_provisional.yaml:9: experiments.0.variants.1.bandit.posterior: normal-inverse-gamma needs reward_mode: wait (provisional rewards are corrected exactly only under the gaussian posterior)`,
 		"bad_arms.yaml":                   `testdata/bad_arms.yaml:11: experiments.0.variants.1.bandit.arms.1: arm 1 "x1": multiplier 1 is below arm 0 "x2" (2): arms must be sorted by increasing multiplier`,
 		"bad_duplicate_key.yaml":          `testdata/bad_duplicate_key.yaml:4: mapping key "salt" already defined at line 3`,
 		"bad_several.yaml": "testdata/bad_several.yaml:4: experiments.0.unit: \"ip\", want key or tenant\n" +

@@ -17,8 +17,10 @@ import (
 var ErrBadCheckpoint = errors.New("bad learner checkpoint")
 
 const (
-	checkpointMagic  = "FGCP"
-	checkpointFormat = 1
+	checkpointMagic = "FGCP"
+	// checkpointFormat 2 added the variant models; format 1 checkpoints,
+	// which have none, still restore.
+	checkpointFormat = 2
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -27,6 +29,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // models use their own checksummed codecs.
 type checkpointState struct {
 	Bandit    []byte
+	Variants  map[string][]byte // variant model key → bandit snapshot
 	Risk      []byte
 	Pending   map[string]pendingDecision
 	Order     []string
@@ -41,13 +44,17 @@ type checkpointState struct {
 // that RestorePartition continues exactly where it was. A learner commits
 // its Kafka offsets only after the checkpoint holding them is stored.
 func (p *Partition) Checkpoint(created time.Time) ([]byte, error) {
-	snap, err := p.bandit.Snapshot(created)
+	bs, err := marshalModel(p.models[""], created)
 	if err != nil {
 		return nil, err
 	}
-	bs, err := snap.MarshalBinary()
-	if err != nil {
-		return nil, err
+	vs := make(map[string][]byte, len(p.models)-1)
+	for k, m := range p.models {
+		if k != "" {
+			if vs[k], err = marshalModel(m, created); err != nil {
+				return nil, err
+			}
+		}
 	}
 	rs, err := p.risk.MarshalBinary()
 	if err != nil {
@@ -56,7 +63,7 @@ func (p *Partition) Checkpoint(created time.Time) ([]byte, error) {
 	var buf bytes.Buffer
 	buf.WriteString(checkpointMagic)
 	buf.WriteByte(checkpointFormat)
-	err = gob.NewEncoder(&buf).Encode(checkpointState{Bandit: bs, Risk: rs, Pending: p.pending, Order: p.order,
+	err = gob.NewEncoder(&buf).Encode(checkpointState{Bandit: bs, Variants: vs, Risk: rs, Pending: p.pending, Order: p.order,
 		Keys: p.keys, Seen: p.seen, Watermark: p.watermark, Offsets: p.Offsets, Stats: p.stats})
 	if err != nil {
 		return nil, err
@@ -64,9 +71,20 @@ func (p *Partition) Checkpoint(created time.Time) ([]byte, error) {
 	return binary.LittleEndian.AppendUint32(buf.Bytes(), crc32.Checksum(buf.Bytes(), castagnoli)), nil
 }
 
+func marshalModel(m *model, created time.Time) ([]byte, error) {
+	snap, err := m.l.Snapshot(created)
+	if err != nil {
+		return nil, err
+	}
+	return snap.MarshalBinary()
+}
+
 // RestorePartition returns the partition a Checkpoint encoded, under cfg.
-// The checkpoint's bandit must be cfg's (same arms and dimension). The
-// error wraps ErrBadCheckpoint; it never panics on any input.
+// The checkpoint's main bandit must be cfg's (same arms and dimension).
+// Each of cfg's variant models continues from the checkpoint when it holds
+// that model's key, and starts at its prior otherwise; the checkpoint's
+// other variant models are dropped (see SetVariants). The error wraps
+// ErrBadCheckpoint; it never panics on any input.
 func RestorePartition(cfg Config, data []byte) (*Partition, error) {
 	p, err := NewPartition(cfg)
 	if err != nil {
@@ -75,7 +93,7 @@ func RestorePartition(cfg Config, data []byte) (*Partition, error) {
 	if len(data) < len(checkpointMagic)+1+4 || string(data[:4]) != checkpointMagic {
 		return nil, fmt.Errorf("%w: no checkpoint header", ErrBadCheckpoint)
 	}
-	if data[4] != checkpointFormat {
+	if data[4] != 1 && data[4] != checkpointFormat {
 		return nil, fmt.Errorf("%w: format %d", ErrBadCheckpoint, data[4])
 	}
 	body := data[:len(data)-4]
@@ -96,8 +114,25 @@ func RestorePartition(cfg Config, data []byte) (*Partition, error) {
 		return nil, fmt.Errorf("%w: bandit has %d features and %d arms, the configuration %d and %d",
 			ErrBadCheckpoint, got.Dim, len(got.Arms), want.Dim, len(want.Arms))
 	}
-	if p.bandit, err = bandit.RestoreLearner(snap); err != nil {
+	if p.models[""].l, err = bandit.RestoreLearner(snap); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadCheckpoint, err)
+	}
+	for k, data := range st.Variants {
+		m := p.models[k]
+		if m == nil {
+			continue // a variant model cfg no longer has
+		}
+		snap, err := bandit.DecodeSnapshot(data)
+		if err != nil {
+			return nil, fmt.Errorf("%w: variant model %s: %v", ErrBadCheckpoint, k, err)
+		}
+		got, want := snap.Config(), m.l.Config()
+		if got.ModelID != want.ModelID || got.Dim != want.Dim || !got.Arms.Equal(want.Arms) {
+			return nil, fmt.Errorf("%w: variant model %s is not the one its key names", ErrBadCheckpoint, k)
+		}
+		if m.l, err = bandit.RestoreLearner(snap); err != nil {
+			return nil, fmt.Errorf("%w: variant model %s: %v", ErrBadCheckpoint, k, err)
+		}
 	}
 	if p.risk, err = features.DecodeRisk(st.Risk); err != nil {
 		return nil, fmt.Errorf("%w: risk: %v", ErrBadCheckpoint, err)
@@ -105,8 +140,13 @@ func RestorePartition(cfg Config, data []byte) (*Partition, error) {
 	if p.risk.Config().Dim != p.cfg.Risk.Dim {
 		return nil, fmt.Errorf("%w: risk model has %d features, the configuration %d", ErrBadCheckpoint, p.risk.Config().Dim, p.cfg.Risk.Dim)
 	}
+	// Epochs of a model cfg lacks are kept: they teach the risk model.
+	fits := func(model string, arm int) bool {
+		m := p.models[model]
+		return arm >= 0 && (m == nil || arm < m.arms)
+	}
 	for id, d := range st.Pending {
-		if len(d.X) != want.Dim || d.Arm < 0 || d.Arm >= len(want.Arms) {
+		if len(d.X) != want.Dim || !fits(d.Model, d.Arm) {
 			return nil, fmt.Errorf("%w: pending decision %q does not fit the bandit", ErrBadCheckpoint, id)
 		}
 	}
@@ -115,7 +155,7 @@ func RestorePartition(cfg Config, data []byte) (*Partition, error) {
 			return nil, fmt.Errorf("%w: key %q has no history", ErrBadCheckpoint, key)
 		}
 		for _, a := range h.Aggs {
-			if a.Arm < 0 || a.Arm >= len(want.Arms) || (a.SlopeX != nil && len(a.SlopeX) != want.Dim) || len(a.LastX) > p.cfg.Risk.Dim {
+			if !fits(a.Model, a.Arm) || (a.SlopeX != nil && len(a.SlopeX) != want.Dim) || len(a.LastX) > p.cfg.Risk.Dim {
 				return nil, fmt.Errorf("%w: key %q has an aggregate that does not fit the bandit", ErrBadCheckpoint, key)
 			}
 			for _, w := range a.Wait {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -46,6 +47,11 @@ type KafkaLearner struct {
 
 	mu    sync.Mutex
 	parts map[int]PartitionStatus
+
+	// variants are the variant models in force; vgen counts SetVariants
+	// calls, so that each partition applies a change once.
+	variants atomic.Pointer[[]VariantModel]
+	vgen     atomic.Int64
 
 	// Counters; see LearnerStats.
 	dlqCount, fenced, ckptFailures atomic.Int64
@@ -167,8 +173,43 @@ func NewKafkaLearner(o LearnerOptions) (*KafkaLearner, error) {
 	if o.Transport != nil {
 		c.Transport = o.Transport
 	}
-	return &KafkaLearner{o: o, dlq: w(o.DLQTopic), models: w(o.ModelsTopic), client: c,
-		parts: map[int]PartitionStatus{}}, nil
+	l := &KafkaLearner{o: o, dlq: w(o.DLQTopic), models: w(o.ModelsTopic), client: c,
+		parts: map[int]PartitionStatus{}}
+	vs := o.Config.Variants
+	l.variants.Store(&vs)
+	return l, nil
+}
+
+// SetVariants makes vs the variant models every partition trains, from its
+// next message or checkpoint on (Partition.SetVariants): the experiments
+// file changed. Safe for concurrent use.
+func (l *KafkaLearner) SetVariants(vs []VariantModel) error {
+	if err := validateVariants(vs, l.o.Config.Bandit.Dim); err != nil {
+		return err
+	}
+	vs = slices.Clone(vs)
+	l.variants.Store(&vs)
+	l.vgen.Add(1)
+	return nil
+}
+
+// syncVariants applies the variant models in force if they changed since
+// the partition last applied them.
+func (r *partitionRun) syncVariants() {
+	g := r.l.vgen.Load()
+	if g == r.vgen {
+		return
+	}
+	r.vgen = g
+	ch, err := r.part.SetVariants(*r.l.variants.Load())
+	if err != nil {
+		r.l.o.Logger.Error("learner: variant models", "partition", r.p, "err", err)
+		return
+	}
+	if !ch.Empty() {
+		r.dirty = true
+		r.l.o.Logger.Info("learner: variant models changed", "partition", r.p, "added", ch.Added, "dropped", ch.Removed)
+	}
 }
 
 // Stats returns the learner's progress. Safe for concurrent use.
@@ -312,6 +353,7 @@ type partitionRun struct {
 	dirty    bool
 	streams  [2]*topicStream // decisions, labels
 	lastCkpt time.Time
+	vgen     int64 // the KafkaLearner.vgen the partition's variant models are of
 }
 
 func (l *KafkaLearner) runPartition(ctx context.Context, gen *kafka.Generation, p int) error {
@@ -323,13 +365,16 @@ func (l *KafkaLearner) runPartition(ctx context.Context, gen *kafka.Generation, 
 	if err != nil {
 		return fmt.Errorf("loading partition %d's checkpoint: %w", p, err)
 	}
+	cfg := l.o.Config
+	r.vgen = l.vgen.Load()
+	cfg.Variants = *l.variants.Load()
 	if data != nil {
-		if r.part, err = RestorePartition(l.o.Config, data); err != nil {
+		if r.part, err = RestorePartition(cfg, data); err != nil {
 			// A damaged checkpoint stops the partition rather than
 			// silently relearning from scratch: an operator decides.
 			return fmt.Errorf("partition %d: %w", p, err)
 		}
-	} else if r.part, err = NewPartition(l.o.Config); err != nil {
+	} else if r.part, err = NewPartition(cfg); err != nil {
 		return err
 	}
 	sctx, cancel := context.WithCancel(ctx)
@@ -511,6 +556,7 @@ func (r *partitionRun) consume(ctx context.Context) error {
 
 // apply applies one message, or queues it for the DLQ.
 func (r *partitionRun) apply(s *topicStream, m *kafka.Message) {
+	r.syncVariants()
 	var err error
 	if s == r.streams[0] {
 		var rec Record
@@ -550,6 +596,7 @@ func (r *partitionRun) apply(s *topicStream, m *kafka.Message) {
 func (r *partitionRun) checkpoint(ctx context.Context, final bool) error {
 	l := r.l
 	defer r.status()
+	r.syncVariants()
 	now := l.o.Now()
 	if len(r.dlq) > 0 {
 		if err := l.dlq.WriteMessages(ctx, r.dlq...); err != nil {

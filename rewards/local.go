@@ -8,9 +8,6 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
-
-	"github.com/devflow/flowguard/bandit"
-	"github.com/devflow/flowguard/features"
 )
 
 // Local is the learner of the embedded default: one partition fed by a
@@ -20,7 +17,7 @@ type Local struct {
 	q       *Queue
 	every   time.Duration
 	now     func() time.Time
-	publish func(*bandit.Snapshot, *features.Risk) error
+	publish func(Model) error
 	file    string // checkpoint file; "" = none
 
 	mu   sync.Mutex // guards part
@@ -42,7 +39,7 @@ type LocalOptions struct {
 // NewLocal returns the in-process learner, restored from the checkpoint
 // file when one exists. A checkpoint that does not decode is an error, not
 // silently discarded state.
-func NewLocal(cfg Config, q *Queue, publish func(*bandit.Snapshot, *features.Risk) error, o LocalOptions) (*Local, error) {
+func NewLocal(cfg Config, q *Queue, publish func(Model) error, o LocalOptions) (*Local, error) {
 	if o.PublishEvery <= 0 {
 		o.PublishEvery = 10 * time.Second
 	}
@@ -71,7 +68,19 @@ func (l *Local) Publish() error {
 	if err != nil {
 		return err
 	}
-	return l.publish(part.Bandit, part.Risk)
+	return l.publish(Model{Bandit: part.Bandit, Variants: part.Variants, Risk: part.Risk})
+}
+
+// SetVariants makes vs the variant models (Partition.SetVariants) and
+// publishes the result.
+func (l *Local) SetVariants(vs []VariantModel) (ModelChanges, error) {
+	l.mu.Lock()
+	ch, err := l.part.SetVariants(vs)
+	l.mu.Unlock()
+	if err != nil || ch.Empty() {
+		return ch, err
+	}
+	return ch, l.Publish()
 }
 
 // Stats returns the partition's counters.

@@ -1,9 +1,12 @@
 package rewards
 
 import (
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -117,29 +120,48 @@ func FuzzParseRecord(f *testing.F) {
 func FuzzRestorePartition(f *testing.F) {
 	seedCorpus(f, "FuzzRestorePartition")
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p, err := RestorePartition(testConfig(), data)
-		if err != nil {
-			if !errors.Is(err, ErrBadCheckpoint) {
-				t.Fatalf("error does not wrap ErrBadCheckpoint: %v", err)
+		// As given, and resealed with a valid checksum so that the fuzzer
+		// reaches the decoding behind it.
+		for _, data := range [][]byte{data, reseal(data)} {
+			p, err := RestorePartition(variantConfig(variantA, variantB), data)
+			if err != nil {
+				if !errors.Is(err, ErrBadCheckpoint) {
+					t.Fatalf("error does not wrap ErrBadCheckpoint: %v", err)
+				}
+				continue
 			}
-			return
+			apply(t, p, variantStream(9, 3, 2))
 		}
-		apply(t, p, stream(9, 2, 2))
 	})
 }
 
 func FuzzDecodeModelPart(f *testing.F) {
 	seedCorpus(f, "FuzzDecodeModelPart")
 	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := DecodeModelPart(data)
-		if err != nil {
-			if !errors.Is(err, ErrBadModel) {
-				t.Fatalf("error does not wrap ErrBadModel: %v", err)
+		for _, data := range [][]byte{data, reseal(data)} {
+			m, err := DecodeModelPart(data)
+			if err != nil {
+				if !errors.Is(err, ErrBadModel) {
+					t.Fatalf("error does not wrap ErrBadModel: %v", err)
+				}
+				continue
 			}
-			return
-		}
-		if _, err := m.MarshalBinary(); err != nil {
-			t.Fatal(err)
+			if _, err := m.MarshalBinary(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Combine(t0, []ModelPart{m}); err != nil && m.Bandit == nil {
+				t.Fatal(err)
+			}
 		}
 	})
+}
+
+// reseal returns data with its last 4 bytes replaced by the CRC32C of the
+// rest: the checksum checkpoints and model parts end with.
+func reseal(data []byte) []byte {
+	if len(data) < 4 {
+		return data
+	}
+	body := data[:len(data)-4]
+	return binary.LittleEndian.AppendUint32(slices.Clone(body), crc32.Checksum(body, castagnoli))
 }

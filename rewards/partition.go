@@ -42,6 +42,9 @@ type Config struct {
 	// outcome; the oldest is dropped (and counted) beyond it.
 	// Default: 1000000.
 	MaxPending int
+	// Variants are the experiment variants with a model of their own; see
+	// VariantModel. Default: none.
+	Variants []VariantModel
 }
 
 // Bucket is the granularity at which labels apply: a label covers a
@@ -88,7 +91,7 @@ func (c Config) Validate() error {
 	if c.MaxPending < 0 {
 		return errors.New("rewards: max_pending must not be negative")
 	}
-	return nil
+	return validateVariants(c.Variants, c.Bandit.Dim)
 }
 
 // Stats counts what a partition did with its input.
@@ -99,6 +102,9 @@ type Stats struct {
 	Labels, Duplicates, Late       int64 // labels applied; repeated label ids; labels past the window
 	UnknownKey                     int64 // labels for a key with no records yet, kept for the window
 	Corrections, Finalized, Errors int64
+	// Retired counts outcomes of epochs whose variant model was dropped
+	// (SetVariants) while they were pending: they teach only the risk model.
+	Retired int64
 }
 
 // Partition is the learner's state for one Kafka partition: pending
@@ -107,8 +113,10 @@ type Stats struct {
 // partition trained, and the offsets its state includes. Not safe for
 // concurrent use.
 type Partition struct {
-	cfg     Config
-	bandit  *bandit.Learner
+	cfg Config
+	// models are the bandits trained, by key: "" is the main model, the
+	// others are VariantModel keys.
+	models  map[string]*model
 	risk    *features.Risk
 	pending map[string]pendingDecision
 	order   []string // pending ids, oldest first (may hold ids already joined)
@@ -124,7 +132,8 @@ type Partition struct {
 
 type pendingDecision struct {
 	Key, Tier  string
-	At         int64 // µs
+	Model      string // the key of the model the arm was drawn from; "": the main one
+	At         int64  // µs
 	Arm        int
 	Multiplier float64
 	X          []float64
@@ -143,6 +152,7 @@ type keyHistory struct {
 // the hour's severity by Δ changes the arm's Σ r·x by Δ·Σ kᵢxᵢ.
 type agg struct {
 	Hour     int64 // start, µs
+	Model    string
 	Arm      int
 	Severity float64   // the severity the bandit has been given for it
 	SlopeX   []float64 // Σ kᵢ·xᵢ
@@ -174,8 +184,17 @@ func NewPartition(cfg Config) (*Partition, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Partition{cfg: cfg, bandit: bl, risk: risk, pending: map[string]pendingDecision{},
-		keys: map[string]*keyHistory{}, seen: map[string]int64{}, Offsets: map[string]int64{}}, nil
+	p := &Partition{cfg: cfg, risk: risk, pending: map[string]pendingDecision{},
+		models: map[string]*model{"": {mode: cfg.Mode, l: bl, arms: len(cfg.Bandit.Arms)}},
+		keys:   map[string]*keyHistory{}, seen: map[string]int64{}, Offsets: map[string]int64{}}
+	for _, v := range cfg.Variants {
+		m, err := newVariantModel(v)
+		if err != nil {
+			return nil, err
+		}
+		p.models[m.key] = m
+	}
+	return p, nil
 }
 
 // Stats returns the partition's counters.
@@ -213,15 +232,21 @@ func (p *Partition) Record(r Record) error {
 			p.advance(at)
 			return nil // shadow and static epochs did not follow the bandit: nothing to learn
 		}
-		if len(r.Context) != p.cfg.Bandit.Dim || r.Arm >= len(p.cfg.Bandit.Arms) {
+		m := p.models[r.Model]
+		if m == nil {
+			p.stats.Errors++
+			return fmt.Errorf("%w: model %q: %w here: serving and this learner run different experiments files, or the variant's settings changed",
+				ErrBadRecord, r.Model, errNoModel)
+		}
+		if len(r.Context) != p.cfg.Bandit.Dim || r.Arm >= m.arms {
 			p.stats.Errors++
 			return fmt.Errorf("%w: context of %d features or arm %d does not fit the bandit (%d features, %d arms)",
-				ErrBadRecord, len(r.Context), r.Arm, p.cfg.Bandit.Dim, len(p.cfg.Bandit.Arms))
+				ErrBadRecord, len(r.Context), r.Arm, p.cfg.Bandit.Dim, m.arms)
 		}
 		if _, dup := p.pending[r.ID]; !dup {
 			p.order = append(p.order, r.ID)
 		}
-		p.pending[r.ID] = pendingDecision{Key: r.Key, Tier: r.Tier, At: at, Arm: r.Arm, Multiplier: r.Multiplier,
+		p.pending[r.ID] = pendingDecision{Key: r.Key, Tier: r.Tier, Model: r.Model, At: at, Arm: r.Arm, Multiplier: r.Multiplier,
 			X: slices.Clone(r.Context), Base: normBase(r.Base)}
 		for len(p.pending) > p.cfg.MaxPending && len(p.order) > 0 {
 			id := p.order[0]
@@ -286,16 +311,24 @@ func (p *Partition) join(d pendingDecision, o Outcome) error {
 		p.stats.Late++ // final already: learn it as it stands
 	}
 	sev := h.severityAt(hour)
-	i := h.aggIndex(hour, d.Arm)
+	i := h.aggIndex(hour, d.Model, d.Arm)
 	a := &h.Aggs[i]
 	a.LastX = toFloat32(d.X[:p.cfg.Risk.Dim], a.LastX)
-	if p.cfg.Mode == ModeWait {
+	m := p.models[d.Model]
+	switch {
+	case m == nil:
+		// The variant's model was dropped while the epoch ran: the
+		// aggregate still teaches the risk model.
+		p.stats.Retired++
+		a.Severity = sev
+		return nil
+	case m.mode == ModeWait:
 		a.Wait = append(a.Wait, waitRecord{X: d.X, Outcome: o, Base: d.Base})
 		a.Severity = sev
 		return nil
 	}
 	r := p.cfg.Weights.Reward(o, h.Tier, d.Base, sev)
-	if err := p.bandit.Update(d.X, d.Arm, r); err != nil {
+	if err := m.l.Update(d.X, d.Arm, r); err != nil {
 		p.stats.Errors++
 		return err
 	}
@@ -327,16 +360,16 @@ func toFloat32(x []float64, dst []float32) []float32 {
 	return dst
 }
 
-// aggIndex returns the index of (hour, arm)'s aggregate, adding it.
-func (h *keyHistory) aggIndex(hour int64, arm int) int {
+// aggIndex returns the index of (hour, model, arm)'s aggregate, adding it.
+func (h *keyHistory) aggIndex(hour int64, model string, arm int) int {
 	// Newest first: records arrive roughly in time order, so the match is
 	// almost always among the last few of up to window × arms aggregates.
 	for i := len(h.Aggs) - 1; i >= 0; i-- {
-		if h.Aggs[i].Hour == hour && h.Aggs[i].Arm == arm {
+		if h.Aggs[i].Hour == hour && h.Aggs[i].Arm == arm && h.Aggs[i].Model == model {
 			return i
 		}
 	}
-	h.Aggs = append(h.Aggs, agg{Hour: hour, Arm: arm})
+	h.Aggs = append(h.Aggs, agg{Hour: hour, Model: model, Arm: arm})
 	return len(h.Aggs) - 1
 }
 
@@ -356,7 +389,8 @@ func (h *keyHistory) severityAt(hour int64) float64 {
 // correct moves aggregate a to severity sev: the exact correction.
 func (p *Partition) correct(h *keyHistory, a *agg, sev float64) error {
 	delta := sev - a.Severity
-	if delta == 0 || a.SlopeX == nil {
+	m := p.models[a.Model]
+	if delta == 0 || a.SlopeX == nil || m == nil {
 		a.Severity = sev
 		return nil
 	}
@@ -364,7 +398,7 @@ func (p *Partition) correct(h *keyHistory, a *agg, sev float64) error {
 	for i, v := range a.SlopeX {
 		sumX[i] = delta * v
 	}
-	if err := p.bandit.CorrectSum(a.Arm, sumX, delta*a.Slope); err != nil {
+	if err := m.l.CorrectSum(a.Arm, sumX, delta*a.Slope); err != nil {
 		p.stats.Errors++
 		return err
 	}
@@ -409,7 +443,7 @@ func (p *Partition) Label(l Label, seenAt time.Time) error {
 			continue
 		}
 		sev := h.severityAt(a.Hour)
-		if p.cfg.Mode == ModeWait {
+		if m := p.models[a.Model]; m == nil || m.mode == ModeWait {
 			a.Severity = sev
 		} else if err := p.correct(h, a, sev); err != nil {
 			return err
@@ -507,9 +541,13 @@ func keyExpires(h *keyHistory, cutoff, hourUS int64) bool {
 // model's benign examples (hours no label covered).
 func (p *Partition) finalize(h *keyHistory, a *agg) {
 	p.stats.Finalized++
+	m := p.models[a.Model]
 	for _, w := range a.Wait {
+		if m == nil {
+			break // the variant's model was dropped
+		}
 		r := p.cfg.Weights.Reward(w.Outcome, h.Tier, w.Base, a.Severity)
-		if err := p.bandit.Update(w.X, a.Arm, r); err != nil {
+		if err := m.l.Update(w.X, a.Arm, r); err != nil {
 			p.stats.Errors++
 			continue
 		}
@@ -522,9 +560,19 @@ func (p *Partition) finalize(h *keyHistory, a *agg) {
 	}
 }
 
-// Bandit returns a snapshot of the partition's bandit statistics.
+// Bandit returns a snapshot of the partition's main bandit statistics.
 func (p *Partition) Bandit(created time.Time) (*bandit.Snapshot, error) {
-	return p.bandit.Snapshot(created)
+	return p.models[""].l.Snapshot(created)
+}
+
+// VariantBandit returns a snapshot of the variant model key names, or nil
+// if the partition has no such model.
+func (p *Partition) VariantBandit(key string, created time.Time) (*bandit.Snapshot, error) {
+	m := p.models[key]
+	if key == "" || m == nil {
+		return nil, nil
+	}
+	return m.l.Snapshot(created)
 }
 
 // Risk returns the partition's risk model. It is shared, not copied:

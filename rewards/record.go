@@ -41,9 +41,12 @@ type Record struct {
 	// in none); Policy says what was enforced (PolicyBandit, …). Records
 	// written before Policy existed carried bandit or shadow in Variant;
 	// ParseRecord moves it.
-	Experiment   string    `json:"experiment,omitempty"`
-	Variant      string    `json:"variant,omitempty"`
-	Policy       string    `json:"policy,omitempty"`
+	Experiment string `json:"experiment,omitempty"`
+	Variant    string `json:"variant,omitempty"`
+	Policy     string `json:"policy,omitempty"`
+	// Model is the key of the variant model (VariantModel.Key) the arm
+	// was drawn from; "" for the main model.
+	Model        string    `json:"model,omitempty"`
 	Arm          int       `json:"arm"`
 	ArmName      string    `json:"arm_name,omitempty"`
 	Multiplier   float64   `json:"multiplier,omitempty"`
@@ -109,6 +112,8 @@ func (r Record) Validate() error {
 		return bad("policy %q, want bandit, shadow or static", r.Policy)
 	case len(r.Experiment) > 128 || len(r.Variant) > 128:
 		return bad("experiment and variant are at most 128 bytes")
+	case len(r.Model) > 256:
+		return bad("model is at most 256 bytes")
 	case r.Arm < 0 || r.Arm > 255:
 		return bad("arm %d out of range", r.Arm)
 	case !(r.Propensity > 0 && r.Propensity <= 1):

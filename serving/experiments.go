@@ -20,13 +20,18 @@ package serving
 // A stopped variant's units get the control's policy (static) and stay
 // attributed to the variant (intention to treat).
 //
-// Per-variant bandit settings: exploration is applied per call
-// (bandit.Snapshot.ChooseScaled, the variant's scale over ml.exploration,
-// with exact propensities), and a variant whose arms are a contiguous run
-// of ml.arms chooses among those only (within the rule's floor and
-// ceiling). Lambda, posterior and reward_mode are the model's: every
-// bandit and shadow variant shares the one model the ml: section
-// configures, and a variant whose other settings differ is reported at
+// Per-variant bandit settings. Exploration is applied per call
+// (bandit.Snapshot.ChooseScaled, with exact propensities). A bandit
+// variant whose lambda, posterior and reward_mode are ml:'s and whose arms
+// are a contiguous run of ml.arms draws from the main model, among those
+// arms only (within the rule's floor and ceiling). Any other bandit
+// variant has a model of its own (config.ML.OwnModel, rewards.VariantModel):
+// the learner trains it only on that variant's epochs, with the variant's
+// arms, prior, posterior and reward mode, and its decisions are logged
+// with the model's key. Until that model is published its units fall back
+// (no_model) to the deterministic budget. Shadow variants enforce the
+// deterministic budget, so there is nothing to train a model of their own
+// on: they draw from the main model, and other settings are reported at
 // start.
 //
 // Decision log. A unit in an experiment is logged with experiment and
@@ -132,6 +137,10 @@ type expVariant struct {
 	// arms is the part of ml.arms the variant's bandit.arms names (a
 	// contiguous run of them); Hi 0: all of them.
 	arms bandit.ArmRange
+	// model is the key of the variant's own model (rewards.VariantModel);
+	// "": it draws from the main model. armSet is that model's arms.
+	model  string
+	armSet bandit.ArmSet
 }
 
 // plan is how stage 2 treats a key for its epoch. It is comparable: a key
@@ -161,11 +170,10 @@ type expGen struct {
 type expRuntime struct {
 	cur   atomic.Pointer[expGen] // nil: experiments off
 	every time.Duration
-	// exploration is ml.exploration, the scale variants' own are relative
-	// to, and arms ml.arms, of which a variant's arms must be a run.
-	exploration float64
-	arms        bandit.ArmSet
-	ring        int // snapshots in the guardrail window
+	// ml is the main model's settings: variants' exploration is relative
+	// to its, and whether a variant has a model of its own depends on it.
+	ml   config.ML
+	ring int // snapshots in the guardrail window
 
 	mu       sync.Mutex
 	counters map[experiments.VariantID]*variantCounters
@@ -180,14 +188,14 @@ type expRuntime struct {
 	unattributed prometheus.Counter
 }
 
-func newExpRuntime(cfg config.Experiments, m *metrics, exploration float64) (*expRuntime, error) {
+func newExpRuntime(cfg config.Experiments, m *metrics, ml config.ML) (*expRuntime, error) {
 	e := &expRuntime{
-		exploration: exploration,
-		every:       cfg.GuardrailEvery,
-		ring:        int(cfg.GuardrailWindow/cfg.GuardrailEvery) + 1,
-		counters:    map[experiments.VariantID]*variantCounters{},
-		memStops:    map[experiments.VariantID]experiments.StopRecord{},
-		seen:        labelIDs{max: 1 << 17, ids: map[string]struct{}{}},
+		ml:       ml,
+		every:    cfg.GuardrailEvery,
+		ring:     int(cfg.GuardrailWindow/cfg.GuardrailEvery) + 1,
+		counters: map[experiments.VariantID]*variantCounters{},
+		memStops: map[experiments.VariantID]experiments.StopRecord{},
+		seen:     labelIDs{max: 1 << 17, ids: map[string]struct{}{}},
 	}
 	e.abusive.init(1 << 20)
 	if cfg.StopLog != "" {
@@ -222,6 +230,10 @@ func (e *expRuntime) install(cfg *experiments.Config) (*expGen, error) {
 		return nil, err
 	}
 	g := &expGen{a: a, variants: make([][]*expVariant, len(cfg.Experiments))}
+	own := map[string]string{} // variant model id → key
+	for _, vm := range e.ml.VariantModels(cfg) {
+		own[vm.ID] = vm.Key()
+	}
 	e.mu.Lock()
 	for i, x := range cfg.Experiments {
 		g.variants[i] = make([]*expVariant, len(x.Variants))
@@ -232,15 +244,19 @@ func (e *expRuntime) install(cfg *experiments.Config) (*expGen, error) {
 				c = new(variantCounters)
 				e.counters[id] = c
 			}
-			explore := 1.0
-			if v.Bandit != nil && v.Bandit.Exploration > 0 && e.exploration > 0 {
-				explore = v.Bandit.Exploration / e.exploration
+			ev := &expVariant{id: id, c: c, explore: 1}
+			switch {
+			case v.Bandit == nil:
+			case own[id.Experiment+"/"+id.Variant] != "":
+				// The variant's model has exploration scale 1.
+				ev.model, ev.armSet, ev.explore = own[id.Experiment+"/"+id.Variant], v.Bandit.Arms, v.Bandit.Exploration
+			default:
+				ev.arms, _ = e.ml.Arms.Run(v.Bandit.Arms)
+				if v.Bandit.Exploration > 0 && e.ml.Exploration > 0 {
+					ev.explore = v.Bandit.Exploration / e.ml.Exploration
+				}
 			}
-			var arms bandit.ArmRange
-			if v.Bandit != nil {
-				arms, _ = armRun(e.arms, v.Bandit.Arms)
-			}
-			g.variants[i][j] = &expVariant{id: id, c: c, explore: explore, arms: arms}
+			g.variants[i][j] = ev
 		}
 	}
 	defer e.mu.Unlock()
@@ -343,10 +359,7 @@ func (e *expRuntime) windowCounts() map[experiments.VariantID]experiments.Counts
 
 // startExperiments sets up experiments for a new Server.
 func (s *Server) startExperiments(cfg *config.Loaded) error {
-	e, err := newExpRuntime(cfg.Experiments, s.metrics, cfg.ML.Exploration)
-	if e != nil {
-		e.arms = cfg.ML.Arms
-	}
+	e, err := newExpRuntime(cfg.Experiments, s.metrics, cfg.ML)
 	if err != nil {
 		return err
 	}
@@ -366,14 +379,25 @@ func (s *Server) installExperiments(cfg *config.Loaded) error {
 	if err != nil {
 		s.log.Warn("stop records name variants the experiments file lacks; they apply if those variants return", "err", err)
 	}
+	if s.ml != nil && s.ml.local != nil {
+		// The embedded learner trains the variant models of this file from
+		// now on; ones it already had keep what they learned.
+		ch, err := s.ml.local.SetVariants(s.exp.ml.VariantModels(cfg.ExperimentsConfig))
+		if err != nil {
+			return err
+		}
+		if !ch.Empty() {
+			s.log.Info("variant models changed", "added", ch.Added, "dropped", ch.Removed)
+		}
+	}
 	if g == nil {
 		return nil
 	}
 	ec := g.a.Config()
 	for _, x := range ec.Experiments {
 		for _, v := range x.Variants {
-			if v.Bandit != nil && !s.sharesModel(v.Bandit) {
-				s.log.Warn("variant lambda, posterior or reward_mode differ from ml:, or its arms are not a run of ml.arms: every bandit and shadow variant uses the one model ml: configures (exploration and a run of its arms are per variant)",
+			if v.Policy == experiments.PolicyShadow && s.exp.ml.OwnModel(v.Bandit) {
+				s.log.Warn("shadow variant's lambda, posterior or reward_mode differ from ml:, or its arms are not a run of ml.arms: a shadow variant enforces the deterministic budget, so nothing could train a model of its own; it draws from the main model",
 					"experiment", x.Name, "variant", v.Name)
 			}
 			if g.a.Stopped(x.Name, v.Name) {
@@ -384,14 +408,6 @@ func (s *Server) installExperiments(cfg *config.Loaded) error {
 	}
 	s.log.Info("experiments loaded", "file", ec.Name, "digest", ec.Digest, "experiments", len(ec.Experiments))
 	return nil
-}
-
-// sharesModel reports whether a variant's bandit settings are the model's.
-func (s *Server) sharesModel(b *experiments.BanditSpec) bool {
-	ml := s.cfg.ML
-	_, ok := armRun(ml.Arms, b.Arms)
-	return ok && b.Lambda == ml.Lambda &&
-		b.Posterior == ml.Posterior && string(b.RewardMode) == ml.RewardMode
 }
 
 // runGuardrails evaluates the guardrails every experiments.guardrail_every
@@ -731,20 +747,4 @@ func (c *expCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
-}
-
-// armRun returns where variant's arms sit in model's: a contiguous run of
-// them, in order. ok is false when they are not such a run; the range is
-// then all of model's arms.
-func armRun(model, variant bandit.ArmSet) (r bandit.ArmRange, ok bool) {
-	all := bandit.ArmRange{Lo: 0, Hi: len(model)}
-	if len(variant) == 0 {
-		return all, true
-	}
-	for lo := range model {
-		if hi := lo + len(variant); hi <= len(model) && model[lo:hi].Equal(variant) {
-			return bandit.ArmRange{Lo: lo, Hi: hi}, true
-		}
-	}
-	return all, false
 }

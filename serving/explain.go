@@ -44,6 +44,8 @@ type Explanation struct {
 	Ceiling        float64 `json:"ceiling"`
 	BaseRate       int64   `json:"base_rate"`
 	Limit          int64   `json:"limit"`
+	// Model is the key of the variant's own model; "": the main model.
+	Model          string  `json:"model,omitempty"`
 	ModelVersion   string  `json:"model_version"`
 	ModelAgeS      float64 `json:"model_age_s"`
 	Fallback       bool    `json:"fallback"`
@@ -118,7 +120,10 @@ func (s *Server) handleExplain(ctx *fasthttp.RequestCtx, key string) {
 	x := ml.feats.Vector(key, now, make([]float64, 0, ctxDim))
 	e.Risk = ml.risk.Load().Score(x)
 	x = append(x, e.Risk)
-	snap := ml.model.Load()
+	snap := ml.snapshotFor(p)
+	if p.v != nil {
+		e.Model = p.v.model
+	}
 	if snap != nil {
 		e.ModelVersion = modelVersion(snap.Version())
 		e.ModelAgeS = now.Sub(ml.modelTime(snap)).Seconds()
@@ -145,7 +150,7 @@ func (s *Server) handleExplain(ctx *fasthttp.RequestCtx, key string) {
 		case c.fallback != 0:
 			e.Fallback, e.FallbackReason = true, fallbackReasons[c.fallback]
 		default:
-			e.Arm, e.Risk = ml.armName(c.arm), c.risk
+			e.Arm, e.Risk = ml.armName(c.plan, c.arm), c.risk
 			if !c.plan.shadow {
 				lim, m := rule.Budget(c.multiplier)
 				e.Multiplier, e.Propensity, e.Limit = m, c.propensity, lim.Rate

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/devflow/flowguard/internal/config"
@@ -66,7 +69,7 @@ func NewLearner(cfg *config.Loaded, o LearnerOptions) (*Learner, error) {
 		Help:    "From a label's Kafka timestamp to its application by the learner.",
 		Buckets: []float64{.01, .05, .1, .25, .5, 1, 2, 5, 10, 30, 60, 300, 1800, 3600}})
 	k := cfg.Kafka
-	l.kl, err = rewards.NewKafkaLearner(rewards.LearnerOptions{Config: cfg.ML.RewardsConfig(), Brokers: k.Brokers,
+	l.kl, err = rewards.NewKafkaLearner(rewards.LearnerOptions{Config: cfg.LearnerConfig(), Brokers: k.Brokers,
 		Group: k.Group, DecisionsTopic: k.Topics.Decisions, LabelsTopic: k.Topics.Labels, DLQTopic: k.Topics.DLQ,
 		ModelsTopic: k.Topics.Models, Store: rewards.NewRedisStore(rc, cfg.Redis.Prefix),
 		CheckpointEvery: o.CheckpointEvery, Dialer: dialer, Transport: tr, Logger: o.Logger,
@@ -110,6 +113,9 @@ func (l *Learner) Run(ctx context.Context) error {
 	defer srv.Shutdown()
 	l.log.Info("flowguard learning", "brokers", l.cfg.Kafka.Brokers, "group", l.cfg.Kafka.Group,
 		"metrics", ln.Addr().String(), "config", l.cfg.Name)
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go l.watchExperiments(wctx)
 	err = l.kl.Run(ctx)
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
@@ -189,4 +195,70 @@ func (c learnerCollector) Collect(ch chan<- prometheus.Metric) {
 		"models_published": st.Published, "publish_failures": st.PublishFailures, "commit_failures": st.CommitFailures} {
 		ch <- prometheus.MustNewConstMetric(learnerCounters[name], prometheus.CounterValue, float64(v))
 	}
+}
+
+// watchExperiments follows the experiments file, as serving does: on
+// SIGHUP, and every server.reload_every when the configuration file or the
+// experiments file it names holds other bytes, it reloads the file and
+// gives the learner that file's variant models. The main model's settings
+// (ml:) stay those the learner started with, as in serving, so that both
+// compute the same model keys. An invalid file keeps the models in force;
+// the error is logged once per version of the files.
+func (l *Learner) watchExperiments(ctx context.Context) {
+	if l.cfg.Path == "" {
+		return
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	every := l.cfg.Server.ReloadEvery
+	if every <= 0 {
+		every = time.Hour // SIGHUP only, in effect
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	cur := l.cfg
+	last := l.filesDigest(cur)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		case <-t.C:
+			if d := l.filesDigest(cur); d == last {
+				continue
+			}
+		}
+		next, err := config.Load(l.cfg.Path)
+		if d := l.filesDigest(cur); err != nil {
+			if d != last {
+				l.log.Error("learner: configuration reload failed; keeping the variant models in force", "config", l.cfg.Path, "err", err)
+			}
+			last = d
+			continue
+		}
+		cur = next
+		last = l.filesDigest(cur)
+		vs := l.cfg.ML.VariantModels(next.ExperimentsConfig)
+		if err := l.kl.SetVariants(vs); err != nil {
+			l.log.Error("learner: variant models refused", "err", err)
+			continue
+		}
+		l.log.Info("learner: experiments reloaded", "config", l.cfg.Path, "variant_models", len(vs))
+	}
+}
+
+// filesDigest returns the digest of the configuration file's bytes and of
+// the experiments file cfg names; "" parts for unreadable files.
+func (l *Learner) filesDigest(cfg *config.Loaded) string {
+	d := ""
+	if data, err := os.ReadFile(l.cfg.Path); err == nil {
+		d = digestOf(data)
+	}
+	if f := cfg.Experiments.File; f != "" && f != config.ExperimentsEmbedded {
+		if data, err := os.ReadFile(f); err == nil {
+			d += "/" + digestOf(data)
+		}
+	}
+	return d
 }

@@ -94,6 +94,9 @@ type mlStage struct {
 	feats *features.Store
 	risk  atomic.Pointer[features.Risk]
 	model bandit.Current
+	// variants are the variant models (rewards.VariantModel), by key; a
+	// variant with a model of its own chooses from it alone.
+	variants atomic.Pointer[map[string]*bandit.Snapshot]
 	// fresh is when the remote learners last published (µs; 0: never, or
 	// the embedded learner): with learner: remote, staleness counts from
 	// their heartbeat, not from the last change of the model.
@@ -124,7 +127,9 @@ type decisionLog interface {
 	Log(rewards.Record) bool
 }
 
-func newMLStage(cfg config.ML, region string, now func() time.Time, seed uint64, hook func(string)) (*mlStage, error) {
+// newMLStage returns stages 2 and 3 for cfg; learn configures the embedded
+// learner (with learner: embedded), its variant models included.
+func newMLStage(cfg config.ML, learn rewards.Config, region string, now func() time.Time, seed uint64, hook func(string)) (*mlStage, error) {
 	feats, err := features.NewStore(features.Config{IdleTTL: cfg.IdleTTL, MaxKeys: cfg.MaxKeys})
 	if err != nil {
 		return nil, err
@@ -154,7 +159,7 @@ func newMLStage(cfg config.ML, region string, now func() time.Time, seed uint64,
 	if cfg.Learner == "embedded" {
 		m.queue = rewards.NewQueue(cfg.LogBuffer)
 		m.dlog = m.queue
-		m.local, err = rewards.NewLocal(cfg.RewardsConfig(), m.queue, m.install, rewards.LocalOptions{
+		m.local, err = rewards.NewLocal(learn, m.queue, m.install, rewards.LocalOptions{
 			PublishEvery: cfg.PublishEvery, Now: now, CheckpointFile: cfg.CheckpointFile})
 		if err != nil {
 			return nil, err
@@ -163,13 +168,31 @@ func newMLStage(cfg config.ML, region string, now func() time.Time, seed uint64,
 	return m, nil
 }
 
-// install makes a newly published model current. The bandit snapshot must
-// be newer than the one in use; the risk model goes with it.
-func (m *mlStage) install(snap *bandit.Snapshot, risk *features.Risk) error {
-	if err := m.model.Store(snap); err != nil {
+// install makes a newly published model current. The main bandit snapshot
+// must be newer than the one in use, and the risk model goes with it; the
+// variant models are installed either way, since they can change while
+// the main model does not.
+func (m *mlStage) install(model rewards.Model) error {
+	if old := m.variants.Load(); model.Variants != nil || (old != nil && len(*old) > 0) {
+		vs := model.Variants
+		m.variants.Store(&vs)
+	}
+	if err := m.model.Store(model.Bandit); err != nil {
 		return err
 	}
-	m.risk.Store(risk)
+	m.risk.Store(model.Risk)
+	return nil
+}
+
+// snapshotFor returns the bandit snapshot plan p chooses from: its
+// variant's own model, or the main one; nil when there is none yet.
+func (m *mlStage) snapshotFor(p plan) *bandit.Snapshot {
+	if p.v == nil || p.v.model == "" {
+		return m.model.Load()
+	}
+	if vs := m.variants.Load(); vs != nil {
+		return (*vs)[p.v.model]
+	}
 	return nil
 }
 
@@ -231,7 +254,7 @@ func (m *mlStage) stage2(key string, rule *policy.Rule, p plan) epochChoice {
 			expires: start.Add(min(fallbackRetry, m.cfg.Epoch)).UnixMicro(), multiplier: 1,
 			propensity: 1, arm: -1, fallback: fallbackIndex(reason), plan: p})
 	}
-	snap := m.model.Load()
+	snap := m.snapshotFor(p)
 	if snap == nil {
 		return fail(ReasonNoModel)
 	}
@@ -297,7 +320,7 @@ func (m *mlStage) score(key string, rule *policy.Rule, snap *bandit.Snapshot, no
 	if err != nil {
 		return epochChoice{}, err
 	}
-	if p.v != nil && p.v.arms.Hi > 0 {
+	if p.v != nil && p.v.model == "" && p.v.arms.Hi > 0 {
 		// The variant's arms, within the floor and ceiling; if they miss
 		// each other, the floor and ceiling win.
 		if in := (bandit.ArmRange{Lo: max(allowed.Lo, p.v.arms.Lo), Hi: min(allowed.Hi, p.v.arms.Hi)}); in.Len() > 0 {
@@ -329,6 +352,9 @@ func (m *mlStage) score(key string, rule *policy.Rule, snap *bandit.Snapshot, no
 			ArmName: c.Name, Multiplier: c.Multiplier, Propensity: c.Propensity, ModelVersion: snap.Version(),
 			Context: slices.Clone(x), Floor: rule.Floor, Ceiling: rule.Ceiling, Base: base}
 		p.annotate(&rec)
+		if p.v != nil {
+			rec.Model = p.v.model
+		}
 		m.dlog.Log(rec)
 	}
 	return ec, nil
@@ -400,12 +426,17 @@ func (m *mlStage) sweep() (choices, keys int) {
 	return choices, m.feats.Sweep(now)
 }
 
-// armName returns the arm's name, or "" for none.
-func (m *mlStage) armName(i int16) string {
-	if i < 0 || int(i) >= len(m.arms) {
+// armName returns the name of arm i under plan p (a variant with a model
+// of its own has its own arms), or "" for none.
+func (m *mlStage) armName(p plan, i int16) string {
+	arms := m.arms
+	if p.v != nil && p.v.model != "" {
+		arms = p.v.armSet
+	}
+	if i < 0 || int(i) >= len(arms) {
 		return ""
 	}
-	return m.arms[i].Name
+	return arms[i].Name
 }
 
 func modelVersion(v uint64) string {

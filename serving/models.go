@@ -192,9 +192,9 @@ func (w *modelWatcher) install() {
 			oldest = c
 		}
 	}
-	snap, risk, err := rewards.Combine(oldest, parts)
+	model, err := rewards.Combine(oldest, parts)
 	if err == nil {
-		err = w.ml.install(snap, risk)
+		err = w.ml.install(model)
 	}
 	switch {
 	case err == nil:

@@ -132,11 +132,11 @@ func (s *Server) decide(ctx context.Context, req *DecideRequest) (d Decision) {
 			d.Fallback, d.Reason, d.source = true, mlReason, SourceFallback
 			s.metrics.mlFallbacks.WithLabelValues(mlReason).Inc()
 		case p.shadow:
-			s.metrics.shadowChoices.WithLabelValues(s.ml.armName(c.arm)).Inc()
+			s.metrics.shadowChoices.WithLabelValues(s.ml.armName(p, c.arm)).Inc()
 		default:
 			limit, m = rule.Budget(c.multiplier)
 			d.Limit, d.Multiplier, d.limit = limit.Rate, m, limit
-			d.Arm, d.Propensity, d.source = s.ml.armName(c.arm), c.propensity, SourceML
+			d.Arm, d.Propensity, d.source = s.ml.armName(p, c.arm), c.propensity, SourceML
 			if rule.AutoBlock && c.risk >= s.ml.cfg.BlockThreshold {
 				d.Action, d.Reason, d.RetryAfterMS = ActionBlock, ReasonRisk, -1
 				s.afterDecision(req, &d)

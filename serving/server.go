@@ -158,7 +158,7 @@ func New(cfg *config.Loaded, opts Options) (*Server, error) {
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
 	}
-	ml, err := newMLStage(cfg.ML, cfg.Server.Region, clock, seed, opts.MLHook)
+	ml, err := newMLStage(cfg.ML, cfg.LearnerConfig(), cfg.Server.Region, clock, seed, opts.MLHook)
 	if err != nil {
 		return nil, fmt.Errorf("serving: ml: %w", err)
 	}

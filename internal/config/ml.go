@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/devflow/flowguard/bandit"
+	"github.com/devflow/flowguard/experiments"
 	"github.com/devflow/flowguard/features"
 	"github.com/devflow/flowguard/internal/yamlx"
 	"github.com/devflow/flowguard/rewards"
@@ -247,4 +248,48 @@ func (m *ML) validate(d *yamlx.Doc) yamlx.Errors {
 		bad([]string{"recent_decisions"}, "%d must be between 1 and 100", m.RecentDecisions)
 	}
 	return errs
+}
+
+// OwnModel reports whether a bandit variant needs a model of its own: its
+// lambda, posterior or reward mode differ from ml:'s, or its arms are not
+// a contiguous run of ml.arms. Other bandit variants draw from the main
+// model, with their exploration and their run of arms applied per call.
+func (m *ML) OwnModel(b *experiments.BanditSpec) bool {
+	_, run := m.Arms.Run(b.Arms)
+	return !run || b.Lambda != m.Lambda || b.Posterior != m.Posterior || string(b.RewardMode) != m.RewardMode
+}
+
+// VariantModels returns the models of ec's bandit variants that need their
+// own (OwnModel), in file order; nil for a nil ec. Shadow variants enforce
+// the deterministic budget, so there is nothing to train a model of their
+// own on: they draw from the main model.
+func (m *ML) VariantModels(ec *experiments.Config) []rewards.VariantModel {
+	if ec == nil {
+		return nil
+	}
+	var out []rewards.VariantModel
+	for _, x := range ec.Experiments {
+		for _, v := range x.Variants {
+			if v.Policy != experiments.PolicyBandit || v.Bandit == nil || !m.OwnModel(v.Bandit) {
+				continue
+			}
+			b := v.Bandit
+			out = append(out, rewards.VariantModel{
+				ID: x.Name + "/" + v.Name,
+				// Scale 1: serving applies the variant's exploration per call.
+				Bandit: bandit.Config{Arms: b.Arms, Dim: features.Dim + 1, Posterior: b.BanditPosterior(),
+					Lambda: b.Lambda, Scale: 1},
+				Mode: rewards.Mode(b.RewardMode),
+			})
+		}
+	}
+	return out
+}
+
+// LearnerConfig returns RewardsConfig with the variant models of the
+// experiments file loaded with l.
+func (l *Loaded) LearnerConfig() rewards.Config {
+	c := l.ML.RewardsConfig()
+	c.Variants = l.ML.VariantModels(l.ExperimentsConfig)
+	return c
 }
