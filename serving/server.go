@@ -325,6 +325,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.log.Warn("drain deadline passed; closing remaining connections", "err", err)
 		return nil
 	}
+	// A shutdown that came before fasthttp registered the listener (a stop
+	// right after start) does not close it: close it here, or Serve would
+	// accept on forever.
+	_ = ln.Close()
 	<-errc
 	s.log.Info("stopped")
 	return nil
