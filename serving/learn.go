@@ -144,7 +144,8 @@ func init() {
 		"labels_applied": "Labels applied (once each).", "labels_duplicate": "Labels already applied (same label_id).",
 		"labels_late": "Labels past the attribution window.", "labels_unknown_key": "Labels for keys with no records yet, kept for the window.",
 		"corrections": "Exact reward corrections.", "finalized": "Key-arm-hours made final.",
-		"errors": "Inputs the partition refused (also sent to the DLQ).",
+		"errors":           "Inputs the partition refused (also sent to the DLQ).",
+		"retired_outcomes": "Outcomes of epochs whose variant model was dropped (experiments file changed) while they ran: they teach only the risk model.",
 	} {
 		learnerPartCounters[name] = prometheus.NewDesc("flowguard_learner_"+name+"_total", help, []string{"partition"}, nil)
 	}
@@ -187,7 +188,8 @@ func (c learnerCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for name, v := range map[string]int64{"decisions": p.Decisions, "outcomes": p.Outcomes, "updates": p.Updates,
 			"orphan_outcomes": p.Orphans, "labels_applied": p.Labels, "labels_duplicate": p.Duplicates, "labels_late": p.Late,
-			"labels_unknown_key": p.UnknownKey, "corrections": p.Corrections, "finalized": p.Finalized, "errors": p.Errors} {
+			"labels_unknown_key": p.UnknownKey, "corrections": p.Corrections, "finalized": p.Finalized, "errors": p.Errors,
+			"retired_outcomes": p.Retired} {
 			ch <- prometheus.MustNewConstMetric(learnerPartCounters[name], prometheus.CounterValue, float64(v), ps)
 		}
 	}

@@ -246,6 +246,7 @@ func (m *metrics) registerML(ml *mlStage) {
 			}
 			return -1
 		}),
+		variantModelCollector{ml},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "flowguard_features_keys", Help: "Keys whose features this instance holds.",
 		}, func() float64 { return float64(ml.feats.Len()) }),
@@ -315,3 +316,38 @@ func (m *metrics) registerLearner(ml *mlStage) {
 }
 
 type rewardsStats = rewards.Stats
+
+var (
+	descVariantModelVersion = prometheus.NewDesc("flowguard_ml_variant_model_version",
+		"Version of each experiment variant's own bandit model in use, by model key (EXPERIMENT/VARIANT@digest).", []string{"model"}, nil)
+	descVariantModelUpdates = prometheus.NewDesc("flowguard_ml_variant_model_updates",
+		"Updates (closed epochs learned) of each experiment variant's own bandit model in use, by model key.", []string{"model"}, nil)
+)
+
+// variantModelCollector reports the variant models installed.
+type variantModelCollector struct{ ml *mlStage }
+
+func (c variantModelCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descVariantModelVersion
+	ch <- descVariantModelUpdates
+}
+
+func (c variantModelCollector) Collect(ch chan<- prometheus.Metric) {
+	vs := c.ml.variants.Load()
+	if vs == nil {
+		return
+	}
+	for key, s := range *vs {
+		if s == nil {
+			continue
+		}
+		var n uint64
+		for a := range s.NumArms() {
+			if p, err := s.ArmPosterior(a); err == nil {
+				n += p.Count
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(descVariantModelVersion, prometheus.GaugeValue, float64(s.Version()), key)
+		ch <- prometheus.MustNewConstMetric(descVariantModelUpdates, prometheus.GaugeValue, float64(n), key)
+	}
+}
