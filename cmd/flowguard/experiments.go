@@ -11,7 +11,7 @@ import (
 	"github.com/devflow/flowguard/experiments"
 )
 
-const experimentsUsage = `usage: flowguard experiments validate FILE
+const experimentsUsage = `usage: flowguard experiments validate [--config FILE] FILE
        flowguard experiments assign [--file FILE] [--tenant T] [--tier TIER] [--region R] [--state STOPS] KEY
        flowguard experiments resume --state STOPS [--reason TEXT] EXPERIMENT/VARIANT
        flowguard experiments report [--experiments FILE] (--file LOG | --brokers HOST:PORT,… [--topic T]) [--labels FILE] [--json]
@@ -60,15 +60,21 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 func experimentsValidate(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("experiments validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, experimentsUsage) }
-	if err := parseFlags(fs, args); err != nil {
+	fs.Usage = func() { fmt.Fprint(stderr, experimentsUsage); fs.PrintDefaults() }
+	conf := fs.String("config", "", "configuration `FILE` whose ml: section decides which bandit variants have a model of their own (default: the embedded default's)")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
+	if len(pos) != 1 {
 		fs.Usage()
 		return errUsage
 	}
-	cfg, err := experiments.Load(fs.Arg(0))
+	cfg, err := experiments.Load(pos[0])
+	if err != nil {
+		return err
+	}
+	loaded, err := loadConfig(*conf)
 	if err != nil {
 		return err
 	}
@@ -77,6 +83,26 @@ func experimentsValidate(args []string, stdout, stderr io.Writer) error {
 		variants += len(e.Variants)
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d experiments, %d variants)\n", cfg.Name, len(cfg.Experiments), variants)
+	// Which model each bandit and shadow variant draws from, under ml:.
+	ml := loaded.ML
+	keys := map[string]string{}
+	for _, vm := range ml.VariantModels(cfg) {
+		keys[vm.ID] = vm.Key()
+	}
+	for _, e := range cfg.Experiments {
+		for _, v := range e.Variants {
+			id := e.Name + "/" + v.Name
+			switch {
+			case v.Policy == experiments.PolicyStatic:
+			case keys[id] != "":
+				fmt.Fprintf(stdout, "  %s: %s, own model %s (%s)\n", id, v.Policy, keys[id], ml.OwnModelReason(v.Bandit))
+			case v.Policy == experiments.PolicyShadow && ml.OwnModel(v.Bandit):
+				fmt.Fprintf(stdout, "  %s: %s, main model (a shadow variant cannot have its own: %s)\n", id, v.Policy, ml.OwnModelReason(v.Bandit))
+			default:
+				fmt.Fprintf(stdout, "  %s: %s, main model\n", id, v.Policy)
+			}
+		}
+	}
 	return nil
 }
 

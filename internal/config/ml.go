@@ -2,8 +2,10 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/devflow/flowguard/bandit"
@@ -254,9 +256,25 @@ func (m *ML) validate(d *yamlx.Doc) yamlx.Errors {
 // lambda, posterior or reward mode differ from ml:'s, or its arms are not
 // a contiguous run of ml.arms. Other bandit variants draw from the main
 // model, with their exploration and their run of arms applied per call.
-func (m *ML) OwnModel(b *experiments.BanditSpec) bool {
-	_, run := m.Arms.Run(b.Arms)
-	return !run || b.Lambda != m.Lambda || b.Posterior != m.Posterior || string(b.RewardMode) != m.RewardMode
+func (m *ML) OwnModel(b *experiments.BanditSpec) bool { return m.OwnModelReason(b) != "" }
+
+// OwnModelReason says why a bandit variant needs a model of its own, ""
+// when it does not.
+func (m *ML) OwnModelReason(b *experiments.BanditSpec) string {
+	var why []string
+	if _, run := m.Arms.Run(b.Arms); !run {
+		why = append(why, "its arms are not a run of ml.arms")
+	}
+	if b.Lambda != m.Lambda {
+		why = append(why, fmt.Sprintf("lambda %v, ml: %v", b.Lambda, m.Lambda))
+	}
+	if b.Posterior != m.Posterior {
+		why = append(why, fmt.Sprintf("posterior %s, ml: %s", b.Posterior, m.Posterior))
+	}
+	if string(b.RewardMode) != m.RewardMode {
+		why = append(why, fmt.Sprintf("reward_mode %s, ml: %s", b.RewardMode, m.RewardMode))
+	}
+	return strings.Join(why, "; ")
 }
 
 // VariantModels returns the models of ec's bandit variants that need their
