@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"os"
@@ -39,7 +40,7 @@ func newTestLearner(t testing.TB, brokers []string, redisAddr, prefix, group str
 	t.Helper()
 	rc := redis.NewClient(&redis.Options{Addr: redisAddr})
 	t.Cleanup(func() { rc.Close() })
-	l, err := NewKafkaLearner(LearnerOptions{Config: testConfig(), Brokers: brokers, Group: group,
+	l, err := NewKafkaLearner(LearnerOptions{Config: variantConfig(variantA, variantB), Brokers: brokers, Group: group,
 		Store: NewRedisStore(rc, prefix), CheckpointEvery: 100 * time.Millisecond, SessionTimeout: 6 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
@@ -50,8 +51,9 @@ func newTestLearner(t testing.TB, brokers []string, redisAddr, prefix, group str
 
 // produceStream writes evs to the decisions and labels topics, keyed by
 // API key, stamped with their event time (a label 30 min after its range
-// ends), with a malformed message after every 97th event. It returns the
-// number of malformed messages.
+// ends), with malformed messages after every 97th event: a truncated
+// record, a label of the wrong type, and a decision drawn from a model the
+// learner does not train. It returns the number of malformed messages.
 func produceStream(t testing.TB, brokers []string, evs []event) int {
 	t.Helper()
 	w := func(topic string) *kafka.Writer {
@@ -72,9 +74,12 @@ func produceStream(t testing.TB, brokers []string, evs []event) int {
 			labs = append(labs, kafka.Message{Key: []byte(ev.label.Key), Value: v, Time: ev.label.To.Add(30 * time.Minute)})
 		}
 		if i%97 == 96 {
-			bad += 2
+			bad += 3
 			at := evs[i-1].time()
 			decs = append(decs, kafka.Message{Key: []byte("k1"), Value: []byte(`{"type":"decision","id":`), Time: at})
+			gone, _ := json.Marshal(Record{Type: TypeDecision, ID: "gone-" + strconv.Itoa(i), Key: "k1", At: at, Policy: PolicyBandit,
+				Model: "exp/gone@00000000", Arm: 0, Multiplier: 1, Propensity: 1, Context: []float64{1, 1, 1}, Base: 1})
+			decs = append(decs, kafka.Message{Key: []byte("k1"), Value: gone, Time: at})
 			labs = append(labs, kafka.Message{Key: []byte("k2"), Value: []byte(`{"label_id":"x","key":"k2","abusive":"yes"}`), Time: at})
 		}
 	}
@@ -114,7 +119,7 @@ func waitCheckpoints(t *testing.T, rc redis.UniversalClient, prefix string, end 
 				done = false
 				break
 			}
-			part, err := RestorePartition(testConfig(), data)
+			part, err := RestorePartition(variantConfig(variantA, variantB), data)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -157,8 +162,9 @@ func topicEnds(t *testing.T, brokers []string) map[string][]int64 {
 }
 
 // The exactly-once promise: a learner killed with SIGKILL several times
-// mid-stream, and restarted each time, ends with the model, the counters
-// and the label set of a learner that ran without interruption, to 1e-9.
+// mid-stream, and restarted each time, ends with the models (the main one
+// and two experiment variants' own), the counters and the label set of a
+// learner that ran without interruption, to 1e-9.
 // Malformed messages reach the DLQ with their reason, and the stream goes
 // on past them.
 func TestLearnerKilledAndRestartedEqualsUninterrupted(t *testing.T) {
@@ -170,7 +176,7 @@ func TestLearnerKilledAndRestartedEqualsUninterrupted(t *testing.T) {
 	}
 	defer kc.Close()
 	brokers := kc.Addrs()
-	evs := stream(11, 40, 100)
+	evs := variantStream(11, 40, 100)
 	bad := produceStream(t, brokers, evs)
 	end := topicEnds(t, brokers)
 	rc := rs.Client()
@@ -233,6 +239,9 @@ func TestLearnerKilledAndRestartedEqualsUninterrupted(t *testing.T) {
 			t.Errorf("partition %d: stats %+v, want %+v", p, gs, ws)
 		}
 		assertSamePosterior(t, posterior(t, got[p]), posterior(t, want[p]), 1e-9)
+		for _, key := range []string{variantA.Key(), variantB.Key()} {
+			assertSamePosterior(t, variantPosterior(t, got[p], key), variantPosterior(t, want[p], key), 1e-9)
+		}
 		gw, gi := got[p].Risk().Weights()
 		ww, wi := want[p].Risk().Weights()
 		if math.Abs(gi-wi) > 1e-9 {
@@ -243,6 +252,15 @@ func TestLearnerKilledAndRestartedEqualsUninterrupted(t *testing.T) {
 				t.Errorf("partition %d: risk weight %d = %v, want %v", p, i, gw[i], ww[i])
 			}
 		}
+	}
+	var variantUpdates uint64
+	for p := range want {
+		for _, a := range variantPosterior(t, want[p], variantA.Key()) {
+			variantUpdates += a.Count
+		}
+	}
+	if variantUpdates == 0 {
+		t.Error("variant A's model learned nothing: its comparison proves nothing")
 	}
 	var labels, dups int64
 	for _, p := range want {
@@ -348,5 +366,132 @@ func TestRedisStoreFencesZombies(t *testing.T) {
 	parts, _ := s.Parts(ctx, []int{1, 2})
 	if string(data) != "a" || stamps[2] != strconv.FormatInt(t0.UnixMicro(), 10)+":"+strconv.FormatUint(part.Bandit.Version(), 10) || string(parts[2]) != "m" || len(parts) != 1 {
 		t.Errorf("checkpoint %q, stamps %v, parts %v", data, stamps, parts)
+	}
+}
+
+// A learner started before a variant existed refuses that variant's
+// records to the DLQ; once SetVariants gives it the variant's model (its
+// experiments file reloaded), it trains and publishes that model, in the
+// parts serving merges.
+func TestLearnerPicksUpNewVariantModels(t *testing.T) {
+	rs := testredis.Start(t)
+	kc, err := devkafka.Start("127.0.0.1:0", devkafka.DefaultTopics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	brokers := kc.Addrs()
+	rc := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	defer rc.Close()
+	store := NewRedisStore(rc, "pick:")
+	l, err := NewKafkaLearner(LearnerOptions{Config: variantConfig(variantA), Brokers: brokers, Group: "pick",
+		Store: store, CheckpointEvery: 100 * time.Millisecond, SessionTimeout: 6 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	// variantB's wait-mode epochs learn only when final: the second batch
+	// ends far past the window.
+	onlyB := func(seed uint64, shift time.Duration) []event {
+		var out []event
+		for _, ev := range variantStream(seed, 6, 6) {
+			if ev.rec != nil {
+				var k int
+				fmt.Sscanf(ev.rec.Key, "k%d", &k)
+				if k%3 != 2 {
+					continue
+				}
+				c := *ev.rec
+				c.At = c.At.Add(shift)
+				c.ID += "-" + strconv.FormatUint(seed, 10)
+				ev = event{rec: &c}
+			} else {
+				continue
+			}
+			out = append(out, ev)
+		}
+		return out
+	}
+	first := onlyB(1, 0)
+	produceRecords(t, brokers, first)
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	decisions := 0
+	for _, ev := range first {
+		if ev.rec.Type == TypeDecision {
+			decisions++
+		}
+	}
+	waitFor("variant B's decisions in the DLQ", func() bool { return l.Stats().DLQ >= int64(decisions) })
+
+	if err := l.SetVariants([]VariantModel{variantA, variantB}); err != nil {
+		t.Fatal(err)
+	}
+	produceRecords(t, brokers, onlyB(2, 0))
+	produceRecords(t, brokers, onlyB(3, 30*24*time.Hour)) // moves the clock past the window
+	waitFor("variant B's model in every published part, learned", func() bool {
+		stamps, err := store.Stamps(context.Background())
+		if err != nil || len(stamps) != 4 {
+			return false
+		}
+		raw, err := store.Parts(context.Background(), []int{0, 1, 2, 3})
+		if err != nil {
+			return false
+		}
+		var parts []ModelPart
+		for _, data := range raw {
+			part, err := DecodeModelPart(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if part.Variants[variantB.Key()] == nil {
+				return false
+			}
+			parts = append(parts, part)
+		}
+		m, err := Combine(time.Now(), parts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n uint64
+		for a := range m.Variants[variantB.Key()].NumArms() {
+			post, _ := m.Variants[variantB.Key()].ArmPosterior(a)
+			n += post.Count
+		}
+		return n > 0
+	})
+	if got := l.Stats().DLQ; got != int64(decisions) {
+		t.Errorf("DLQ %d, want the %d decisions sent before the reload", got, decisions)
+	}
+}
+
+// produceRecords writes the records of evs to the decisions topic, keyed
+// by API key and stamped with their event time.
+func produceRecords(t testing.TB, brokers []string, evs []event) {
+	t.Helper()
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "flowguard.decisions", Balancer: &kafka.Murmur2Balancer{},
+		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
+	defer w.Close()
+	var msgs []kafka.Message
+	for _, ev := range evs {
+		v, _ := json.Marshal(ev.rec)
+		msgs = append(msgs, kafka.Message{Key: []byte(ev.rec.Key), Value: v, Time: ev.rec.At})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatal(err)
 	}
 }

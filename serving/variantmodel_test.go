@@ -1,0 +1,264 @@
+package serving
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/devflow/flowguard/bandit"
+	"github.com/devflow/flowguard/rewards"
+)
+
+// variantModelPolicies has short epochs and a learner that publishes
+// often, so that the embedded learner's models move within a test.
+const variantModelPolicies = `
+ml:
+  deadline: 500ms
+  epoch: 1s
+  publish_every: 100ms
+experiments:
+  file: %s
+  stop_log: %s
+audit:
+  file: %s
+policies:
+  tiers:
+    free: {rate: 100, period: 1s, burst: 100, floor: 0.5, ceiling: 2, ml: on}
+`
+
+// Two bandit variants: "shared" has ml:'s settings and draws from the
+// main model; "own" has arms ml.arms lacks (x1.25, x3) and a stronger
+// prior, so it has a model of its own.
+const ownModelExps = `
+experiments:
+  - name: exp
+    salt: own-model-test
+    variants:
+      - {name: control, policy: static, weight: 0}
+      - {name: shared, policy: bandit}
+      - name: own
+        policy: bandit
+        bandit:
+          lambda: 5
+          arms: [{name: x1, multiplier: 1}, {name: x1.25, multiplier: 1.25}, {name: x3, multiplier: 3}]
+`
+
+// armCounts returns the updates of each arm of s, by name.
+func armCounts(t *testing.T, s *bandit.Snapshot) (map[string]uint64, uint64) {
+	t.Helper()
+	out := map[string]uint64{}
+	var total uint64
+	for a := range s.NumArms() {
+		p, err := s.ArmPosterior(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[s.Arm(a).Name] = p.Count
+		total += p.Count
+	}
+	return out, total
+}
+
+// A variant with a model of its own chooses among its own arms (within
+// the rule's floor and ceiling) from that model alone; the embedded
+// learner trains it on that variant's epochs only, and the main model on
+// the others'. Over HTTP, with the decision log checked record by record.
+// Changing the variant's prior in the experiments file starts a new model
+// from its prior; decisions then carry the new model's key.
+func TestVariantWithOwnModelLearnsApart(t *testing.T) {
+	dir := t.TempDir()
+	exps, stops, audit := filepath.Join(dir, "experiments.yaml"), filepath.Join(dir, "stops.jsonl"), filepath.Join(dir, "audit.jsonl")
+	if err := os.WriteFile(exps, []byte(ownModelExps), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := mustParse(t, fmt.Sprintf(variantModelPolicies, exps, stops, audit))
+	cfg.Path = filepath.Join(dir, "flowguard.yaml")
+	if err := os.WriteFile(cfg.Path, []byte(fmt.Sprintf(variantModelPolicies, exps, stops, audit)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vms := cfg.ML.VariantModels(cfg.ExperimentsConfig)
+	if len(vms) != 1 || vms[0].ID != "exp/own" {
+		t.Fatalf("variant models %+v, want exp/own alone", vms)
+	}
+	ownKey := vms[0].Key()
+	ts, tee := startExpTee(t, cfg)
+	ml := ts.Server.ml
+
+	waitFor(t, "the variant's model to be published", func() bool { return ml.snapshotFor(planOf(t, ts, "exp", "own")) != nil })
+	keys := map[string][]string{}
+	for i := 0; len(keys["own"]) < 15 || len(keys["shared"]) < 15; i++ {
+		key := fmt.Sprintf("k_own_%d", i)
+		d := decideAs(t, ts, key, "")
+		keys[d.Variant] = append(keys[d.Variant], key)
+		recs := tee.decisions(key)
+		if len(recs) != 1 || recs[0].Policy != rewards.PolicyBandit {
+			t.Fatalf("%s: records %+v", key, recs)
+		}
+		r := recs[0]
+		switch d.Variant {
+		case "own":
+			if r.Model != ownKey || (r.ArmName != "x1" && r.ArmName != "x1.25") || d.Arm != r.ArmName ||
+				r.Multiplier != map[string]float64{"x1": 1, "x1.25": 1.25}[r.ArmName] {
+				t.Errorf("%s (own): model %q arm %q x%v, decision arm %q; want model %s and x1 or x1.25 (x3 is above the ceiling)",
+					key, r.Model, r.ArmName, r.Multiplier, d.Arm, ownKey)
+			}
+		case "shared":
+			if r.Model != "" || !ml.arms.Equal(ml.model.Load().Arms()) {
+				t.Errorf("%s (shared): model %q", key, r.Model)
+			}
+		default:
+			t.Fatalf("%s: variant %q", key, d.Variant)
+		}
+	}
+	e := explainOf(t, ts, keys["own"][0], "")
+	if e.Model != ownKey || len(e.Arms) != 2 || e.Arms[0].Name != "x1" || e.Arms[1].Name != "x1.25" {
+		t.Errorf("explain of an own-model key: model %q, arms %+v", e.Model, e.Arms)
+	}
+	if e := explainOf(t, ts, keys["shared"][0], ""); e.Model != "" || len(e.Arms) == 0 || e.Arms[0].Name != "x0.5" {
+		t.Errorf("explain of a shared-model key: model %q, arms %+v", e.Model, e.Arms)
+	}
+
+	// Close every epoch: its outcome reaches the learner, which trains
+	// the model the decision was drawn from.
+	all := append(append([]string(nil), keys["own"]...), keys["shared"]...)
+	waitEpochsEnd(t, ts, all...)
+	for _, k := range all {
+		decideAs(t, ts, k, "")
+	}
+	// Each model's updates must equal, exactly, the closed epochs of the
+	// decisions drawn from it, as the decision log shows them (epochs
+	// keep closing for a while: wait until both sides agree).
+	closed := func() map[string]uint64 {
+		tee.mu.Lock()
+		defer tee.mu.Unlock()
+		model := map[string]string{}
+		n := map[string]uint64{}
+		for _, r := range tee.recs {
+			switch {
+			case r.Type == rewards.TypeDecision && r.Policy == rewards.PolicyBandit:
+				model[r.ID] = r.Model
+			case r.Type == rewards.TypeOutcome:
+				if m, ok := model[r.ID]; ok {
+					n[m]++
+				}
+			}
+		}
+		return n
+	}
+	var own, main map[string]uint64
+	var want map[string]uint64
+	waitFor(t, "each model to have learned exactly its variant's closed epochs", func() bool {
+		want = closed()
+		var nOwn, nMain uint64
+		own, nOwn = armCounts(t, ml.snapshotFor(planOf(t, ts, "exp", "own")))
+		main, nMain = armCounts(t, ml.model.Load())
+		return nOwn == want[ownKey] && nMain == want[""]
+	})
+	if own["x3"] != 0 || want[ownKey] < uint64(len(keys["own"])) || want[""] < uint64(len(keys["shared"])) {
+		t.Errorf("own model's updates %v, main model's %v, closed epochs %v", own, main, want)
+	}
+	series := `flowguard_ml_variant_model_updates{model="` + ownKey + `"}`
+	if got := metricValue(t, ts, series); got < float64(want[ownKey]) {
+		t.Errorf("%s = %v, want at least %d", series, got, want[ownKey])
+	}
+
+	// A new prior in the experiments file: a new model from its prior.
+	changed := strings.Replace(ownModelExps, "lambda: 5", "lambda: 7", 1)
+	if err := os.WriteFile(exps, []byte(changed), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.Server.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	next := ts.Server.exp.ml.VariantModels(ts.Server.current.Load().ExperimentsConfig)[0].Key()
+	if next == ownKey {
+		t.Fatal("a new lambda kept the model key")
+	}
+	p := planOf(t, ts, "exp", "own")
+	if p.v.model != next {
+		t.Fatalf("the variant draws from %q after the reload, want %q", p.v.model, next)
+	}
+	waitFor(t, "the new model to be published", func() bool { return ml.snapshotFor(p) != nil })
+	if _, n := armCounts(t, ml.snapshotFor(p)); n != 0 {
+		t.Errorf("the new model starts with %d updates, want its prior", n)
+	}
+	if vs := ml.variants.Load(); vs == nil || (*vs)[ownKey] != nil {
+		t.Errorf("the old model is still installed")
+	}
+	waitEpochsEnd(t, ts, keys["own"][0])
+	decideAs(t, ts, keys["own"][0], "")
+	recs := tee.decisions(keys["own"][0])
+	if last := recs[len(recs)-1]; last.Model != next {
+		t.Errorf("after the reload a decision carries model %q, want %q", last.Model, next)
+	}
+}
+
+// planOf returns the plan of any unit of the variant (the plan's variant
+// and model, for looking up its snapshot).
+func planOf(t *testing.T, ts *testServer, experiment, variant string) plan {
+	t.Helper()
+	g := ts.Server.exp.cur.Load()
+	for _, vs := range g.variants {
+		for _, v := range vs {
+			if v.id.Experiment == experiment && v.id.Variant == variant {
+				return plan{v: v}
+			}
+		}
+	}
+	t.Fatalf("no variant %s/%s", experiment, variant)
+	return plan{}
+}
+
+// Until a variant's own model is published its units get the
+// deterministic budget, logged as static, and counted as no_model.
+func TestVariantWithoutItsModelFallsBack(t *testing.T) {
+	dir := t.TempDir()
+	exps := filepath.Join(dir, "experiments.yaml")
+	if err := os.WriteFile(exps, []byte(ownModelExps), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := mustParse(t, fmt.Sprintf(variantModelPolicies, exps, filepath.Join(dir, "stops"), filepath.Join(dir, "audit")))
+	ts, tee := startExpTee(t, cfg)
+	ts.Server.ml.variants.Store(&map[string]*bandit.Snapshot{}) // as if the learner had not published it yet
+	for i := 0; ; i++ {
+		key := fmt.Sprintf("k_nomodel_%d", i)
+		d := decideAs(t, ts, key, "")
+		if d.Variant != "own" {
+			continue
+		}
+		recs := tee.decisions(key)
+		if !d.Fallback || d.Reason != ReasonNoModel || d.Multiplier != 1 || len(recs) != 1 || recs[0].Policy != rewards.PolicyStatic {
+			t.Errorf("%s: decision %+v, records %+v; want the deterministic budget, no_model, logged static", key, d, recs)
+		}
+		break
+	}
+}
+
+// Serving installs the variant models of every publication, also when the
+// main model did not change (its version the same: a stale snapshot).
+func TestInstallTakesVariantModelsWithAnUnchangedMainModel(t *testing.T) {
+	cfg := mustParse(t, benchMLPolicies)
+	ts := startServer(t, cfg)
+	ml := ts.Server.ml
+	main := ml.model.Load()
+	v := rewards.VariantModel{ID: "exp/own", Bandit: bandit.Config{Dim: ctxDim, Arms: bandit.ArmSet{{Name: "x1", Multiplier: 1}}, Scale: 1}}
+	p, err := rewards.NewPartition(rewards.Config{Bandit: main.Config(), Risk: ml.risk.Load().Config(), Variants: []rewards.VariantModel{v}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := p.VariantBandit(v.Key(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = ml.install(rewards.Model{Bandit: main, Variants: map[string]*bandit.Snapshot{v.Key(): snap}, Risk: ml.risk.Load()})
+	if !errors.Is(err, bandit.ErrStaleSnapshot) {
+		t.Fatalf("install of the same main model: %v, want ErrStaleSnapshot", err)
+	}
+	if vs := ml.variants.Load(); vs == nil || (*vs)[v.Key()] != snap {
+		t.Error("the variant model was not installed")
+	}
+}
