@@ -62,7 +62,13 @@ func (p *Partition) Checkpoint(created time.Time) ([]byte, error) {
 	}
 	var buf bytes.Buffer
 	buf.WriteString(checkpointMagic)
-	buf.WriteByte(checkpointFormat)
+	// Without variant models the state is format 1's: write it as such,
+	// so that a learner rolled back to an earlier version still restores it.
+	format := byte(checkpointFormat)
+	if len(vs) == 0 {
+		format = 1
+	}
+	buf.WriteByte(format)
 	err = gob.NewEncoder(&buf).Encode(checkpointState{Bandit: bs, Variants: vs, Risk: rs, Pending: p.pending, Order: p.order,
 		Keys: p.keys, Seen: p.seen, Watermark: p.watermark, Offsets: p.Offsets, Stats: p.stats})
 	if err != nil {

@@ -71,7 +71,10 @@ func (p *Partition) Part(partition int, created time.Time) (ModelPart, error) {
 //	"FGMP" format:u8 partition:u32 len:u32 bandit len:u32 risk
 //	variants:u32 { keylen:u16 key len:u32 bandit }…  crc32c:u32
 //
-// with the variants in key order, all integers little-endian.
+// with the variants in key order, all integers little-endian. A part
+// without variant models is written in format 1 ("FGMP" 1 partition len
+// bandit risk crc), which serving of earlier versions reads: until a
+// variant has a model of its own, an upgrade changes nothing on the wire.
 func (m ModelPart) MarshalBinary() ([]byte, error) {
 	bs, err := m.Bandit.MarshalBinary()
 	if err != nil {
@@ -86,6 +89,14 @@ func (m ModelPart) MarshalBinary() ([]byte, error) {
 	}
 	b := make([]byte, 0, 25+len(bs)+len(rs))
 	b = append(b, modelMagic...)
+	if len(m.Variants) == 0 {
+		b = append(b, 1)
+		b = binary.LittleEndian.AppendUint32(b, uint32(m.Partition))
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(bs)))
+		b = append(b, bs...)
+		b = append(b, rs...)
+		return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli)), nil
+	}
 	b = append(b, modelFormat)
 	b = binary.LittleEndian.AppendUint32(b, uint32(m.Partition))
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(bs)))

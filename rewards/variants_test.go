@@ -1,6 +1,7 @@
 package rewards
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -372,6 +373,30 @@ func TestFormat1StillReads(t *testing.T) {
 	}
 	if part.Partition != 3 || part.Variants != nil || part.Bandit.Version() == 0 {
 		t.Errorf("part %d, variants %v, version %d", part.Partition, part.Variants, part.Bandit.Version())
+	}
+
+	// Without variant models this version writes format 1 too, byte for
+	// byte what the earlier one wrote: an upgrade changes nothing on the
+	// wire until a variant has a model of its own.
+	again, err := part.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(again, data) {
+		t.Errorf("a part without variant models encodes as format %d, %d bytes; the earlier version wrote %d", again[4], len(again), len(data))
+	}
+	// A checkpoint without them is format 1: gob carries the new, empty
+	// fields' names, which an earlier decoder skips.
+	ck, err := want.Checkpoint(t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ck[4] != 1 {
+		t.Errorf("a checkpoint without variant models is format %d", ck[4])
+	}
+	withVariants, _ := NewPartition(variantConfig(variantA))
+	if ck, _ := withVariants.Checkpoint(t0); ck[4] != checkpointFormat {
+		t.Errorf("a checkpoint with variant models is format %d", ck[4])
 	}
 }
 
