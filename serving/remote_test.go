@@ -54,13 +54,20 @@ type remoteStack struct {
 
 func startRemote(t testing.TB) *remoteStack {
 	t.Helper()
+	return startRemoteWith(t, remotePolicies)
+}
+
+// startRemoteWith starts the stack on the configuration policies returns
+// for the brokers and the Redis address.
+func startRemoteWith(t testing.TB, policies func(brokers, redisAddr string) string) *remoteStack {
+	t.Helper()
 	rs := testredis.Start(t)
 	kc, err := devkafka.Start("127.0.0.1:0", devkafka.DefaultTopics())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { kc.Close() })
-	yaml := remotePolicies(kc.Addrs()[0], rs.Addr())
+	yaml := policies(kc.Addrs()[0], rs.Addr())
 	cfg, err := config.Parse("remote.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)

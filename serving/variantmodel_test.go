@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/devflow/flowguard/bandit"
+	"github.com/devflow/flowguard/internal/testenv"
 	"github.com/devflow/flowguard/rewards"
 )
 
@@ -260,5 +261,55 @@ func TestInstallTakesVariantModelsWithAnUnchangedMainModel(t *testing.T) {
 	}
 	if vs := ml.variants.Load(); vs == nil || (*vs)[v.Key()] != snap {
 		t.Error("the variant model was not installed")
+	}
+}
+
+// Scaled out: serving logs an own-model variant's decisions to Kafka with
+// the model's key, `flowguard learn` trains that model from them, and
+// serving installs it from the learner's model parts in Redis: every
+// closed epoch of the variant is in it, and none in the main model.
+func TestRemoteLearnerTrainsVariantModels(t *testing.T) {
+	testenv.SkipShort(t, "starts Kafka, Redis, a learner and a server")
+	exps := filepath.Join(t.TempDir(), "experiments.yaml")
+	if err := os.WriteFile(exps, []byte(ownModelExps), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st := startRemoteWith(t, func(brokers, redisAddr string) string {
+		return remotePolicies(brokers, redisAddr) + "experiments:\n  file: " + exps + "\n"
+	})
+	ts := st.ts
+	ml := ts.Server.ml
+	p := planOf(t, ts, "exp", "own")
+	waitFor(t, "the variant model from the learner", func() bool { return ml.snapshotFor(p) != nil })
+
+	var own, shared []string
+	for i := 0; len(own) < 10 || len(shared) < 10; i++ {
+		key := fmt.Sprintf("k_remote_own_%d", i)
+		switch d := decideAs(t, ts, key, "devco"); d.Variant {
+		case "own":
+			own = append(own, key)
+		case "shared":
+			shared = append(shared, key)
+		}
+	}
+	all := append(append([]string(nil), own...), shared...)
+	waitEpochsEnd(t, ts, all...)
+	for _, k := range all {
+		decideAs(t, ts, k, "devco") // closes the first epoch: its outcome goes to Kafka
+	}
+	waitUntil(t, 30*time.Second, "the learner's models in serving", func() bool {
+		_, n := armCounts(t, ml.snapshotFor(p))
+		_, nMain := armCounts(t, ml.model.Load())
+		return n >= uint64(len(own)) && nMain >= uint64(len(shared))
+	})
+	if _, nMain := armCounts(t, ml.model.Load()); nMain > uint64(2*len(shared)) {
+		t.Errorf("main model's updates %d: more than the shared keys' %d epochs", nMain, 2*len(shared))
+	}
+	counts, n := armCounts(t, ml.snapshotFor(p))
+	if n > uint64(2*len(own)) || len(counts) != 3 || counts["x3"]+counts["x1.25"]+counts["x1"] != n {
+		t.Errorf("variant model's updates %v: not the variant's arms, or more than the own keys' %d epochs", counts, 2*len(own))
+	}
+	if dlq := st.learner.kl.Stats().DLQ; dlq != 0 {
+		t.Errorf("the learner sent %d records to the DLQ: it does not know the variant's model", dlq)
 	}
 }
