@@ -200,7 +200,7 @@ func TestVariantWithOwnModelLearnsApart(t *testing.T) {
 
 // planOf returns the plan of any unit of the variant (the plan's variant
 // and model, for looking up its snapshot).
-func planOf(t *testing.T, ts *testServer, experiment, variant string) plan {
+func planOf(t testing.TB, ts *testServer, experiment, variant string) plan {
 	t.Helper()
 	g := ts.Server.exp.cur.Load()
 	for _, vs := range g.variants {
@@ -311,5 +311,35 @@ func TestRemoteLearnerTrainsVariantModels(t *testing.T) {
 	}
 	if dlq := st.learner.kl.Stats().DLQ; dlq != 0 {
 		t.Errorf("the learner sent %d records to the DLQ: it does not know the variant's model", dlq)
+	}
+}
+
+// BenchmarkStage2VariantModel is one stage-2 run (features, risk, the
+// bandit draw and the decision record) of a key whose variant draws from
+// the main model, and of one whose variant has a model of its own: the
+// cost of choosing the model must not show.
+func BenchmarkStage2VariantModel(b *testing.B) {
+	dir := b.TempDir()
+	exps := filepath.Join(dir, "experiments.yaml")
+	if err := os.WriteFile(exps, []byte(ownModelExps), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	cfg := mustParse(b, fmt.Sprintf(variantModelPolicies, exps, filepath.Join(dir, "stops"), filepath.Join(dir, "audit")))
+	ts := startServer(b, cfg)
+	rule := ts.Server.policies.Load().Resolve("", "GET /v1/things")
+	for _, variant := range []string{"shared", "own"} {
+		b.Run(variant+"_model", func(b *testing.B) {
+			p := planOf(b, ts, "exp", variant)
+			keys := make([]string, 1024)
+			for i := range keys {
+				keys[i] = fmt.Sprintf("k_bench_%d", i)
+			}
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if c := ts.Server.ml.stage2(keys[i%len(keys)], rule, p); c.fallback != 0 {
+					b.Fatalf("fallback %s", fallbackReasons[c.fallback])
+				}
+			}
+		})
 	}
 }
