@@ -26,11 +26,19 @@ func TestLeasedInstancesNeverExceedTheSharedBudget(t *testing.T) {
 	clock := newFakeClock() // frozen: no budget regenerates during the test
 	remote := &countingRemote{RedisStore: NewRedisStore(srv.Client(), RedisOptions{Clock: clock.Now, Timeout: time.Second})}
 	const instances, workers, perWorker = 4, 8, 200
-	l := Limit{Rate: 10_000, Burst: 500, Period: time.Second}
+	// Redis expires a bucket's key when, by the request clock, it would be
+	// full again (SET … PX), but counts that time in its own, real clock.
+	// With the test's clock frozen, a bucket that refills within the
+	// test's wall time (500 at 10,000/s: 50 ms, under -race on a loaded
+	// machine) would vanish mid-test and admit a second burst. A slow
+	// bucket (one token per 100 ms: 50 s) and a wide lease window (31-token
+	// leases, as at 10,000/s) keep the test's meaning without that race.
+	l := Limit{Rate: 10_000, Burst: 500, Period: 1000 * time.Second}
+	opts := LeaseOptions{Clock: clock.Now, Instances: instances, Window: 10 * time.Second}
 	var admitted atomic.Int64
 	var wg sync.WaitGroup
 	for range instances {
-		s := newLeasedStore(remote, LeaseOptions{Clock: clock.Now, Instances: instances})
+		s := newLeasedStore(remote, opts)
 		for range workers {
 			wg.Add(1)
 			go func() {
@@ -49,7 +57,10 @@ func TestLeasedInstancesNeverExceedTheSharedBudget(t *testing.T) {
 	wg.Wait()
 	got := admitted.Load()
 	// Each instance may strand at most one chunk (Rate·Window, capped) unspent.
-	chunk := newLeasedStore(remote, LeaseOptions{Instances: instances}).chunk(l)
+	chunk := newLeasedStore(remote, opts).chunk(l)
+	if chunk < 16 {
+		t.Fatalf("leases of %d tokens: the test needs large ones", chunk)
+	}
 	if got > l.Burst || got < l.Burst-instances*chunk {
 		t.Fatalf("admitted %d, want within [%d, %d]", got, l.Burst-instances*chunk, l.Burst)
 	}
