@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/devflow/flowguard/internal/devkafka"
-	"github.com/devflow/flowguard/internal/testredis"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -20,13 +18,7 @@ import (
 // start of the topic by a new consumer group. Reported: labels/s.
 func BenchmarkLearnerLabelIngest(b *testing.B) {
 	const n = 100_000
-	rs := testredis.Start(b)
-	kc, err := devkafka.Start("127.0.0.1:0", devkafka.DefaultTopics())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer kc.Close()
-	brokers := kc.Addrs()
+	rs, brokers := startKafkaRedis(b)
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "flowguard.labels", Balancer: &kafka.Murmur2Balancer{},
 		BatchSize: 5000, BatchBytes: 16 << 20, BatchTimeout: time.Millisecond}
 	msgs := make([]kafka.Message, 0, 5000)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/devflow/flowguard/bandit"
+	"github.com/devflow/flowguard/internal/config"
 	"github.com/devflow/flowguard/internal/testenv"
 	"github.com/devflow/flowguard/rewards"
 )
@@ -48,6 +49,26 @@ experiments:
           arms: [{name: x1, multiplier: 1}, {name: x1.25, multiplier: 1.25}, {name: x3, multiplier: 3}]
 `
 
+// ownModelConfig writes ownModelExps and a configuration with
+// variantModelPolicies naming it into a temporary directory, and returns
+// the configuration (whose Path is set, for reloads) and the experiments
+// file.
+func ownModelConfig(t testing.TB) (cfg *config.Loaded, exps string) {
+	t.Helper()
+	dir := t.TempDir()
+	exps = filepath.Join(dir, "experiments.yaml")
+	if err := os.WriteFile(exps, []byte(ownModelExps), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	text := fmt.Sprintf(variantModelPolicies, exps, filepath.Join(dir, "stops.jsonl"), filepath.Join(dir, "audit.jsonl"))
+	cfg = mustParse(t, text)
+	cfg.Path = filepath.Join(dir, "flowguard.yaml")
+	if err := os.WriteFile(cfg.Path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, exps
+}
+
 // armCounts returns the updates of each arm of s, by name.
 func armCounts(t *testing.T, s *bandit.Snapshot) (map[string]uint64, uint64) {
 	t.Helper()
@@ -71,16 +92,7 @@ func armCounts(t *testing.T, s *bandit.Snapshot) (map[string]uint64, uint64) {
 // Changing the variant's prior in the experiments file starts a new model
 // from its prior; decisions then carry the new model's key.
 func TestVariantWithOwnModelLearnsApart(t *testing.T) {
-	dir := t.TempDir()
-	exps, stops, audit := filepath.Join(dir, "experiments.yaml"), filepath.Join(dir, "stops.jsonl"), filepath.Join(dir, "audit.jsonl")
-	if err := os.WriteFile(exps, []byte(ownModelExps), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg := mustParse(t, fmt.Sprintf(variantModelPolicies, exps, stops, audit))
-	cfg.Path = filepath.Join(dir, "flowguard.yaml")
-	if err := os.WriteFile(cfg.Path, []byte(fmt.Sprintf(variantModelPolicies, exps, stops, audit)), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg, exps := ownModelConfig(t)
 	vms := cfg.ML.VariantModels(cfg.ExperimentsConfig)
 	if len(vms) != 1 || vms[0].ID != "exp/own" {
 		t.Fatalf("variant models %+v, want exp/own alone", vms)
@@ -217,12 +229,7 @@ func planOf(t testing.TB, ts *testServer, experiment, variant string) plan {
 // Until a variant's own model is published its units get the
 // deterministic budget, logged as static, and counted as no_model.
 func TestVariantWithoutItsModelFallsBack(t *testing.T) {
-	dir := t.TempDir()
-	exps := filepath.Join(dir, "experiments.yaml")
-	if err := os.WriteFile(exps, []byte(ownModelExps), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg := mustParse(t, fmt.Sprintf(variantModelPolicies, exps, filepath.Join(dir, "stops"), filepath.Join(dir, "audit")))
+	cfg, _ := ownModelConfig(t)
 	ts, tee := startExpTee(t, cfg)
 	ts.Server.ml.variants.Store(&map[string]*bandit.Snapshot{}) // as if the learner had not published it yet
 	for i := 0; ; i++ {
@@ -319,12 +326,7 @@ func TestRemoteLearnerTrainsVariantModels(t *testing.T) {
 // the main model, and of one whose variant has a model of its own: the
 // cost of choosing the model must not show.
 func BenchmarkStage2VariantModel(b *testing.B) {
-	dir := b.TempDir()
-	exps := filepath.Join(dir, "experiments.yaml")
-	if err := os.WriteFile(exps, []byte(ownModelExps), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	cfg := mustParse(b, fmt.Sprintf(variantModelPolicies, exps, filepath.Join(dir, "stops"), filepath.Join(dir, "audit")))
+	cfg, _ := ownModelConfig(b)
 	ts := startServer(b, cfg)
 	rule := ts.Server.policies.Load().Resolve("", "GET /v1/things")
 	for _, variant := range []string{"shared", "own"} {
