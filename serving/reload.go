@@ -84,8 +84,9 @@ func (s *Server) Reload() error {
 		return err
 	}
 	cur := s.current.Load()
-	if !reflect.DeepEqual(next.Server, cur.Server) || !reflect.DeepEqual(next.Redis, cur.Redis) {
-		s.log.Warn("server or redis settings changed: they apply after a restart; policies reloaded now", "config", next.Name)
+	if changed := restartSections(cur, next); len(changed) > 0 {
+		s.log.Warn("settings that apply only after a restart changed; policies and experiments reloaded now",
+			"sections", changed, "config", next.Name)
 	}
 	if err := s.installExperiments(next); err != nil {
 		s.reloadFailed(err)
@@ -98,6 +99,27 @@ func (s *Server) Reload() error {
 	s.metrics.reloads.WithLabelValues("success").Inc()
 	s.log.Info("policies reloaded", "config", next.Name, "digest", next.Digest, "tiers", next.Policies.Tiers())
 	return nil
+}
+
+// restartSections names the sections of the configuration whose changes
+// from cur to next a reload does not apply. ml: is among them: serving
+// and learners derive experiment variants' model keys from the ml:
+// section they started with, so they agree until both restart.
+func restartSections(cur, next *config.Loaded) []string {
+	var out []string
+	for _, c := range []struct {
+		name string
+		a, b any
+	}{
+		{"server", cur.Server, next.Server}, {"redis", cur.Redis, next.Redis}, {"kafka", cur.Kafka, next.Kafka},
+		{"ml", cur.ML, next.ML}, {"audit", cur.Audit, next.Audit}, {"regions", cur.Regions, next.Regions},
+		{"experiments.stop_log", cur.Experiments.StopLog, next.Experiments.StopLog},
+	} {
+		if !reflect.DeepEqual(c.a, c.b) {
+			out = append(out, c.name)
+		}
+	}
+	return out
 }
 
 func (s *Server) reloadFailed(err error) {

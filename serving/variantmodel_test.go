@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -343,5 +344,22 @@ func BenchmarkStage2VariantModel(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A reload names the sections whose changes wait for a restart, ml: among
+// them (variant model keys derive from the ml: serving started with).
+func TestRestartSectionsAreNamed(t *testing.T) {
+	cur, _ := ownModelConfig(t)
+	next, _ := ownModelConfig(t)
+	next.Experiments.StopLog = cur.Experiments.StopLog
+	next.Audit = cur.Audit
+	if got := restartSections(cur, next); len(got) != 0 {
+		t.Fatalf("the same settings: %v", got)
+	}
+	next.ML.Lambda = 3
+	next.Server.MaxCost = 7
+	if got := restartSections(cur, next); !slices.Equal(got, []string{"server", "ml"}) {
+		t.Errorf("changed sections %v, want [server ml]", got)
 	}
 }
