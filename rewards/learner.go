@@ -193,6 +193,9 @@ func (l *KafkaLearner) SetVariants(vs []VariantModel) error {
 	return nil
 }
 
+// Variants returns the variant models in force (the last SetVariants).
+func (l *KafkaLearner) Variants() []VariantModel { return slices.Clone(*l.variants.Load()) }
+
 // syncVariants applies the variant models in force if they changed since
 // the partition last applied them.
 func (r *partitionRun) syncVariants() {

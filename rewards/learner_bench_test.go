@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/devflow/flowguard/internal/teststack"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -18,7 +19,7 @@ import (
 // start of the topic by a new consumer group. Reported: labels/s.
 func BenchmarkLearnerLabelIngest(b *testing.B) {
 	const n = 100_000
-	rs, brokers := startKafkaRedis(b)
+	rs, brokers := teststack.Start(b)
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "flowguard.labels", Balancer: &kafka.Murmur2Balancer{},
 		BatchSize: 5000, BatchBytes: 16 << 20, BatchTimeout: time.Millisecond}
 	msgs := make([]kafka.Message, 0, 5000)

@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/devflow/flowguard/internal/devkafka"
 	"github.com/devflow/flowguard/internal/testenv"
 	"github.com/devflow/flowguard/internal/testredis"
+	"github.com/devflow/flowguard/internal/teststack"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 )
@@ -169,7 +169,7 @@ func topicEnds(t *testing.T, brokers []string) map[string][]int64 {
 // on past them.
 func TestLearnerKilledAndRestartedEqualsUninterrupted(t *testing.T) {
 	testenv.SkipShort(t, "starts Kafka, Redis and learner processes")
-	rs, brokers := startKafkaRedis(t)
+	rs, brokers := teststack.Start(t)
 	evs := variantStream(11, 40, 100)
 	bad := produceStream(t, brokers, evs)
 	end := topicEnds(t, brokers)
@@ -368,7 +368,7 @@ func TestRedisStoreFencesZombies(t *testing.T) {
 // experiments file reloaded), it trains and publishes that model, in the
 // parts serving merges.
 func TestLearnerPicksUpNewVariantModels(t *testing.T) {
-	rs, brokers := startKafkaRedis(t)
+	rs, brokers := teststack.Start(t)
 	rc := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 	defer rc.Close()
 	store := NewRedisStore(rc, "pick:")
@@ -482,17 +482,4 @@ func produceRecords(t testing.TB, brokers []string, evs []event) {
 	if err := w.WriteMessages(ctx, msgs...); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// startKafkaRedis starts a redis-server and an in-process Kafka (kfake)
-// with the default topics, both stopped when the test ends.
-func startKafkaRedis(t testing.TB) (*testredis.Server, []string) {
-	t.Helper()
-	rs := testredis.Start(t)
-	kc, err := devkafka.Start("127.0.0.1:0", devkafka.DefaultTopics())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kc.Close)
-	return rs, kc.Addrs()
 }

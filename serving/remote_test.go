@@ -14,7 +14,7 @@ import (
 	"github.com/devflow/flowguard/internal/config"
 	"github.com/devflow/flowguard/internal/devkafka"
 	"github.com/devflow/flowguard/internal/testenv"
-	"github.com/devflow/flowguard/internal/testredis"
+	"github.com/devflow/flowguard/internal/teststack"
 	"github.com/devflow/flowguard/rewards"
 	"github.com/segmentio/kafka-go"
 	"github.com/valyala/fasthttp"
@@ -61,17 +61,26 @@ func startRemote(t testing.TB) *remoteStack {
 // for the brokers and the Redis address.
 func startRemoteWith(t testing.TB, policies func(brokers, redisAddr string) string) *remoteStack {
 	t.Helper()
-	rs := testredis.Start(t)
-	kc, err := devkafka.Start("127.0.0.1:0", devkafka.DefaultTopics())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { kc.Close() })
-	yaml := policies(kc.Addrs()[0], rs.Addr())
+	rs, brokers := teststack.Start(t)
+	yaml := policies(brokers[0], rs.Addr())
 	cfg, err := config.Parse("remote.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
+	l := runLearner(t, cfg)
+	st := &remoteStack{ts: startML(t, yaml, Options{Seed: 7}, nil), learner: l, brokers: brokers,
+		labels: &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "flowguard.labels", Balancer: &kafka.Murmur2Balancer{},
+			BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}}
+	t.Cleanup(func() { st.labels.Close() })
+	waitUntil(t, 30*time.Second, "the first model from the learner", func() bool {
+		return metricValue(t, st.ts, "flowguard_model_installs_total") >= 1
+	})
+	return st
+}
+
+// runLearner starts `flowguard learn` on cfg until the test ends.
+func runLearner(t testing.TB, cfg *config.Loaded) *Learner {
+	t.Helper()
 	l, err := NewLearner(cfg, LearnerOptions{Addr: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
@@ -85,14 +94,7 @@ func startRemoteWith(t testing.TB, policies func(brokers, redisAddr string) stri
 			t.Errorf("learner: %v", err)
 		}
 	})
-	st := &remoteStack{ts: startML(t, yaml, Options{Seed: 7}, nil), learner: l, brokers: kc.Addrs(),
-		labels: &kafka.Writer{Addr: kafka.TCP(kc.Addrs()...), Topic: "flowguard.labels", Balancer: &kafka.Murmur2Balancer{},
-			BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}}
-	t.Cleanup(func() { st.labels.Close() })
-	waitUntil(t, 30*time.Second, "the first model from the learner", func() bool {
-		return metricValue(t, st.ts, "flowguard_model_installs_total") >= 1
-	})
-	return st
+	return l
 }
 
 // epoch sends one epoch of traffic: abusive keys hammer many endpoints

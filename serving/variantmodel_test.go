@@ -13,6 +13,7 @@ import (
 	"github.com/devflow/flowguard/bandit"
 	"github.com/devflow/flowguard/internal/config"
 	"github.com/devflow/flowguard/internal/testenv"
+	"github.com/devflow/flowguard/internal/teststack"
 	"github.com/devflow/flowguard/rewards"
 )
 
@@ -362,4 +363,49 @@ func TestRestartSectionsAreNamed(t *testing.T) {
 	if got := restartSections(cur, next); !slices.Equal(got, []string{"server", "ml"}) {
 		t.Errorf("changed sections %v, want [server ml]", got)
 	}
+}
+
+// flowguard learn follows the experiments file: a variant given settings
+// of its own there becomes a model the learner trains, without a restart;
+// an invalid version keeps the models in force.
+func TestLearnerReloadsExperimentsFile(t *testing.T) {
+	testenv.SkipShort(t, "starts Kafka, Redis and a learner")
+	rs, brokers := teststack.Start(t)
+	dir := t.TempDir()
+	exps := filepath.Join(dir, "experiments.yaml")
+	shared := strings.Replace(ownModelExps, "lambda: 5\n          arms: [{name: x1, multiplier: 1}, {name: x1.25, multiplier: 1.25}, {name: x3, multiplier: 3}]",
+		"exploration: 0.3", 1)
+	if err := os.WriteFile(exps, []byte(shared), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "flowguard.yaml")
+	text := remotePolicies(brokers[0], rs.Addr()) + "server:\n  reload_every: 50ms\nexperiments:\n  file: " + exps + "\n"
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := runLearner(t, cfg)
+	if vs := l.kl.Variants(); len(vs) != 0 {
+		t.Fatalf("variant models %+v: every variant shares the main model", vs)
+	}
+
+	// Invalid first: nothing changes.
+	if err := os.WriteFile(exps, []byte("experiments: [\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if vs := l.kl.Variants(); len(vs) != 0 {
+		t.Fatalf("an invalid file changed the variant models: %+v", vs)
+	}
+	if err := os.WriteFile(exps, []byte(ownModelExps), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := cfg.ML.VariantModels(mustParse(t, text).ExperimentsConfig)
+	waitFor(t, "the learner to take the variant's own model", func() bool {
+		vs := l.kl.Variants()
+		return len(vs) == 1 && len(want) == 1 && vs[0].Key() == want[0].Key()
+	})
 }
