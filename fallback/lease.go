@@ -195,6 +195,26 @@ func (s *LeasedStore) Allow(ctx context.Context, key Key, l Limit, n int64) (Res
 	}
 }
 
+// SpendLeased serves a request of cost n from key's lease alone, without
+// any call to the remote store, and reports whether it could: the lease
+// must be live and hold n tokens. Resilient uses it while its circuit is
+// open.
+func (s *LeasedStore) SpendLeased(key Key, l Limit, n int64) (Result, bool) {
+	if n < 1 {
+		return Result{}, false
+	}
+	sh := &s.shards[fnv32(key.Name)&255]
+	now := s.clock().UnixMicro()
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	le := sh.leases[key]
+	if le == nil || le.limit != l || now >= le.expires || le.tokens < n {
+		return Result{}, false
+	}
+	le.tokens -= n
+	return Result{Allowed: n, Remaining: le.tokens + le.remaining, ResetAfter: micros(max(le.resetAt-now, 0))}, true
+}
+
 // refill tops a lease up with one chunk. A failure is not reported: the
 // next decision that finds the lease empty calls the store itself and sees
 // the error.

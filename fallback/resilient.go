@@ -21,6 +21,12 @@ type allower interface {
 	Allow(ctx context.Context, key Key, l Limit, n int64) (Result, error)
 }
 
+// leaseSpender is a remote store that can serve a request from tokens the
+// shared store already granted this instance, without calling it.
+type leaseSpender interface {
+	SpendLeased(key Key, l Limit, n int64) (Result, bool)
+}
+
 // Decision is a Result and where it came from.
 type Decision struct {
 	Result
@@ -59,6 +65,7 @@ type ResilientStats struct {
 	Timeouts         atomic.Int64 // shared-store calls that timed out
 	Errors           atomic.Int64 // shared-store calls that failed otherwise
 	CircuitOpens     atomic.Int64 // times the breaker opened
+	LeasedWhileOpen  atomic.Int64 // decisions served from a live lease while the circuit was open
 	FallbackByReason map[string]*atomic.Int64
 }
 
@@ -86,6 +93,16 @@ func (r *Resilient) Decide(ctx context.Context, key Key, l Limit, n int64) (Deci
 		return Decision{}, ErrInvalidCost
 	}
 	if !r.breaker.Allow() {
+		// Tokens already leased from Redis are this instance's to spend:
+		// spending them keeps the global budget exact while the circuit is
+		// open, and keeps the keys that hold them from all calling Redis
+		// at once when it closes.
+		if ls, ok := r.remote.(leaseSpender); ok {
+			if res, ok := ls.SpendLeased(key, l, n); ok {
+				r.stats.LeasedWhileOpen.Add(1)
+				return Decision{Result: res}, nil
+			}
+		}
 		return r.fallback(key, l, n, ReasonCircuitOpen)
 	}
 	res, err := r.remote.Allow(ctx, key, l, n)

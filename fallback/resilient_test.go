@@ -124,3 +124,52 @@ func TestResilientTimesOutSlowRedis(t *testing.T) {
 		t.Fatalf("decision took %s: the timeout did not bound the call", el)
 	}
 }
+
+// While the circuit is open, tokens already leased from Redis are still
+// spent, exactly: they are this instance's share of the global budget.
+// Only what no live lease covers falls back.
+func TestLeasesAreSpentWhileTheCircuitIsOpen(t *testing.T) {
+	srv := testredis.Start(t)
+	clock := newFakeClock()
+	remote := NewRedisStore(srv.Client(), RedisOptions{Clock: clock.Now, Timeout: 100 * time.Millisecond})
+	leased := newLeasedStore(remote, LeaseOptions{Clock: clock.Now, Instances: 1, TTL: time.Second})
+	r := NewResilient(leased, NewMemoryStore(MemoryOptions{SweepEvery: -1, Clock: clock.Now}), ResilientOptions{
+		Share:   0.5,
+		Breaker: BreakerOptions{Failures: 2, OpenFor: time.Hour, MaxOpenFor: time.Hour},
+	})
+	l := Limit{Rate: 1000, Burst: 200, Period: time.Second}
+	chunk := leased.chunk(l)
+	ctx := context.Background()
+	if d, err := r.Decide(ctx, Key{Name: "hot"}, l, 1); err != nil || d.Fallback || !d.OK() {
+		t.Fatalf("healthy decision = %+v, %v", d, err)
+	}
+	srv.Stop()
+	for !r.FallbackActive() {
+		if d, _ := r.Decide(ctx, Key{Name: "cold"}, l, 1); !d.Fallback {
+			t.Fatalf("a key without a lease was decided by a stopped Redis: %+v", d)
+		}
+	}
+	for i := int64(1); i < chunk; i++ {
+		d, err := r.Decide(ctx, Key{Name: "hot"}, l, 1)
+		if err != nil || d.Fallback || !d.OK() {
+			t.Fatalf("leased token %d of %d while open: %+v, %v; want it spent, not a fallback", i, chunk, d, err)
+		}
+	}
+	if d, _ := r.Decide(ctx, Key{Name: "hot"}, l, 1); !d.Fallback || d.Reason != ReasonCircuitOpen {
+		t.Fatalf("past the lease: %+v, want a circuit-open fallback", d)
+	}
+	if got := r.Stats().LeasedWhileOpen.Load(); got != chunk-1 {
+		t.Errorf("LeasedWhileOpen = %d, want %d", got, chunk-1)
+	}
+	// An exhausted, an expired, or another limit's lease spends nothing.
+	if _, ok := leased.SpendLeased(Key{Name: "hot"}, l, 1); ok {
+		t.Error("an exhausted lease spent a token")
+	}
+	clock.Advance(2 * time.Second)
+	if _, ok := leased.SpendLeased(Key{Name: "hot"}, l, 1); ok {
+		t.Error("an expired lease spent a token")
+	}
+	if _, ok := leased.SpendLeased(Key{Name: "hot"}, Limit{Rate: 5, Burst: 5, Period: time.Second}, 1); ok {
+		t.Error("a lease of another limit spent a token")
+	}
+}

@@ -134,6 +134,10 @@ func newMetrics(lim limiter) *metrics {
 			Name: "flowguard_limiter_circuit_opens_total",
 			Help: "Times the Redis circuit breaker opened.",
 		}, func() float64 { return float64(st.CircuitOpens.Load()) }))
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "flowguard_limiter_leased_while_open_total",
+			Help: "Decisions served from tokens already leased from Redis while the circuit was open (exact, not a fallback).",
+		}, func() float64 { return float64(st.LeasedWhileOpen.Load()) }))
 	}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "flowguard_fallback_active",
