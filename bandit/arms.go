@@ -158,6 +158,18 @@ func (s ArmSet) Allowed(floor, ceiling float64) (ArmRange, error) {
 	return ArmRange{Lo: lo, Hi: hi}, nil
 }
 
+// Nearest returns the index of the arm whose multiplier is closest to m
+// (the lowest such index on a tie); s must not be empty.
+func (s ArmSet) Nearest(m float64) int {
+	best := 0
+	for i, a := range s {
+		if math.Abs(a.Multiplier-m) < math.Abs(s[best].Multiplier-m) {
+			best = i
+		}
+	}
+	return best
+}
+
 // Run returns where sub's arms sit in s: a contiguous run of s's arms, in
 // order (names and multipliers equal). An empty sub is all of s. ok is
 // false when sub is not such a run; the range is then all of s.

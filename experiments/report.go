@@ -251,7 +251,7 @@ func BuildReport(cfg *Config, records []rewards.Record, opts ReportOptions) (*Re
 		ep.exp, ep.variant = exp, variant
 		ep.severity = sev.at(d.Key, d.At.UnixMicro())
 		ep.reward = opts.Weights.Reward(rewards.Outcome{Served: o.Served, Throttled: o.Throttled, Blocked: o.Blocked,
-			Multiplier: ep.multiplier}, d.Tier, normBase(d.Base), ep.severity)
+			Multiplier: ep.multiplier}, d.Tier, rewards.NormBase(d.Base), ep.severity)
 		byExp[exp] = append(byExp[exp], ep)
 	}
 	for i := range cfg.Experiments {
@@ -284,7 +284,7 @@ func joinEpoch(d, o rewards.Record, arms bandit.ArmSet) (epoch, error) {
 	allowed, err := arms.Allowed(floor, ceiling)
 	if err != nil {
 		// No arm inside the bounds: the only action is the deterministic one.
-		i := nearest(arms, min(max(1, floor), ceiling))
+		i := arms.Nearest(min(max(1, floor), ceiling))
 		allowed = bandit.ArmRange{Lo: i, Hi: i + 1}
 	}
 	ep.allowed = allowed
@@ -297,27 +297,8 @@ func joinEpoch(d, o rewards.Record, arms bandit.ArmSet) (epoch, error) {
 		return ep, nil
 	}
 	ep.multiplier = min(max(1, floor), ceiling)
-	ep.action, ep.propensity, ep.deterministic = nearest(arms, ep.multiplier), 1, true
+	ep.action, ep.propensity, ep.deterministic = arms.Nearest(ep.multiplier), 1, true
 	return ep, nil
-}
-
-func nearest(arms bandit.ArmSet, m float64) int {
-	best := 0
-	for i, a := range arms {
-		if math.Abs(a.Multiplier-m) < math.Abs(arms[best].Multiplier-m) {
-			best = i
-		}
-	}
-	return best
-}
-
-// normBase is the rewards package's guard: a base below one request
-// counts as one.
-func normBase(base float64) float64 {
-	if !(base >= 1) || math.IsInf(base, 0) {
-		return 1
-	}
-	return base
 }
 
 // severities answers which share of a key's traffic the labels judge
@@ -516,7 +497,7 @@ func offPolicy(arms bandit.ArmSet, eps []epoch, ridge float64) []CandidateReport
 			fmt.Sprintf("always multiplier %g, clamped to the key's floor and ceiling", m),
 			func(i int) int {
 				r := eps[i].allowed
-				j := nearest(arms[r.Lo:r.Hi], m)
+				j := arms[r.Lo:r.Hi].Nearest(m)
 				return r.Lo + j
 			}})
 	}

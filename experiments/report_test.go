@@ -106,7 +106,7 @@ func syntheticRecords(t *testing.T, cfg *Config, w world, seed uint64, keys, epo
 				m = w.arms[arm].Multiplier
 				d.Policy, d.Arm, d.ArmName, d.Multiplier, d.Propensity = rewards.PolicyBandit, arm, w.arms[arm].Name, m, p[arm]
 			} else {
-				arm := nearest(w.arms, 1)
+				arm := w.arms.Nearest(1)
 				d.Policy, d.Arm, d.ArmName, d.Multiplier, d.Propensity = rewards.PolicyStatic, arm, w.arms[arm].Name, 1, 1
 			}
 			s, th := w.outcome(demand, m)
@@ -169,7 +169,7 @@ func TestReportOPECoversTruth(t *testing.T) {
 	}
 	// The control enforced x1: its on-policy mean reward is the x1 truth.
 	ctl := x.Variants[0]
-	if truth := w.truth(nearest(w.arms, 1), 400_000, weights); math.Abs(ctl.Reward.Estimate-truth) > 3.29*(ctl.Reward.Hi-ctl.Reward.Lo)/(2*Z95) {
+	if truth := w.truth(w.arms.Nearest(1), 400_000, weights); math.Abs(ctl.Reward.Estimate-truth) > 3.29*(ctl.Reward.Hi-ctl.Reward.Lo)/(2*Z95) {
 		t.Errorf("control reward %v, x1 truth %.4f", ctl.Reward, truth)
 	}
 	if x.SRM.Mismatch {

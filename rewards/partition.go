@@ -247,7 +247,7 @@ func (p *Partition) Record(r Record) error {
 			p.order = append(p.order, r.ID)
 		}
 		p.pending[r.ID] = pendingDecision{Key: r.Key, Tier: r.Tier, Model: r.Model, At: at, Arm: r.Arm, Multiplier: r.Multiplier,
-			X: slices.Clone(r.Context), Base: normBase(r.Base)}
+			X: slices.Clone(r.Context), Base: NormBase(r.Base)}
 		for len(p.pending) > p.cfg.MaxPending && len(p.order) > 0 {
 			id := p.order[0]
 			p.order = p.order[1:]

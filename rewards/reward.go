@@ -108,9 +108,10 @@ func (w Weights) slope(o Outcome, tier string, base float64) float64 {
 	return (-(w.Abuse+w.Served)*float64(o.Served)+w.throttle(tier)*float64(o.Throttled+o.Blocked))/base - w.Headroom*o.Multiplier
 }
 
-// normBase guards the normalisation: a base below one request counts as
-// one, so a tiny budget cannot blow rewards up.
-func normBase(base float64) float64 {
+// NormBase guards the normalisation of rewards by the epoch's base
+// budget: a base below one request (or not finite) counts as one, so a
+// tiny budget cannot blow rewards up. Callers of Weights.Reward pass it.
+func NormBase(base float64) float64 {
 	if !(base >= 1) || math.IsInf(base, 0) {
 		return 1
 	}

@@ -48,7 +48,6 @@ import (
 	"context"
 	"errors"
 	"hash/maphash"
-	"math"
 	"slices"
 	"strconv"
 	"sync"
@@ -572,7 +571,7 @@ func (m *mlStage) logDeterministic(key string, rule *policy.Rule, c epochChoice)
 	risk := m.risk.Load().Score(x)
 	x = append(x, risk)
 	limit, mult := rule.Budget(1)
-	arm := nearestArm(m.arms, mult)
+	arm := m.arms.Nearest(mult)
 	var version uint64
 	if snap := m.model.Load(); snap != nil {
 		version = snap.Version()
@@ -587,18 +586,6 @@ func (m *mlStage) logDeterministic(key string, rule *policy.Rule, c epochChoice)
 	c.plan.annotate(&rec)
 	m.dlog.Log(rec)
 	return c
-}
-
-// nearestArm returns the index of the arm whose multiplier is closest to
-// m; arms is not empty.
-func nearestArm(arms bandit.ArmSet, m float64) int {
-	best := 0
-	for i, a := range arms {
-		if math.Abs(a.Multiplier-m) < math.Abs(arms[best].Multiplier-m) {
-			best = i
-		}
-	}
-	return best
 }
 
 // abusiveKeys is the set of keys labelled abusive (and not cleared since),
