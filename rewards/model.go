@@ -87,20 +87,20 @@ func (m ModelPart) MarshalBinary() ([]byte, error) {
 	if len(m.Variants) > maxVariantModels {
 		return nil, fmt.Errorf("rewards: %d variant models, at most %d", len(m.Variants), maxVariantModels)
 	}
+	format := byte(modelFormat)
+	if len(m.Variants) == 0 {
+		format = 1
+	}
 	b := make([]byte, 0, 25+len(bs)+len(rs))
 	b = append(b, modelMagic...)
-	if len(m.Variants) == 0 {
-		b = append(b, 1)
-		b = binary.LittleEndian.AppendUint32(b, uint32(m.Partition))
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(bs)))
-		b = append(b, bs...)
-		b = append(b, rs...)
-		return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli)), nil
-	}
-	b = append(b, modelFormat)
+	b = append(b, format)
 	b = binary.LittleEndian.AppendUint32(b, uint32(m.Partition))
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(bs)))
 	b = append(b, bs...)
+	if format == 1 {
+		b = append(b, rs...) // the risk model is the rest
+		return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli)), nil
+	}
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(rs)))
 	b = append(b, rs...)
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(m.Variants)))

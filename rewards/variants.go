@@ -110,8 +110,9 @@ type model struct {
 
 // newVariantModel returns a variant's model at its prior.
 func newVariantModel(v VariantModel) (*model, error) {
+	key := v.Key()
 	c := v.Bandit
-	c.ModelID = variantModelID(v.Key())
+	c.ModelID = variantModelID(key)
 	l, err := bandit.NewLearner(c)
 	if err != nil {
 		return nil, err
@@ -120,7 +121,7 @@ func newVariantModel(v VariantModel) (*model, error) {
 	if mode == "" {
 		mode = ModeProvisional
 	}
-	return &model{key: v.Key(), mode: mode, l: l, arms: len(l.Config().Arms)}, nil
+	return &model{key: key, mode: mode, l: l, arms: len(l.Config().Arms)}, nil
 }
 
 // variantModelID is the bandit model id of a variant model's key: the

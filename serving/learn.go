@@ -219,28 +219,27 @@ func (l *Learner) watchExperiments(ctx context.Context) {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
-	cur := l.cfg
-	last := l.filesDigest(cur)
+	cur, last := l.cfg, l.filesDigest(l.cfg)
 	for {
+		hupped := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-hup:
+			hupped = true
 		case <-t.C:
-			if d := l.filesDigest(cur); d == last {
-				continue
-			}
 		}
-		next, err := config.Load(l.cfg.Path)
-		if d := l.filesDigest(cur); err != nil {
-			if d != last {
-				l.log.Error("learner: configuration reload failed; keeping the variant models in force", "config", l.cfg.Path, "err", err)
-			}
-			last = d
+		d := l.filesDigest(cur)
+		if d == last && !hupped {
 			continue
 		}
-		cur = next
-		last = l.filesDigest(cur)
+		last = d // an invalid version is reported once, not every tick
+		next, err := config.Load(l.cfg.Path)
+		if err != nil {
+			l.log.Error("learner: configuration reload failed; keeping the variant models in force", "config", l.cfg.Path, "err", err)
+			continue
+		}
+		cur, last = next, l.filesDigest(next)
 		vs := l.cfg.ML.VariantModels(next.ExperimentsConfig)
 		if err := l.kl.SetVariants(vs); err != nil {
 			l.log.Error("learner: variant models refused", "err", err)

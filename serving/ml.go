@@ -173,10 +173,8 @@ func newMLStage(cfg config.ML, learn rewards.Config, region string, now func() t
 // variant models are installed either way, since they can change while
 // the main model does not.
 func (m *mlStage) install(model rewards.Model) error {
-	if old := m.variants.Load(); model.Variants != nil || (old != nil && len(*old) > 0) {
-		vs := model.Variants
-		m.variants.Store(&vs)
-	}
+	vs := model.Variants
+	m.variants.Store(&vs)
 	if err := m.model.Store(model.Bandit); err != nil {
 		return err
 	}
