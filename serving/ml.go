@@ -109,7 +109,10 @@ type mlStage struct {
 	idSeq  atomic.Uint64
 	seed   maphash.Seed
 	shards [256]epochShard
-	rngs   sync.Pool
+	// draws seeds each stage-2 run's random source, with the key and the
+	// epoch's start: the same seed, requests and clock give the same draws
+	// whatever the order goroutines run in.
+	draws  uint64
 	recent *recentLog
 	now    func() time.Time
 	hook   func(key string) // test fault injection inside stage 2
@@ -147,15 +150,7 @@ func newMLStage(cfg config.ML, learn rewards.Config, region string, now func() t
 		m.shards[i].choices = make(map[uint64]epochChoice)
 		m.shards[i].inflight = make(map[uint64]chan struct{})
 	}
-	var n uint64
-	var nmu sync.Mutex
-	m.rngs.New = func() any {
-		nmu.Lock()
-		n++
-		s := n
-		nmu.Unlock()
-		return rand.New(rand.NewPCG(seed, s))
-	}
+	m.draws = seed
 	if cfg.Learner == "embedded" {
 		m.queue = rewards.NewQueue(cfg.LogBuffer)
 		m.dlog = m.queue
@@ -325,13 +320,13 @@ func (m *mlStage) score(key string, rule *policy.Rule, snap *bandit.Snapshot, no
 			allowed = in
 		}
 	}
-	rng := m.rngs.Get().(*rand.Rand)
+	src := rand.NewPCG(m.draws, keyEpochSeed(key, now))
+	rng := rand.New(src)
 	explore := 1.0
 	if p.v != nil {
 		explore = p.v.explore
 	}
 	c, err := snap.ChooseScaled(x, allowed, rng, explore)
-	m.rngs.Put(rng)
 	if err != nil {
 		return epochChoice{}, err
 	}
@@ -521,6 +516,16 @@ func (l *recentLog) get(key string) []RecentDecision {
 func hexHash(h [8]byte) string { return hex.EncodeToString(h[:]) }
 
 func hashKey(m *mlStage, key string) uint64 { return maphash.String(m.seed, key) }
+
+// keyEpochSeed is the FNV-1a hash of key, mixed with the epoch's start:
+// a stable stream per key-epoch, unlike maphash, whose seed is random.
+func keyEpochSeed(key string, start time.Time) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint64(key[i])) * 1099511628211
+	}
+	return h ^ uint64(start.UnixMicro())*0x9e3779b97f4a7c15
+}
 
 // sweepAll forgets every epoch choice, so that every key runs stage 2 again.
 func (m *mlStage) sweepAll() {

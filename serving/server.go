@@ -29,8 +29,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Addr overrides server.addr of the configuration.
 	Addr string
-	// Clock returns the time for features, epochs and model age.
-	// Default: time.Now.
+	// Clock returns the time for features, epochs, model age and the
+	// in-memory limiter. Default: time.Now.
 	Clock func() time.Time
 	// Seed seeds the bandit's random sources; the same seed, configuration
 	// and requests give the same choices. Default: from the clock.
@@ -106,7 +106,7 @@ func New(cfg *config.Loaded, opts Options) (*Server, error) {
 	s := &Server{
 		cfg:   cfg,
 		addr:  cfg.Server.Addr,
-		local: fallback.NewMemoryStore(fallback.MemoryOptions{}),
+		local: fallback.NewMemoryStore(fallback.MemoryOptions{Clock: opts.Clock}),
 		share: 1,
 		log:   log,
 		ids:   newIDSource(time.Now(), os.Getpid()),
