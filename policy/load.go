@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/devflow/flowguard/fallback"
 	"github.com/devflow/flowguard/internal/yamlx"
+	"github.com/devflow/flowguard/limiter"
 )
 
 // Doc is the YAML form of the policies section. Every field of a Spec is
@@ -265,7 +265,7 @@ func (c *compiler) rule(s Spec, path []string) *Rule {
 	if len(c.errs) > bad {
 		return nil
 	}
-	l := fallback.Limit{Rate: *s.Rate, Burst: *s.Burst, Period: *s.Period}
+	l := limiter.Limit{Rate: *s.Rate, Burst: *s.Burst, Period: *s.Period}
 	if err := l.Validate(); err != nil {
 		c.errorf(at("rate"), "%v", strings.TrimPrefix(err.Error(), "fallback: "))
 		return nil

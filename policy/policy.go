@@ -3,7 +3,7 @@ package policy
 import (
 	"strings"
 
-	"github.com/devflow/flowguard/fallback"
+	"github.com/devflow/flowguard/limiter"
 )
 
 // MLMode says how far the bandit may go for a key.
@@ -27,7 +27,7 @@ type Rule struct {
 	// whole traffic shares one budget. It keys the limiter.
 	Scope string
 	// Limit is the base budget, before any multiplier.
-	Limit fallback.Limit
+	Limit limiter.Limit
 	// Floor and Ceiling bound the budget multiplier: the bandit never goes
 	// outside [Floor, Ceiling], and the deterministic budget is 1 clamped to it.
 	Floor, Ceiling float64
@@ -38,7 +38,7 @@ type Rule struct {
 
 // Budget returns the limit for multiplier m, after clamping m to
 // [Floor, Ceiling], and the multiplier used.
-func (r *Rule) Budget(m float64) (fallback.Limit, float64) {
+func (r *Rule) Budget(m float64) (limiter.Limit, float64) {
 	m = min(max(m, r.Floor), r.Ceiling)
 	return r.Limit.Scale(m), m
 }

@@ -9,8 +9,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/devflow/flowguard/fallback"
 	"github.com/devflow/flowguard/internal/config"
+	"github.com/devflow/flowguard/limiter"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 )
@@ -39,8 +39,8 @@ type adminGuard struct {
 	tokenEnv string
 	hasToken bool
 	digest   [sha256.Size]byte // of the token: comparing digests hides its length
-	limit    fallback.Limit
-	buckets  *fallback.MemoryStore // one GCRA bucket per client address
+	limit    limiter.Limit
+	buckets  *limiter.MemoryStore // one GCRA bucket per client address
 	maxBody  int
 	log      *slog.Logger
 	calls    *prometheus.CounterVec
@@ -54,7 +54,7 @@ func newAdminGuard(cfg config.Server, token string, log *slog.Logger, reg promet
 	g := &adminGuard{
 		mode:     cfg.AdminAuth,
 		tokenEnv: cfg.AdminTokenEnv,
-		limit:    fallback.Limit{Rate: cfg.AdminRate, Burst: cfg.AdminBurst, Period: time.Second},
+		limit:    limiter.Limit{Rate: cfg.AdminRate, Burst: cfg.AdminBurst, Period: time.Second},
 		maxBody:  cfg.AdminMaxBodyBytes,
 		log:      log,
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -86,7 +86,7 @@ func newAdminGuard(cfg config.Server, token string, log *slog.Logger, reg promet
 	if err := reg.Register(g.calls); err != nil {
 		return nil, err
 	}
-	g.buckets = fallback.NewMemoryStore(fallback.MemoryOptions{})
+	g.buckets = limiter.NewMemoryStore(limiter.MemoryOptions{})
 	switch {
 	case g.hasToken:
 		log.Info("admin endpoints need a bearer token", "token_env", cfg.AdminTokenEnv)
@@ -110,7 +110,7 @@ func (g *adminGuard) close() { g.buckets.Close() }
 func (s *Server) admitAdmin(ctx *fasthttp.RequestCtx, endpoint string) bool {
 	g := s.admin
 	peer := ctx.RemoteIP()
-	res, err := g.buckets.Allow(context.Background(), fallback.Key{Name: peer.String(), Scope: "admin"}, g.limit, 1)
+	res, err := g.buckets.Allow(context.Background(), limiter.Key{Name: peer.String(), Scope: "admin"}, g.limit, 1)
 	if err == nil && !res.OK() {
 		g.calls.WithLabelValues(endpoint, adminRateLimited).Inc()
 		secs := int64((res.RetryAfter + time.Second - 1) / time.Second)

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/devflow/flowguard/fallback"
+	"github.com/devflow/flowguard/limiter"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -44,7 +44,7 @@ var (
 
 type tierCounters [len(actions)][len(sources)]prometheus.Counter
 
-func newMetrics(lim limiter) *metrics {
+func newMetrics(lim budgetLimiter) *metrics {
 	reg := prometheus.NewRegistry()
 	m := &metrics{
 		reg: reg,
@@ -114,7 +114,7 @@ func newMetrics(lim limiter) *metrics {
 	noResponses := map[responseKey]prometheus.Counter{}
 	m.respCache.Store(&noResponses)
 
-	if r, ok := lim.(*fallback.Resilient); ok {
+	if r, ok := lim.(*limiter.Resilient); ok {
 		st := r.Stats()
 		for kind, c := range map[string]*atomic.Int64{"timeout": &st.Timeouts, "error": &st.Errors} {
 			reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -143,7 +143,7 @@ func newMetrics(lim limiter) *metrics {
 		Name: "flowguard_fallback_active",
 		Help: "1 while decisions come from the in-memory fallback because the shared store is unavailable.",
 	}, func() float64 {
-		if r, ok := lim.(*fallback.Resilient); ok && r.FallbackActive() {
+		if r, ok := lim.(*limiter.Resilient); ok && r.FallbackActive() {
 			return 1
 		}
 		return 0

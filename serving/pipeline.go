@@ -6,8 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/devflow/flowguard/fallback"
 	"github.com/devflow/flowguard/features"
+	"github.com/devflow/flowguard/limiter"
 	"github.com/devflow/flowguard/policy"
 )
 
@@ -54,17 +54,17 @@ type Decision struct {
 	Reason       string
 
 	rule      *policy.Rule
-	limit     fallback.Limit
+	limit     limiter.Limit
 	source    string
 	choice    epochChoice // stage 2's choice, when hasChoice
 	hasChoice bool
 	exp       *expVariant // the unit's experiment variant; nil: none
 }
 
-// limiter is the deterministic limiter: *fallback.Resilient over Redis, or
+// budgetLimiter is the deterministic limiter: *limiter.Resilient over Redis, or
 // the in-memory store.
-type limiter interface {
-	Decide(ctx context.Context, key fallback.Key, l fallback.Limit, n int64) (fallback.Decision, error)
+type budgetLimiter interface {
+	Decide(ctx context.Context, key limiter.Key, l limiter.Limit, n int64) (limiter.Decision, error)
 }
 
 // decide runs the pipeline for one request. It does not fail: every path
@@ -144,7 +144,7 @@ func (s *Server) decide(ctx context.Context, req *DecideRequest) (d Decision) {
 			}
 		}
 	}
-	res, err := s.limiter.Decide(ctx, fallback.Key{Name: req.Key, Scope: rule.Scope}, limit, req.Cost)
+	res, err := s.limiter.Decide(ctx, limiter.Key{Name: req.Key, Scope: rule.Scope}, limit, req.Cost)
 	if err != nil {
 		d.Action, d.Reason, d.RetryAfterMS = ActionThrottle, ReasonInvalidLimit, -1
 		s.afterDecision(req, &d)
@@ -203,7 +203,7 @@ func (s *Server) afterDecision(req *DecideRequest, d *Decision) {
 }
 
 // fill copies a limiter result into the decision.
-func (d *Decision) fill(res fallback.Decision) {
+func (d *Decision) fill(res limiter.Decision) {
 	d.Remaining = res.Remaining
 	d.ResetMS = ceilMillis(res.ResetAfter)
 	switch {
@@ -221,9 +221,9 @@ func (d *Decision) fill(res fallback.Decision) {
 
 // safeDecision answers after a panic: the in-memory store with this
 // instance's share, so even a bug never fails open without a bound.
-func (s *Server) safeDecision(req *DecideRequest, rule *policy.Rule, limit fallback.Limit, d Decision) Decision {
+func (s *Server) safeDecision(req *DecideRequest, rule *policy.Rule, limit limiter.Limit, d Decision) Decision {
 	d.Fallback, d.source = true, SourceFallback
-	res, err := s.local.Decide(context.Background(), fallback.Key{Name: req.Key, Scope: rule.Scope}, limit.Scale(s.share), req.Cost)
+	res, err := s.local.Decide(context.Background(), limiter.Key{Name: req.Key, Scope: rule.Scope}, limit.Scale(s.share), req.Cost)
 	if err != nil {
 		d.Action, d.RetryAfterMS = ActionThrottle, -1
 	} else {

@@ -11,14 +11,15 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/devflow/flowguard/fallback"
 	"github.com/devflow/flowguard/internal/config"
+	"github.com/devflow/flowguard/limiter"
+	"github.com/devflow/flowguard/regionshare"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 )
 
 // regionShares splits budgets across regions (config regions:, the
-// arithmetic and its bound in fallback/regionshare.go). It counts this
+// arithmetic and its bound in regionshare/regionshare.go). It counts this
 // instance's recent requests per key, publishes them each tick as a
 // heartbeat on the regions topic, reads every instance's heartbeats back,
 // and recomputes the share of each key this region enforces.
@@ -41,10 +42,10 @@ type regionShares struct {
 	log       *slog.Logger
 
 	shards [64]countShard
-	table  atomic.Pointer[fallback.ShareTable]
+	table  atomic.Pointer[regionshare.ShareTable]
 
 	mu        sync.Mutex
-	book      *fallback.RegionBook
+	book      *regionshare.RegionBook
 	connected bool // a heartbeat of its own has been read back
 
 	brokers []string
@@ -93,11 +94,11 @@ func newRegionShares(cfg *config.Loaded, instance string, clock func() time.Time
 		frozen: prometheus.NewCounter(prometheus.CounterOpts{Name: "flowguard_regions_frozen_ticks_total",
 			Help: "Ticks on which this instance kept its last shares because it was cut off from the regions topic."}),
 	}
-	r.book = fallback.NewRegionBook(r.self, rc.MinShare, r.deadTicks)
+	r.book = regionshare.NewRegionBook(r.self, rc.MinShare, r.deadTicks)
 	for i := range r.shards {
 		r.shards[i].counts = map[string]float64{}
 	}
-	r.table.Store(fallback.FixedShares(0, rc.MinShare))
+	r.table.Store(regionshare.FixedShares(0, rc.MinShare))
 	r.isolated.Set(1)
 	reg.MustRegister(r.isolated, r.live, r.keys, r.beats, r.untracked, r.tookOver, r.frozen)
 	return r, nil
@@ -138,11 +139,11 @@ func (r *regionShares) observe(key string, n int64) {
 
 // regionLimiter enforces this region's share of every budget.
 type regionLimiter struct {
-	inner limiter
+	inner budgetLimiter
 	r     *regionShares
 }
 
-func (l regionLimiter) Decide(ctx context.Context, key fallback.Key, lim fallback.Limit, n int64) (fallback.Decision, error) {
+func (l regionLimiter) Decide(ctx context.Context, key limiter.Key, lim limiter.Limit, n int64) (limiter.Decision, error) {
 	l.r.observe(key.Name, n)
 	if s := l.r.share(key.Name); s < 1 {
 		lim = lim.Scale(s)
@@ -152,12 +153,12 @@ func (l regionLimiter) Decide(ctx context.Context, key fallback.Key, lim fallbac
 
 // resilient returns the Redis-backed limiter under the region split; nil
 // without Redis.
-func (s *Server) resilient() *fallback.Resilient {
+func (s *Server) resilient() *limiter.Resilient {
 	lim := s.limiter
 	if rl, ok := lim.(regionLimiter); ok {
 		lim = rl.inner
 	}
-	r, _ := lim.(*fallback.Resilient)
+	r, _ := lim.(*limiter.Resilient)
 	return r
 }
 
@@ -209,12 +210,12 @@ func (r *regionShares) tick(k int64) {
 		sort.Slice(all, func(i, j int) bool { return all[i].c > all[j].c })
 		all = all[:r.cfg.PublishKeys]
 	}
-	h := &fallback.Heartbeat{Region: r.self, Instance: r.instance, Tick: k, EveryMS: r.every.Milliseconds(),
+	h := &regionshare.Heartbeat{Region: r.self, Instance: r.instance, Tick: k, EveryMS: r.every.Milliseconds(),
 		Counts: make(map[string]float64, len(all))}
 	for _, e := range all {
 		h.Counts[e.k] = math.Round(e.c*100) / 100
 	}
-	if data, err := fallback.EncodeHeartbeat(h); err == nil {
+	if data, err := regionshare.EncodeHeartbeat(h); err == nil {
 		select {
 		case r.pub <- data:
 		default:
@@ -304,7 +305,7 @@ func (r *regionShares) followOnce(ctx context.Context) error {
 		case err != nil:
 			return err
 		}
-		h, err := fallback.DecodeHeartbeat(m.Value)
+		h, err := regionshare.DecodeHeartbeat(m.Value)
 		if err == nil && h.EveryMS != r.every.Milliseconds() {
 			err = fmt.Errorf("heartbeat_every %dms, this instance's %s", h.EveryMS, r.every)
 		}

@@ -13,8 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/devflow/flowguard/fallback"
 	"github.com/devflow/flowguard/internal/config"
+	"github.com/devflow/flowguard/limiter"
 	"github.com/devflow/flowguard/policy"
 	"github.com/devflow/flowguard/rewards"
 	"github.com/redis/go-redis/v9"
@@ -55,11 +55,11 @@ type Server struct {
 	current  atomic.Pointer[config.Loaded]
 	policies atomic.Pointer[policy.Set]
 
-	limiter limiter
-	local   *fallback.MemoryStore // the in-memory store: the limiter itself, or Redis's fallback
-	share   float64               // this instance's share of a budget when deciding alone
+	limiter budgetLimiter
+	local   *limiter.MemoryStore // the in-memory store: the limiter itself, or Redis's fallback
+	share   float64              // this instance's share of a budget when deciding alone
 	redis   redis.UniversalClient
-	leased  *fallback.LeasedStore
+	leased  *limiter.LeasedStore
 	redisUp atomic.Pointer[redisHealth]
 
 	ml      *mlStage
@@ -106,7 +106,7 @@ func New(cfg *config.Loaded, opts Options) (*Server, error) {
 	s := &Server{
 		cfg:   cfg,
 		addr:  cfg.Server.Addr,
-		local: fallback.NewMemoryStore(fallback.MemoryOptions{Clock: opts.Clock}),
+		local: limiter.NewMemoryStore(limiter.MemoryOptions{Clock: opts.Clock}),
 		share: 1,
 		log:   log,
 		ids:   newIDSource(time.Now(), os.Getpid()),
@@ -124,17 +124,17 @@ func New(cfg *config.Loaded, opts Options) (*Server, error) {
 		s.redis = newRedisClient(rc)
 		s.share = 1 / float64(rc.Instances)
 		var remote interface {
-			Allow(context.Context, fallback.Key, fallback.Limit, int64) (fallback.Result, error)
+			Allow(context.Context, limiter.Key, limiter.Limit, int64) (limiter.Result, error)
 		}
-		store := fallback.NewRedisStore(s.redis, fallback.RedisOptions{Prefix: rc.Prefix, Timeout: rc.Timeout})
+		store := limiter.NewRedisStore(s.redis, limiter.RedisOptions{Prefix: rc.Prefix, Timeout: rc.Timeout})
 		remote = store
 		if *rc.LeaseWindow > 0 {
-			s.leased = fallback.NewLeasedStore(store, fallback.LeaseOptions{Window: *rc.LeaseWindow, TTL: rc.LeaseTTL, Instances: rc.Instances})
+			s.leased = limiter.NewLeasedStore(store, limiter.LeaseOptions{Window: *rc.LeaseWindow, TTL: rc.LeaseTTL, Instances: rc.Instances})
 			remote = s.leased
 		}
-		s.limiter = fallback.NewResilient(remote, s.local, fallback.ResilientOptions{
+		s.limiter = limiter.NewResilient(remote, s.local, limiter.ResilientOptions{
 			Share:   s.share,
-			Breaker: fallback.BreakerOptions{Failures: rc.Breaker.Failures, OpenFor: rc.Breaker.OpenFor},
+			Breaker: limiter.BreakerOptions{Failures: rc.Breaker.Failures, OpenFor: rc.Breaker.OpenFor},
 		})
 		s.redisUp.Store(&redisHealth{detail: "not checked yet"})
 	} else {
@@ -247,7 +247,7 @@ func newRedisClient(rc *config.Redis) redis.UniversalClient {
 	if rc.TLS {
 		o.TLSConfig = tlsConfig()
 	}
-	fallback.TuneOptions(o, rc.Timeout)
+	limiter.TuneOptions(o, rc.Timeout)
 	return redis.NewUniversalClient(o)
 }
 
@@ -369,7 +369,7 @@ func (s *Server) checkRedis(ctx context.Context) {
 	h := &redisHealth{ok: true, detail: "ok", at: time.Now()}
 	err := s.redis.Ping(pctx).Err()
 	if err == nil {
-		err = fallback.NewRedisStore(s.redis, fallback.RedisOptions{Timeout: time.Second}).Load(pctx)
+		err = limiter.NewRedisStore(s.redis, limiter.RedisOptions{Timeout: time.Second}).Load(pctx)
 	}
 	if err != nil {
 		h.ok, h.detail = false, err.Error()

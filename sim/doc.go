@@ -13,7 +13,7 @@
 // model, bandit snapshots and Choose, rewards.Partition fed with decision
 // and outcome records built as serving builds them (and the labels as they
 // arrive), and the limiter's budget arithmetic over each epoch. static-p99
-// refits seed-004 quotas with fallback.Fit. [ReplayTrace] runs an access
+// refits seed-004 quotas with quotas.Fit. [ReplayTrace] runs an access
 // log through the same code. Results are written as results.json (the
 // DESIGN.md contract), details.json, report.md and PNG plots.
 //

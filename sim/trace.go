@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/devflow/flowguard/fallback"
+	"github.com/devflow/flowguard/quotas"
 	"github.com/devflow/flowguard/rewards"
 )
 
@@ -75,7 +75,7 @@ type ThrottledClient struct {
 // whose user agent says bot, crawler or spider are treated as abusive and
 // labelled an hour after their first request — an access log carries no
 // abuse labels, so this is the replay's stand-in for them. The log is
-// parsed by fallback.ParseAccessLogLine, the parser of `quotas
+// parsed by quotas.ParseAccessLogLine, the parser of `quotas
 // --access-log`. ctx cancels the replay between epochs.
 func ReplayTrace(ctx context.Context, path string, o TraceOptions) (*TraceReport, error) {
 	if o.Epoch == 0 {
@@ -122,7 +122,7 @@ func ReplayTrace(ctx context.Context, path string, o TraceOptions) (*TraceReport
 		if text == "" {
 			continue
 		}
-		e, err := fallback.ParseAccessLogLine(text)
+		e, err := quotas.ParseAccessLogLine(text)
 		if err != nil {
 			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
 		}
@@ -133,7 +133,7 @@ func ReplayTrace(ctx context.Context, path string, o TraceOptions) (*TraceReport
 			clients = append(clients, traceClient{name: e.Client})
 		}
 		clients[i].requests++
-		clients[i].bot = clients[i].bot || fallback.IsBot(e.UserAgent)
+		clients[i].bot = clients[i].bot || quotas.IsBot(e.UserAgent)
 		t := e.Time.UTC()
 		if first.IsZero() || t.Before(first) {
 			first = t

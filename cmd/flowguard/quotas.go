@@ -18,9 +18,9 @@ import (
 	"syscall"
 	"text/tabwriter"
 
-	"github.com/devflow/flowguard/fallback"
 	"github.com/devflow/flowguard/internal/config"
 	"github.com/devflow/flowguard/internal/yamlx"
+	"github.com/devflow/flowguard/quotas"
 	"gopkg.in/yaml.v3"
 )
 
@@ -62,23 +62,23 @@ func (s *sourceFlags) register(fs *flag.FlagSet) {
 }
 
 // open returns the source, its description and a function closing it.
-func (s *sourceFlags) open(ctx context.Context, stderr io.Writer) (fallback.UsageSource, string, func(), error) {
+func (s *sourceFlags) open(ctx context.Context, stderr io.Writer) (quotas.UsageSource, string, func(), error) {
 	switch {
-	case fallback.IsPostgresDSN(s.usage):
-		pg, err := fallback.OpenPostgres(ctx, s.usage)
+	case quotas.IsPostgresDSN(s.usage):
+		pg, err := quotas.OpenPostgres(ctx, s.usage)
 		if err != nil {
 			return nil, "", nil, err
 		}
-		return pg, "PostgreSQL " + redactDSN(s.usage) + ", table " + fallback.UsageTableName,
+		return pg, "PostgreSQL " + redactDSN(s.usage) + ", table " + quotas.UsageTableName,
 			func() { pg.Close(context.Background()) }, nil
 	case s.usage != "":
-		t, err := fallback.ReadUsageCSV(s.usage)
+		t, err := quotas.ReadUsageCSV(s.usage)
 		if err != nil {
 			return nil, "", nil, err
 		}
 		return t, "usage CSV " + s.usage, func() {}, nil
 	default:
-		t, stats, err := fallback.ReadAccessLog(s.accessLog, fallback.AccessLogOptions{BotsMalicious: s.bots})
+		t, stats, err := quotas.ReadAccessLog(s.accessLog, quotas.AccessLogOptions{BotsMalicious: s.bots})
 		if err != nil {
 			return nil, "", nil, err
 		}
@@ -108,7 +108,7 @@ func (s *sourceFlags) check() error {
 
 // dayFlag is a YYYY-MM-DD flag.
 type dayFlag struct {
-	day fallback.Day
+	day quotas.Day
 	set bool
 }
 
@@ -120,7 +120,7 @@ func (d *dayFlag) String() string {
 }
 
 func (d *dayFlag) Set(s string) error {
-	day, err := fallback.ParseDay(s)
+	day, err := quotas.ParseDay(s)
 	d.day, d.set = day, err == nil
 	return err
 }
@@ -202,7 +202,7 @@ func quotasFit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer closeSource()
-	fit, err := fallback.Fit(ctx, source, fallback.FitConfig{Until: until.day, Lookback: int(lookback), Percentile: float64(p)})
+	fit, err := quotas.Fit(ctx, source, quotas.FitConfig{Until: until.day, Lookback: int(lookback), Percentile: float64(p)})
 	if err != nil {
 		return err
 	}
@@ -229,12 +229,12 @@ func quotasFit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 // quotasYAML renders a fit as an `endpoints:` block of the policy file:
 // one rule per endpoint, rate requests per 24h.
-func quotasYAML(fit *fallback.QuotaFit, desc string) ([]byte, error) {
+func quotasYAML(fit *quotas.QuotaFit, desc string) ([]byte, error) {
 	endpoints := &yaml.Node{Kind: yaml.MappingNode}
 	for _, q := range fit.Quotas {
 		rate := max(1, int64(math.Floor(q.Quota)))
 		key := &yaml.Node{Kind: yaml.ScalarNode, Style: yaml.DoubleQuotedStyle, Value: q.Endpoint,
-			HeadComment: fmt.Sprintf("quota %s from %d user-day%s", fallback.FormatQuota(q.Quota), q.UserDays, plural(q.UserDays))}
+			HeadComment: fmt.Sprintf("quota %s from %d user-day%s", quotas.FormatQuota(q.Quota), q.UserDays, plural(q.UserDays))}
 		scalar := func(v string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Value: v} }
 		r := strconv.FormatInt(rate, 10)
 		rule := &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{
@@ -345,7 +345,7 @@ func quotasBacktest(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	defer closeSource()
-	r, err := fallback.Backtest(ctx, source, fallback.BacktestConfig{
+	r, err := quotas.Backtest(ctx, source, quotas.BacktestConfig{
 		TrainUntil: trainUntil.day, TestUntil: testUntil.day, Lookback: int(lookback), Percentile: float64(p),
 	})
 	if err != nil {
@@ -359,7 +359,7 @@ func quotasBacktest(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	alerts := r.Alerts(fallback.AlertThresholds{MaxFraction: float64(alertFraction), MinTrainUserDays: *minTrain})
+	alerts := r.Alerts(quotas.AlertThresholds{MaxFraction: float64(alertFraction), MinTrainUserDays: *minTrain})
 	for _, a := range alerts {
 		fmt.Fprintln(stderr, "ALERT:", a)
 	}
@@ -369,10 +369,10 @@ func quotasBacktest(ctx context.Context, args []string, stdout, stderr io.Writer
 	return nil
 }
 
-func writeBacktestJSON(w io.Writer, r *fallback.BacktestReport) error {
+func writeBacktestJSON(w io.Writer, r *quotas.BacktestReport) error {
 	endpoints := r.Endpoints
 	if endpoints == nil {
-		endpoints = []fallback.EndpointBacktest{}
+		endpoints = []quotas.EndpointBacktest{}
 	}
 	b, err := json.MarshalIndent(endpoints, "", "  ")
 	if err != nil {
@@ -382,7 +382,7 @@ func writeBacktestJSON(w io.Writer, r *fallback.BacktestReport) error {
 	return err
 }
 
-func writeBacktestTable(w io.Writer, r *fallback.BacktestReport, desc string) error {
+func writeBacktestTable(w io.Writer, r *quotas.BacktestReport, desc string) error {
 	fmt.Fprintf(w, "# source: %s\n", desc)
 	fmt.Fprintf(w, "# training %s (%d non-malicious user-days), test %s, percentile %s; quota \"-\": not in training\n",
 		r.Train, r.TrainUserDays, r.Test, strconv.FormatFloat(r.Percentile, 'g', -1, 64))
@@ -391,7 +391,7 @@ func writeBacktestTable(w io.Writer, r *fallback.BacktestReport, desc string) er
 	for _, e := range append(slices.Clip(r.Endpoints), r.Total()) {
 		quota := "-"
 		if e.Quota != nil {
-			quota = fallback.FormatQuota(*e.Quota)
+			quota = quotas.FormatQuota(*e.Quota)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.4f\t%d\t%d\t%d\n", e.Endpoint, quota, e.TotalUsage, e.NumRateLimited,
 			e.Fraction, e.TrainUserDays, e.MaliciousUsage, e.MaliciousRateLimited)

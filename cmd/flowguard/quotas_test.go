@@ -12,17 +12,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/devflow/flowguard/fallback"
 	"github.com/devflow/flowguard/internal/config"
 	"github.com/devflow/flowguard/internal/testpg"
+	"github.com/devflow/flowguard/limiter"
+	"github.com/devflow/flowguard/quotas"
 	"github.com/jackc/pgx/v5"
 )
 
 // hand.csv's quotas and backtest are computed by hand in
-// fallback/quotas_test.go (TestQuotaBacktestHandComputed and
+// quotas/quotas_test.go (TestQuotaBacktestHandComputed and
 // TestQuotaFitWindowBounds).
 const (
-	handCSV   = "../../fallback/testdata/quotas/hand.csv"
+	handCSV   = "../../quotas/testdata/quotas/hand.csv"
 	accessLog = "../../features/testdata/apache_access_2015.log.gz"
 )
 
@@ -51,7 +52,7 @@ func TestQuotasCLIErrors(t *testing.T) {
 		"fit bots with csv":  {[]string{"fit", "--usage", handCSV, "--bots-malicious", "--until", "2026-03-05"}, 2, "--bots-malicious goes with --access-log"},
 		"fit stray argument": {[]string{"fit", "--usage", handCSV, "--until", "2026-03-05", "extra"}, 2, `unexpected argument "extra"`},
 		"fit missing file":   {[]string{"fit", "--usage", "nope.csv", "--until", "2026-03-05"}, 1, "flowguard: nope.csv: cannot read: no such file or directory"},
-		"fit bad csv": {[]string{"fit", "--usage", "../../fallback/testdata/quotas/bad_number.csv", "--until", "2026-03-05"}, 1,
+		"fit bad csv": {[]string{"fit", "--usage", "../../quotas/testdata/quotas/bad_number.csv", "--until", "2026-03-05"}, 1,
 			`bad_number.csv:3: column 3 (daily_requests): "12.5" is not a whole number`},
 		"fit empty window": {[]string{"fit", "--usage", handCSV, "--until", "2025-01-01"}, 1,
 			"quotas fit: no non-malicious user-days in the training window 2024-12-03..2025-01-01"},
@@ -106,7 +107,7 @@ func TestQuotasFitCLI(t *testing.T) {
 		if endpoint == "/v1/reports" { // no quota: the tier's budget
 			period = time.Minute
 		}
-		if l != (fallback.Limit{Rate: rate, Burst: rate, Period: period}) {
+		if l != (limiter.Limit{Rate: rate, Burst: rate, Period: period}) {
 			t.Errorf("%s: %+v, want %d per %s", endpoint, l, rate, period)
 		}
 	}
@@ -114,7 +115,7 @@ func TestQuotasFitCLI(t *testing.T) {
 	// An endpoint the policy file cannot hold: the YAML is still written,
 	// with a warning naming the problem.
 	odd := filepath.Join(t.TempDir(), "odd.csv")
-	os.WriteFile(odd, []byte(fallback.UsageCSVHeader+"\npayments,u1,10,2026-03-01,false\n"), 0o644)
+	os.WriteFile(odd, []byte(quotas.UsageCSVHeader+"\npayments,u1,10,2026-03-01,false\n"), 0o644)
 	code, out2, stderr := runQuotas("fit", "--usage", odd, "--until", "2026-03-01")
 	if code != 0 || !strings.Contains(out2, `"payments":`) ||
 		!strings.Contains(stderr, `warning: the quotas do not load under a policy's endpoints: line 12: endpoints.payments: endpoint pattern must be "/path"`) {
@@ -217,7 +218,7 @@ func TestQuotasAccessLogCLI(t *testing.T) {
 	if code != 0 && code != 3 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	var rows []fallback.EndpointBacktest
+	var rows []quotas.EndpointBacktest
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
 		t.Fatal(err)
 	}

@@ -111,7 +111,7 @@ type Redis struct {
 	// Instances is how many serving instances share Redis; during an outage
 	// each enforces 1/Instances of every budget. Default: 1.
 	Instances int `yaml:"instances"`
-	// LeaseWindow sizes budget leases (see fallback.LeasedStore); 0 turns
+	// LeaseWindow sizes budget leases (see limiter.LeasedStore); 0 turns
 	// leasing off: one Redis call per decision. Default: 50ms.
 	LeaseWindow *time.Duration `yaml:"lease_window"`
 	// LeaseTTL is how long leased tokens stay spendable. Default: 1s.

@@ -12,7 +12,7 @@ import (
 // Each region has its own Redis (the redis: section is this region's) and
 // enforces its share of every key's budget; the shares follow each region's
 // recent traffic for the key, exchanged as heartbeats on a Kafka topic
-// (serving/regions.go, fallback.RegionShares). server.region names this
+// (serving/regions.go, regionshare.RegionShare). server.region names this
 // region. Needs kafka:.
 type Regions struct {
 	// Peers are the other regions' names (their server.region). Required:

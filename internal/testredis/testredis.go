@@ -46,7 +46,7 @@ var Tune = func(*redis.UniversalOptions) {}
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
 
 // Client returns a client for the server with the options flowguard uses
-// on its decision path (see fallback.TuneOptions), closed at cleanup.
+// on its decision path (see limiter.TuneOptions), closed at cleanup.
 func (s *Server) Client() redis.UniversalClient {
 	o := &redis.UniversalOptions{Addrs: []string{s.Addr()}}
 	Tune(o)

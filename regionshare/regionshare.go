@@ -1,4 +1,4 @@
-package fallback
+package regionshare
 
 import (
 	"encoding/json"
@@ -54,7 +54,7 @@ type Heartbeat struct {
 
 // ErrBadHeartbeat is returned by DecodeHeartbeat for a message that is not
 // a valid heartbeat.
-var ErrBadHeartbeat = errors.New("fallback: bad region heartbeat")
+var ErrBadHeartbeat = errors.New("regionshare: bad region heartbeat")
 
 var heartbeatName = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 

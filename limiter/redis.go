@@ -1,4 +1,4 @@
-package fallback
+package limiter
 
 import (
 	"context"
@@ -38,7 +38,7 @@ type RedisStore struct {
 
 // ErrRedisReply is returned when Redis answers with something the script
 // cannot have produced.
-var ErrRedisReply = errors.New("fallback: unexpected reply from redis")
+var ErrRedisReply = errors.New("limiter: unexpected reply from redis")
 
 // NewRedisStore returns a store over client: a *redis.Client, Ring,
 // ClusterClient or any redis.UniversalClient.

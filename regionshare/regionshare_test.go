@@ -1,8 +1,9 @@
-package fallback
+package regionshare
 
 import (
 	"context"
 	"errors"
+	"github.com/devflow/flowguard/limiter"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -168,13 +169,13 @@ func TestRegionBudgetBound(t *testing.T) {
 		step     = time.Millisecond
 		total    = 60 * time.Second
 	)
-	limit := Limit{Rate: 100, Burst: 50, Period: time.Second}
+	limit := limiter.Limit{Rate: 100, Burst: 50, Period: time.Second}
 	rng := rand.New(rand.NewPCG(1, 2))
 	now := time.Unix(1_700_000_000, 0)
 	clock := func() time.Time { return now }
 	names := []string{"a", "b", "c"}
 	type region struct {
-		store  *MemoryStore
+		store  *limiter.MemoryStore
 		book   *RegionBook
 		table  *ShareTable
 		counts float64 // decayed
@@ -184,7 +185,7 @@ func TestRegionBudgetBound(t *testing.T) {
 	}
 	rs := make([]*region, regions)
 	for i := range rs {
-		rs[i] = &region{store: NewMemoryStore(MemoryOptions{Clock: clock, SweepEvery: -1}),
+		rs[i] = &region{store: limiter.NewMemoryStore(limiter.MemoryOptions{Clock: clock, SweepEvery: -1}),
 			book: NewRegionBook(names[i], minShare, 5), table: FixedShares(0, minShare)}
 		defer rs[i].store.Close()
 	}
@@ -198,7 +199,7 @@ func TestRegionBudgetBound(t *testing.T) {
 	var admitted []int64 // per step
 	tickOf := func(t time.Time) int64 { return t.UnixNano() / int64(every) }
 	lastTick := tickOf(now)
-	key := Key{Name: "k"}
+	key := limiter.Key{Name: "k"}
 	for s := 0; s < int(total/step); s++ {
 		now = now.Add(step)
 		sec := int(now.Sub(time.Unix(1_700_000_000, 0)) / time.Second)
@@ -207,7 +208,7 @@ func TestRegionBudgetBound(t *testing.T) {
 			// c comes back with an empty store (its Redis died with it)
 			// and an empty book, on the floor share until it hears itself.
 			rs[2].store.Close()
-			rs[2].store = NewMemoryStore(MemoryOptions{Clock: clock, SweepEvery: -1})
+			rs[2].store = limiter.NewMemoryStore(limiter.MemoryOptions{Clock: clock, SweepEvery: -1})
 			rs[2].book = NewRegionBook("c", minShare, 5)
 			rs[2].table, rs[2].counts, rs[2].warm = FixedShares(0, minShare), 0, true
 		}

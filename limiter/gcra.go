@@ -1,4 +1,4 @@
-package fallback
+package limiter
 
 import (
 	"errors"
@@ -22,7 +22,7 @@ func PerSecond(rate int64) Limit { return Limit{Rate: rate, Burst: rate, Period:
 func PerMinute(rate int64) Limit { return Limit{Rate: rate, Burst: rate, Period: time.Minute} }
 
 // ErrInvalidLimit is returned for a Limit that cannot be enforced.
-var ErrInvalidLimit = errors.New("fallback: invalid limit")
+var ErrInvalidLimit = errors.New("limiter: invalid limit")
 
 // Validate reports whether l can be enforced.
 func (l Limit) Validate() error {
@@ -78,7 +78,7 @@ type Result struct {
 func (r Result) OK() bool { return r.Allowed > 0 }
 
 // ErrInvalidCost is returned for a cost below 1.
-var ErrInvalidCost = errors.New("fallback: cost must be at least 1")
+var ErrInvalidCost = errors.New("limiter: cost must be at least 1")
 
 // gcra decides a request of cost n at time now (µs) against a key whose
 // theoretical arrival time is tat (µs, 0 = never seen). When admitted it
@@ -105,3 +105,22 @@ func gcra(tat, now int64, l Limit, n, upTo int64) (int64, Result) {
 }
 
 func micros(us int64) time.Duration { return time.Duration(us) * time.Microsecond }
+
+// AdmitSpread is gcra for n requests of cost 1 arriving evenly over span
+// from start (µs), the simulator's key-epoch: it returns how many are
+// admitted and the tat to store. It is the fluid limit of calling gcra once
+// per arrival: the budget left at start plus what the span refills, never
+// more than the arrivals, and a bucket that is full at the end when the
+// arrivals used less than the refill. A span of 0 is gcra with upTo = n.
+func AdmitSpread(tat, start, span int64, l Limit, n int64) (int64, int64) {
+	if n <= 0 {
+		return tat, 0
+	}
+	t := l.interval()
+	if tat < start {
+		tat = start
+	}
+	avail := max(t*l.Burst-(tat-start), 0) / t
+	admitted := min(n, avail+max(span, 0)/t)
+	return max(tat+admitted*t, start+span), admitted
+}

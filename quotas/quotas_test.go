@@ -1,4 +1,4 @@
-package fallback
+package quotas
 
 import (
 	"bufio"
@@ -186,17 +186,17 @@ func TestQuotaConfigErrors(t *testing.T) {
 		msg string
 	}{
 		"percentile above 1": {func() error { _, err := Fit(ctx, table, FitConfig{Until: d, Lookback: 5, Percentile: 1.5}); return err },
-			"fallback: percentile must be between 0 and 1: got 1.5"},
+			"quotas: percentile must be between 0 and 1: got 1.5"},
 		"percentile NaN": {func() error {
 			_, err := Fit(ctx, table, FitConfig{Until: d, Lookback: 5, Percentile: math.NaN()})
 			return err
-		}, "fallback: percentile must be between 0 and 1: got NaN"},
+		}, "quotas: percentile must be between 0 and 1: got NaN"},
 		"zero lookback": {func() error { _, err := Fit(ctx, table, FitConfig{Until: d, Lookback: 0, Percentile: 0.5}); return err },
-			"fallback: lookback 0 days must be at least 1"},
+			"quotas: lookback 0 days must be at least 1"},
 		"test before train": {func() error {
 			_, err := Backtest(ctx, table, BacktestConfig{TrainUntil: d, TestUntil: d, Lookback: 5, Percentile: 0.5})
 			return err
-		}, "fallback: test-until 2026-03-05 must be after train-until 2026-03-05"},
+		}, "quotas: test-until 2026-03-05 must be after train-until 2026-03-05"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

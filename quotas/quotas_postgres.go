@@ -1,4 +1,4 @@
-package fallback
+package quotas
 
 import (
 	"context"
@@ -37,7 +37,7 @@ func IsPostgresDSN(src string) bool {
 func OpenPostgres(ctx context.Context, dsn string) (*PostgresSource, error) {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
-		return nil, fmt.Errorf("fallback: connect to postgres: %w", err)
+		return nil, fmt.Errorf("quotas: connect to postgres: %w", err)
 	}
 	return &PostgresSource{conn: conn}, nil
 }
@@ -77,7 +77,7 @@ func (s *PostgresSource) Quotas(ctx context.Context, w Window, p float64) ([]Quo
 	}
 	rows, err := s.conn.Query(ctx, quotasSQL, w.After.String(), w.Through.String(), p)
 	if err != nil {
-		return nil, fmt.Errorf("fallback: quotas query: %w", err)
+		return nil, fmt.Errorf("quotas: quotas query: %w", err)
 	}
 	quotas, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Quota, error) {
 		var q Quota
@@ -85,7 +85,7 @@ func (s *PostgresSource) Quotas(ctx context.Context, w Window, p float64) ([]Quo
 		return q, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("fallback: quotas query: %w", err)
+		return nil, fmt.Errorf("quotas: quotas query: %w", err)
 	}
 	// Sorted here, not by ORDER BY: the database's collation is not Go's.
 	slices.SortFunc(quotas, func(a, b Quota) int { return strings.Compare(a.Endpoint, b.Endpoint) })
@@ -101,7 +101,7 @@ func (s *PostgresSource) Usage(ctx context.Context, w Window, quotas []Quota) ([
 	}
 	rows, err := s.conn.Query(ctx, usageSQL, w.After.String(), w.Through.String(), endpoints, values)
 	if err != nil {
-		return nil, fmt.Errorf("fallback: usage query: %w", err)
+		return nil, fmt.Errorf("quotas: usage query: %w", err)
 	}
 	usage, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Usage, error) {
 		var u Usage
@@ -109,7 +109,7 @@ func (s *PostgresSource) Usage(ctx context.Context, w Window, quotas []Quota) ([
 		return u, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("fallback: usage query: %w", err)
+		return nil, fmt.Errorf("quotas: usage query: %w", err)
 	}
 	slices.SortFunc(usage, func(a, b Usage) int { return strings.Compare(a.Endpoint, b.Endpoint) })
 	return usage, nil

@@ -1,4 +1,4 @@
-package fallback
+package limiter
 
 import (
 	"context"
@@ -192,5 +192,50 @@ func TestMemoryStoreBackgroundSweep(t *testing.T) {
 			t.Fatal("idle key was never evicted")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestAdmitSpreadIsGCRAPerArrival checks AdmitSpread against gcra called
+// once per arrival, the arrivals spread evenly over the span: the two admit
+// the same count (within the one request the fluid limit rounds) and end
+// with the same budget.
+func TestAdmitSpreadIsGCRAPerArrival(t *testing.T) {
+	cases := map[string]struct {
+		l      Limit
+		n      int64
+		span   int64
+		tat0   int64 // relative to start
+		budget int64 // tolerance on the admitted count
+	}{
+		"under the rate":        {PerSecond(100), 50, 1e6, 0, 1},
+		"over the rate":         {Limit{Rate: 10, Burst: 5, Period: time.Second}, 500, 10e6, 0, 1},
+		"bucket half spent":     {Limit{Rate: 10, Burst: 20, Period: time.Second}, 80, 5e6, 1e6, 1},
+		"all at once":           {Limit{Rate: 10, Burst: 20, Period: time.Second}, 30, 0, 0, 0},
+		"long idle epoch start": {PerMinute(60), 3, 60e6, -3600e6, 1},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			const start = int64(1_800_000_000_000_000)
+			tat, got := AdmitSpread(start+c.tat0, start, c.span, c.l, c.n)
+			ref, want := start+c.tat0, int64(0)
+			for i := int64(0); i < c.n; i++ {
+				at := start
+				if c.n > 1 {
+					at += c.span * i / (c.n - 1)
+				}
+				var res Result
+				ref, res = gcra(ref, at, c.l, 1, 1)
+				want += res.Allowed
+			}
+			if d := got - want; d < -c.budget || d > c.budget {
+				t.Fatalf("AdmitSpread admitted %d, gcra per arrival %d", got, want)
+			}
+			end := start + c.span
+			_, left := gcra(tat, end, c.l, 1, 1)
+			_, refLeft := gcra(ref, end, c.l, 1, 1)
+			if d := left.Remaining - refLeft.Remaining; d < -c.budget || d > c.budget {
+				t.Fatalf("budget left at the end: %d, per arrival %d", left.Remaining, refLeft.Remaining)
+			}
+		})
 	}
 }

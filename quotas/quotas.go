@@ -1,4 +1,4 @@
-package fallback
+package quotas
 
 // Static per-endpoint quotas ("seed 004"). A quota is a prediction: the
 // p-th percentile (PERCENTILE_CONT) of legitimate users' daily requests on
@@ -141,7 +141,7 @@ func PercentileCont(sorted []float64, p float64) float64 {
 }
 
 // ErrPercentile is returned for a percentile outside [0, 1].
-var ErrPercentile = errors.New("fallback: percentile must be between 0 and 1")
+var ErrPercentile = errors.New("quotas: percentile must be between 0 and 1")
 
 func checkPercentile(p float64) error {
 	if !(p >= 0 && p <= 1) {
@@ -294,7 +294,7 @@ type FitConfig struct {
 // Validate reports whether c can be fitted.
 func (c FitConfig) Validate() error {
 	if c.Lookback < 1 {
-		return fmt.Errorf("fallback: lookback %d days must be at least 1", c.Lookback)
+		return fmt.Errorf("quotas: lookback %d days must be at least 1", c.Lookback)
 	}
 	return checkPercentile(c.Percentile)
 }
@@ -339,7 +339,7 @@ type BacktestConfig struct {
 // Validate reports whether c can be backtested.
 func (c BacktestConfig) Validate() error {
 	if c.TestUntil <= c.TrainUntil {
-		return fmt.Errorf("fallback: test-until %s must be after train-until %s", c.TestUntil, c.TrainUntil)
+		return fmt.Errorf("quotas: test-until %s must be after train-until %s", c.TestUntil, c.TrainUntil)
 	}
 	return FitConfig{Until: c.TrainUntil, Lookback: c.Lookback, Percentile: c.Percentile}.Validate()
 }
@@ -411,7 +411,7 @@ func Backtest(ctx context.Context, src UsageSource, c BacktestConfig) (*Backtest
 		e.TotalUsage, e.NumRateLimited = u.UserDays, u.OverQuota
 		e.MaliciousUsage, e.MaliciousRateLimited = u.MaliciousUserDays, u.MaliciousOverQuota
 		if e.Quota == nil && (u.OverQuota > 0 || u.MaliciousOverQuota > 0) {
-			return nil, fmt.Errorf("fallback: source counted user-days over a quota endpoint %q does not have", u.Endpoint)
+			return nil, fmt.Errorf("quotas: source counted user-days over a quota endpoint %q does not have", u.Endpoint)
 		}
 	}
 	for _, e := range byEndpoint {
