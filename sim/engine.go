@@ -14,9 +14,10 @@ import (
 	"time"
 
 	"github.com/devflow/flowguard/bandit"
-	"github.com/devflow/flowguard/fallback"
 	"github.com/devflow/flowguard/features"
+	"github.com/devflow/flowguard/limiter"
 	"github.com/devflow/flowguard/policy"
+	"github.com/devflow/flowguard/quotas"
 	"github.com/devflow/flowguard/rewards"
 )
 
@@ -72,7 +73,7 @@ type sharedRun struct {
 	diurnal  [][]float64 // per tenant, per epoch of the day: mean 1
 	growth   [][]float64 // per tenant, per day
 	labels   []pendingLabel
-	history  []fallback.UsageRow
+	history  []quotas.UsageRow
 	arms     bandit.ArmSet
 	allowed  []bandit.ArmRange // per tenant
 	bucket   int               // epochs per series point
@@ -221,12 +222,12 @@ func (sr *sharedRun) delay(seed uint64, k, n int) int64 {
 // makeHistory generates HistoryDays of legitimate usage before the run,
 // for static-p99's first fit.
 func (sr *sharedRun) makeHistory() {
-	first := fallback.DayOf(sr.s.start)
+	first := quotas.DayOf(sr.s.start)
 	for d := -sr.s.Learning.HistoryDays; d < 0; d++ {
 		for k := range sr.pop.names {
 			if v := sr.pop.dailyLegit(k, d); v > 0 {
-				sr.history = append(sr.history, fallback.UsageRow{Endpoint: sr.pop.tenants[sr.pop.tenant[k]].endpoint,
-					User: sr.pop.names[k], Day: first + fallback.Day(d), Requests: int64(v)})
+				sr.history = append(sr.history, quotas.UsageRow{Endpoint: sr.pop.tenants[sr.pop.tenant[k]].endpoint,
+					User: sr.pop.names[k], Day: first + quotas.Day(d), Requests: int64(v)})
 			}
 		}
 	}
@@ -320,7 +321,7 @@ type policyRun struct {
 	ml   bool
 
 	// Per key, parallel arrays.
-	tokens       []float32 // the limiter's burst tokens left
+	tat          []int64   // the limiter's state per key: GCRA's theoretical arrival time, µs
 	lastUsed     []float32 // share of the budget used last epoch
 	lastThr      []bool
 	probe        []float32 // adaptive prober's aim, requests per epoch
@@ -341,7 +342,7 @@ type policyRun struct {
 
 	// static-p99
 	quota    []float64 // per tenant, daily; +Inf before any fit
-	usage    []fallback.UsageRow
+	usage    []quotas.UsageRow
 	known    map[int][]rewards.Label // labels received, per key
 	lastFit  int64
 	fits     int
@@ -404,16 +405,14 @@ func (t *tally) add(o *tally) {
 func newPolicyRun(sr *sharedRun, name string, o Options) (*policyRun, error) {
 	n := len(sr.pop.names)
 	pr := &policyRun{sr: sr, name: name, o: o,
-		tokens: make([]float32, n), lastUsed: make([]float32, n), lastThr: make([]bool, n),
+		tat: make([]int64, n), lastUsed: make([]float32, n), lastThr: make([]bool, n),
 		probe: make([]float32, n), throttled: make([]bool, n), complain: make([]int32, n),
 		sh: make([]shardState, shards)}
 	if o.throttledOut {
 		pr.keyThrottled = make([]float64, n)
 	}
-	for k := range pr.tokens {
-		t := &sr.pop.tenants[sr.pop.tenant[k]]
-		pr.tokens[k] = float32(t.rule.Limit.Burst)
-		pr.probe[k] = float32(t.base) // an adaptive prober starts at its base budget
+	for k := range pr.probe {
+		pr.probe[k] = float32(sr.pop.tenants[sr.pop.tenant[k]].base) // an adaptive prober starts at its base budget
 	}
 	for i := range pr.sh {
 		pr.sh[i].rng = rand.New(rand.NewPCG(o.Seed, 0x73696d00|uint64(i)))
@@ -635,9 +634,7 @@ func (pr *policyRun) step(sh *shardState, t *tally, k, e int, inc incidentState)
 	t.keyEpochs++
 	if n == 0 {
 		// No request, no decide call: serving runs no stage 2 and logs
-		// nothing. The limiter's bucket refills.
-		limit, _ := rule.Budget(1)
-		pr.tokens[k] = float32(math.Min(float64(pr.tokens[k])+float64(limit.Rate)*sr.epochSec/limit.Period.Seconds(), 1e30))
+		// nothing. The limiter's bucket refills as time passes.
 		pr.lastThr[k], pr.lastUsed[k] = false, 0
 		return nil
 	}
@@ -654,7 +651,7 @@ func (pr *policyRun) step(sh *shardState, t *tally, k, e int, inc incidentState)
 	allowed := sr.allowed[ti]
 	switch {
 	case pr.name == PolicyOracle:
-		arm, block = pr.oracle(k, tn, allowed, n, sev, inc.redisShare)
+		arm, block = pr.oracle(k, e, tn, allowed, n, sev, inc.redisShare)
 		if arm >= 0 {
 			m = sr.arms[arm].Multiplier
 		}
@@ -685,30 +682,32 @@ func (pr *policyRun) step(sh *shardState, t *tally, k, e int, inc incidentState)
 		}
 	}
 	limit, m := rule.Budget(m)
-	allow := float64(limit.Rate) * sr.epochSec / limit.Period.Seconds()
-	burst := float64(limit.Burst)
 	if inc.redisShare < 1 {
-		allow, burst, fb = allow*inc.redisShare, burst*inc.redisShare, true
+		limit, fb = limit.Scale(inc.redisShare), true
 	}
 	if fb {
 		t.fallback++
 	}
-	avail := min(float64(pr.tokens[k]), burst) + allow
+	// The epoch's arrivals go through the limiter's GCRA, spread over the
+	// epoch; avail is what it would admit of an unbounded demand.
+	start, span := sr.micros(e), sr.micros(e+1)-sr.micros(e)
+	_, capacity := limiter.AdmitSpread(pr.tat[k], start, span, limit, math.MaxInt64)
+	avail := float64(capacity)
 	var served, blocked float64
-	if block {
-		blocked = n
-		pr.tokens[k] = float32(min(avail, burst))
-	} else {
-		served = math.Min(n, math.Floor(avail))
-		if pr.quota != nil {
-			// Seed-004, today's static system: a daily quota per endpoint
-			// is the key's whole budget. It predates tiers' floors and
-			// per-minute budgets, and that is what it is compared as.
-			served = math.Min(n, math.Max(0, math.Floor(pr.quota[ti]-float64(pr.dayServed[k]))))
-			pr.dayServed[k] += float32(served)
-			pr.dayReq[k] += float32(n)
-		}
-		pr.tokens[k] = float32(min(avail-served, burst))
+	switch {
+	case block:
+		blocked = n // a blocked request spends no budget
+	case pr.quota != nil:
+		// Seed-004, today's static system: a daily quota per endpoint
+		// is the key's whole budget. It predates tiers' floors and
+		// per-minute budgets, and that is what it is compared as.
+		served = math.Min(n, math.Max(0, math.Floor(pr.quota[ti]-float64(pr.dayServed[k]))))
+		pr.dayServed[k] += float32(served)
+		pr.dayReq[k] += float32(n)
+	default:
+		var admitted int64
+		pr.tat[k], admitted = limiter.AdmitSpread(pr.tat[k], start, span, limit, int64(n))
+		served = float64(admitted)
 	}
 	throttled := n - served - blocked
 	if pr.keyThrottled != nil {
@@ -818,15 +817,18 @@ func (pr *policyRun) maybeComplain(sh *shardState, k, e int) {
 
 // oracle picks the arm (or a block) with the best true reward for the
 // key-epoch, knowing its demand and its abusive share.
-func (pr *policyRun) oracle(k int, tn *tenantInfo, allowed bandit.ArmRange, n, sev, share float64) (arm int, block bool) {
+func (pr *policyRun) oracle(k, e int, tn *tenantInfo, allowed bandit.ArmRange, n, sev, share float64) (arm int, block bool) {
 	sr := pr.sr
 	best := math.Inf(-1)
 	arm = -1
+	start, span := sr.micros(e), sr.micros(e+1)-sr.micros(e)
 	for a := allowed.Lo; a < allowed.Hi; a++ {
 		limit, m := tn.rule.Budget(sr.arms[a].Multiplier)
-		allow := float64(limit.Rate) * sr.epochSec / limit.Period.Seconds() * share
-		avail := min(float64(pr.tokens[k]), float64(limit.Burst)*share) + allow
-		served := math.Min(n, math.Floor(avail))
+		if share < 1 {
+			limit = limit.Scale(share)
+		}
+		_, admitted := limiter.AdmitSpread(pr.tat[k], start, span, limit, int64(n))
+		served := float64(admitted)
 		o := rewards.Outcome{Served: int64(served), Throttled: int64(n - served), Multiplier: m}
 		if r := sr.s.Rewards.Reward(o, tn.tier, math.Max(1, tn.base), sev); r > best {
 			best, arm = r, a
@@ -845,10 +847,10 @@ func (pr *policyRun) oracle(k int, tn *tenantInfo, allowed bandit.ArmRange, n, s
 // history, and the quotas are refitted when due.
 func (pr *policyRun) closeDay(e int) error {
 	sr := pr.sr
-	day := fallback.DayOf(time.UnixMicro(sr.micros(e - 1)).UTC())
+	day := quotas.DayOf(time.UnixMicro(sr.micros(e - 1)).UTC())
 	for k := range pr.dayReq {
 		if v := pr.dayReq[k]; v > 0 {
-			pr.usage = append(pr.usage, fallback.UsageRow{Endpoint: sr.pop.tenants[sr.pop.tenant[k]].endpoint,
+			pr.usage = append(pr.usage, quotas.UsageRow{Endpoint: sr.pop.tenants[sr.pop.tenant[k]].endpoint,
 				User: sr.pop.names[k], Day: day, Requests: int64(v), Malicious: pr.judged(k, day)})
 		}
 		pr.dayReq[k], pr.dayServed[k] = 0, 0
@@ -862,17 +864,17 @@ func (pr *policyRun) closeDay(e int) error {
 // judged reports whether the labels received so far call key k's usage
 // on day d abusive: the last label covering the day decides, as in the
 // learner.
-func (pr *policyRun) judged(k int, d fallback.Day) bool {
+func (pr *policyRun) judged(k int, d quotas.Day) bool {
 	ls := pr.known[k]
 	for i := len(ls) - 1; i >= 0; i-- {
-		if fallback.DayOf(ls[i].From) <= d && d <= fallback.DayOf(ls[i].To.Add(-time.Microsecond)) {
+		if quotas.DayOf(ls[i].From) <= d && d <= quotas.DayOf(ls[i].To.Add(-time.Microsecond)) {
 			return ls[i].Abusive
 		}
 	}
 	return false
 }
 
-// refit fits the quotas with fallback.Fit on the usage up to yesterday:
+// refit fits the quotas with quotas.Fit on the usage up to yesterday:
 // the same function `flowguard quotas fit` runs.
 func (pr *policyRun) refit(e int) error {
 	sr := pr.sr
@@ -880,12 +882,12 @@ func (pr *policyRun) refit(e int) error {
 	if len(pr.usage) == 0 {
 		return nil
 	}
-	table, err := fallback.NewUsageTable(pr.usage)
+	table, err := quotas.NewUsageTable(pr.usage)
 	if err != nil {
 		return err
 	}
-	until := fallback.DayOf(time.UnixMicro(sr.micros(e)).UTC()) - 1
-	fit, err := fallback.Fit(context.Background(), table, fallback.FitConfig{Until: until,
+	until := quotas.DayOf(time.UnixMicro(sr.micros(e)).UTC()) - 1
+	fit, err := quotas.Fit(context.Background(), table, quotas.FitConfig{Until: until,
 		Lookback: sr.s.Learning.LookbackDays, Percentile: sr.s.Learning.Percentile})
 	if err != nil {
 		return err
@@ -900,7 +902,7 @@ func (pr *policyRun) refit(e int) error {
 		}
 	}
 	for _, q := range fit.Quotas {
-		pr.quotaLog = append(pr.quotaLog, fmt.Sprintf("%s %s %s", until, q.Endpoint, fallback.FormatQuota(q.Quota)))
+		pr.quotaLog = append(pr.quotaLog, fmt.Sprintf("%s %s %s", until, q.Endpoint, quotas.FormatQuota(q.Quota)))
 	}
 	return nil
 }
