@@ -38,6 +38,9 @@ type checkpointState struct {
 	Watermark int64
 	Offsets   map[string]int64
 	Stats     Stats
+	// Held came later within format 1 and 2: gob leaves it empty in a
+	// checkpoint without it, and an earlier version ignores it.
+	Held map[string][]heldLabel
 }
 
 // Checkpoint encodes the partition's whole state, offsets included, so
@@ -70,7 +73,8 @@ func (p *Partition) Checkpoint(created time.Time) ([]byte, error) {
 	}
 	buf.WriteByte(format)
 	err = gob.NewEncoder(&buf).Encode(checkpointState{Bandit: bs, Variants: vs, Risk: rs, Pending: p.pending, Order: p.order,
-		Keys: p.keys, Seen: p.seen, Watermark: p.watermark, Offsets: p.Offsets, Stats: p.stats})
+		Keys: p.keys, Seen: p.seen, Watermark: p.watermark, Offsets: p.Offsets, Stats: p.stats,
+		Held: p.held})
 	if err != nil {
 		return nil, err
 	}
@@ -171,8 +175,21 @@ func RestorePartition(cfg Config, data []byte) (*Partition, error) {
 			}
 		}
 	}
+	var held int64
+	for key, hl := range st.Held {
+		for _, x := range hl {
+			if x.Label.Key != key || x.Label.Validate() != nil {
+				return nil, fmt.Errorf("%w: a label held for key %q is not valid for it", ErrBadCheckpoint, key)
+			}
+		}
+		held += int64(len(hl))
+	}
+	if held != st.Stats.Held {
+		return nil, fmt.Errorf("%w: %d labels held, its counters say %d", ErrBadCheckpoint, held, st.Stats.Held)
+	}
 	p.pending, p.order, p.keys, p.seen = orEmpty(st.Pending), st.Order, orEmpty(st.Keys), orEmpty(st.Seen)
 	p.watermark, p.Offsets, p.stats = st.Watermark, orEmpty(st.Offsets), st.Stats
+	p.held = orEmpty(st.Held)
 	return p, nil
 }
 

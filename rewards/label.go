@@ -37,6 +37,16 @@ type Label struct {
 // ErrBadLabel is wrapped by every error of ParseLabel and Label.Validate.
 var ErrBadLabel = errors.New("bad label")
 
+// ErrLabelInFuture is wrapped by the error of a label whose range ends
+// further past the time it was received than the horizon allows
+// (Label.CheckHorizon, ParseLabelAt, Partition.Label). It wraps ErrBadLabel.
+var ErrLabelInFuture = fmt.Errorf("%w: label_in_future", ErrBadLabel)
+
+// DefaultLabelHorizon is how far past its receipt a label's To may lie by
+// default: clock skew between the sender and flowguard, not a licence to
+// judge traffic that has not happened.
+const DefaultLabelHorizon = time.Hour
+
 // maxLabelSpan bounds To - From.
 const maxLabelSpan = 30 * 24 * time.Hour
 
@@ -108,6 +118,35 @@ func ParseLabel(data []byte) (Label, error) {
 		}
 	}
 	return l, l.Validate()
+}
+
+// ParseLabelAt is ParseLabel, then CheckHorizon(at, horizon): what a
+// label received at at must pass. A horizon of 0 is DefaultLabelHorizon.
+// POST /v1/labels refuses with it what the learner would refuse, so that
+// a 202 is never followed by a refusal.
+func ParseLabelAt(data []byte, at time.Time, horizon time.Duration) (Label, error) {
+	l, err := ParseLabel(data)
+	if err != nil {
+		return Label{}, err
+	}
+	if err := l.CheckHorizon(at, horizon); err != nil {
+		return Label{}, err
+	}
+	return l, nil
+}
+
+// CheckHorizon reports an error wrapping ErrLabelInFuture when l.To lies
+// more than horizon after at, the time the label was received. A horizon
+// of 0 is DefaultLabelHorizon.
+func (l Label) CheckHorizon(at time.Time, horizon time.Duration) error {
+	if horizon <= 0 {
+		horizon = DefaultLabelHorizon
+	}
+	if ahead := l.To.Sub(at); ahead > horizon {
+		return fmt.Errorf("%w: to %s is %s after the label was received (%s); at most %s ahead is allowed (ml.label_horizon)",
+			ErrLabelInFuture, l.To.Format(time.RFC3339), ahead.Round(time.Second), at.UTC().Format(time.RFC3339), horizon)
+	}
+	return nil
 }
 
 var (

@@ -3,12 +3,14 @@ package rewards
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseLabel(t *testing.T) {
@@ -164,4 +166,68 @@ func reseal(data []byte) []byte {
 	}
 	body := data[:len(data)-4]
 	return binary.LittleEndian.AppendUint32(slices.Clone(body), crc32.Checksum(body, castagnoli))
+}
+
+// A label may end at most the horizon after it was received: clock skew,
+// not a verdict on traffic that has not happened.
+func TestLabelHorizon(t *testing.T) {
+	label := func(to string) []byte {
+		from := "2026-11-20T00:00:00Z"
+		if strings.HasPrefix(to, "9999") {
+			from = "9998-12-31T00:00:00Z"
+		}
+		return []byte(`{"label_id":"a","key":"k","abusive":true,"from":"` + from + `","to":"` + to + `"}`)
+	}
+	cases := map[string]struct {
+		to      string
+		horizon time.Duration
+		future  bool
+	}{
+		"in the past":             {to: "2026-11-20T06:00:00Z"},
+		"at the default horizon":  {to: "2026-11-20T13:00:00Z"},
+		"past the default":        {to: "2026-11-20T13:00:01Z", future: true},
+		"year 9999":               {to: "9999-01-01T00:00:00Z", future: true},
+		"within a longer horizon": {to: "2026-11-20T13:00:01Z", horizon: 2 * time.Hour},
+		"past a shorter horizon":  {to: "2026-11-20T12:01:01Z", horizon: time.Minute, future: true},
+	}
+	at := time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			l, err := ParseLabelAt(label(tc.to), at, tc.horizon)
+			if !tc.future {
+				if err != nil || l.LabelID != "a" {
+					t.Fatalf("ParseLabelAt = %+v, %v; want the label", l, err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrLabelInFuture) || !errors.Is(err, ErrBadLabel) || ErrorCode(err) != "label_in_future" {
+				t.Fatalf("err = %v (code %s), want ErrLabelInFuture, a bad label, code label_in_future", err, ErrorCode(err))
+			}
+			if !strings.Contains(err.Error(), "ml.label_horizon") {
+				t.Errorf("err = %v, want it to name the setting", err)
+			}
+		})
+	}
+}
+
+func TestErrorCodes(t *testing.T) {
+	_, bad := ParseLabel([]byte(`{`))
+	_, badRec := ParseRecord([]byte(`{`))
+	cases := map[string]struct {
+		err  error
+		code string
+	}{
+		"future":          {fmt.Errorf("x: %w", ErrLabelInFuture), "label_in_future"},
+		"held full":       {fmt.Errorf("x: %w", ErrHeldLabelsFull), "held_labels_full"},
+		"bad label":       {bad, "invalid_label"},
+		"bad record":      {badRec, "invalid_record"},
+		"other":           {errors.New("bandit: singular"), "refused"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := ErrorCode(tc.err); got != tc.code {
+				t.Errorf("ErrorCode(%v) = %s, want %s", tc.err, got, tc.code)
+			}
+		})
+	}
 }

@@ -45,6 +45,18 @@ type Config struct {
 	// Variants are the experiment variants with a model of their own; see
 	// VariantModel. Default: none.
 	Variants []VariantModel
+	// LabelHorizon is how far past the time it was received a label's To
+	// may lie; a label beyond it is refused (ErrLabelInFuture).
+	// Default: DefaultLabelHorizon (1h).
+	LabelHorizon time.Duration
+	// MaxHeldLabels caps, per partition, the labels held for keys with no
+	// records yet; beyond it such a label is refused (ErrHeldLabelsFull).
+	// Default: 100000.
+	MaxHeldLabels int
+	// MaxHeldAge is how long (event time) a label is held for a key with
+	// no records before it is dropped, checked as each hour begins; at
+	// most Window. Default: 24h, or Window when that is shorter.
+	MaxHeldAge time.Duration
 }
 
 // Bucket is the granularity at which labels apply: a label covers a
@@ -61,6 +73,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxPending == 0 {
 		c.MaxPending = 1_000_000
+	}
+	if c.LabelHorizon == 0 {
+		c.LabelHorizon = DefaultLabelHorizon
+	}
+	if c.MaxHeldLabels == 0 {
+		c.MaxHeldLabels = 100_000
+	}
+	if c.MaxHeldAge == 0 {
+		c.MaxHeldAge = min(24*time.Hour, c.Window)
 	}
 	return c
 }
@@ -91,16 +112,34 @@ func (c Config) Validate() error {
 	if c.MaxPending < 0 {
 		return errors.New("rewards: max_pending must not be negative")
 	}
+	if c.LabelHorizon < 0 || c.LabelHorizon > 7*24*time.Hour {
+		return fmt.Errorf("rewards: label horizon %v must be between 0 and 7 days", c.LabelHorizon)
+	}
+	if c.MaxHeldLabels < 0 {
+		return errors.New("rewards: max_held_labels must not be negative")
+	}
+	window := c.Window
+	if window == 0 {
+		window = 72 * time.Hour
+	}
+	if c.MaxHeldAge < 0 || c.MaxHeldAge > window {
+		return fmt.Errorf("rewards: held label age %v must be between 0 and the attribution window %v", c.MaxHeldAge, window)
+	}
 	return validateVariants(c.Variants, c.Bandit.Dim)
 }
 
 // Stats counts what a partition did with its input.
 type Stats struct {
-	Decisions, Outcomes, Updates   int64
-	Orphans                        int64 // outcomes with no pending decision (decision dropped or too old)
-	PendingDropped                 int64 // decisions dropped beyond MaxPending
-	Labels, Duplicates, Late       int64 // labels applied; repeated label ids; labels past the window
-	UnknownKey                     int64 // labels for a key with no records yet, kept for the window
+	Decisions, Outcomes, Updates int64
+	Orphans                      int64 // outcomes with no pending decision (decision dropped or too old)
+	PendingDropped               int64 // decisions dropped beyond MaxPending
+	Labels, Duplicates, Late     int64 // labels applied; repeated label ids; labels past the window
+	UnknownKey                   int64 // labels for a key with no records yet, held for it (see Held)
+	Future                       int64 // labels refused: To past the horizon (ErrLabelInFuture)
+	// Held is the labels held now for keys with no records yet; HeldRefused
+	// those refused because MaxHeldLabels were held, HeldExpired those
+	// dropped after MaxHeldAge without a record of their key.
+	Held, HeldRefused, HeldExpired int64
 	Corrections, Finalized, Errors int64
 	// Retired counts outcomes of epochs whose variant model was dropped
 	// (SetVariants) while they were pending: they teach only the risk model.
@@ -122,6 +161,9 @@ type Partition struct {
 	order   []string // pending ids, oldest first (may hold ids already joined)
 	keys    map[string]*keyHistory
 	seen    map[string]int64 // label id → when seen (µs event time)
+	// held are the labels of keys with no aggregate yet, by key, in
+	// arrival order; the key's first record takes them (join).
+	held map[string][]heldLabel
 	// Watermark is the latest event time seen, µs: the partition's clock.
 	watermark int64
 	// Offsets are the next offset to read per topic: the input this state
@@ -162,6 +204,12 @@ type agg struct {
 	Wait     []waitRecord
 }
 
+// heldLabel is a label waiting for its key's first record.
+type heldLabel struct {
+	Label Label
+	Seen  int64 // µs event time
+}
+
 // waitRecord is one record held whole until final, in ModeWait.
 type waitRecord struct {
 	X       []float64
@@ -186,7 +234,8 @@ func NewPartition(cfg Config) (*Partition, error) {
 	}
 	p := &Partition{cfg: cfg, risk: risk, pending: map[string]pendingDecision{},
 		models: map[string]*model{"": {mode: cfg.Mode, l: bl, arms: len(cfg.Bandit.Arms)}},
-		keys:   map[string]*keyHistory{}, seen: map[string]int64{}, Offsets: map[string]int64{}}
+		keys:   map[string]*keyHistory{}, seen: map[string]int64{}, held: map[string][]heldLabel{},
+		Offsets: map[string]int64{}}
 	for _, v := range cfg.Variants {
 		m, err := newVariantModel(v)
 		if err != nil {
@@ -303,6 +352,15 @@ func (p *Partition) join(d pendingDecision, o Outcome) error {
 		h = &keyHistory{}
 		p.keys[d.Key] = h
 	}
+	if held := p.held[d.Key]; len(held) > 0 {
+		// The key's first record: its held labels now apply to it, after
+		// the labels it kept (they arrived earlier).
+		for _, x := range held {
+			h.Labels = append(h.Labels, x.Label)
+		}
+		delete(p.held, d.Key)
+		p.stats.Held -= int64(len(held))
+	}
 	if d.Tier != "" {
 		h.Tier = d.Tier
 	}
@@ -407,12 +465,23 @@ func (p *Partition) correct(h *keyHistory, a *agg, sev float64) error {
 	return nil
 }
 
-// Label applies one label, at most once per label id. A label for a key
-// with no records yet is kept for the window: the key's decisions may
-// still be in flight. A label whose range ended more than the window
-// before the watermark changes nothing (counted as late).
+// ErrHeldLabelsFull is wrapped by the error of Label for a label of a key
+// with no records while MaxHeldLabels labels are held.
+var ErrHeldLabelsFull = errors.New("held_labels_full")
+
+// Label applies one label received at seenAt, at most once per label id.
+// A label whose To lies more than LabelHorizon after seenAt is refused
+// (ErrLabelInFuture) and changes nothing. A label for a key with no
+// records yet is held for MaxHeldAge — the key's decisions may still be in
+// flight — unless MaxHeldLabels are held (ErrHeldLabelsFull). A label
+// whose range ended more than the window before the watermark changes
+// nothing (counted as late).
 func (p *Partition) Label(l Label, seenAt time.Time) error {
 	if err := l.Validate(); err != nil {
+		return err
+	}
+	if err := l.CheckHorizon(seenAt, p.cfg.LabelHorizon); err != nil {
+		p.stats.Future++
 		return err
 	}
 	if _, dup := p.seen[l.LabelID]; dup {
@@ -420,20 +489,29 @@ func (p *Partition) Label(l Label, seenAt time.Time) error {
 		return nil
 	}
 	at := seenAt.UnixMicro()
-	p.seen[l.LabelID] = max(at, p.watermark)
+	seen := max(at, p.watermark)
 	if p.watermark-l.To.UnixMicro() > int64(p.cfg.Window/time.Microsecond) {
+		p.seen[l.LabelID] = seen
 		p.stats.Late++
 		p.advance(at)
 		return nil
 	}
 	h := p.keys[l.Key]
 	if h == nil || len(h.Aggs) == 0 {
-		p.stats.UnknownKey++
-		if h == nil {
-			h = &keyHistory{}
-			p.keys[l.Key] = h
+		if p.stats.Held >= int64(p.cfg.MaxHeldLabels) {
+			p.stats.HeldRefused++
+			return fmt.Errorf("%w: %d labels are held for keys with no records yet (max_held_labels); label %q for key %q refused",
+				ErrHeldLabelsFull, p.stats.Held, l.LabelID, l.Key)
 		}
+		p.seen[l.LabelID] = seen
+		p.held[l.Key] = append(p.held[l.Key], heldLabel{Label: l, Seen: seen})
+		p.stats.Held++
+		p.stats.UnknownKey++
+		p.stats.Labels++
+		p.advance(at)
+		return nil
 	}
+	p.seen[l.LabelID] = seen
 	h.Labels = append(h.Labels, l)
 	p.stats.Labels++
 	for i := range h.Aggs {
@@ -505,6 +583,7 @@ func (p *Partition) expire() {
 			delete(p.keys, key)
 		}
 	}
+	p.expireHeld(cutoff)
 	for id, t := range p.seen {
 		if t < cutoff-window { // kept two windows: a resent label is still a duplicate
 			delete(p.seen, id)
@@ -517,6 +596,30 @@ func (p *Partition) expire() {
 		}
 	}
 	p.compactOrder()
+}
+
+// expireHeld drops the held labels older than MaxHeldAge, or whose range
+// ended before cutoff (they could change no record).
+func (p *Partition) expireHeld(cutoff int64) {
+	oldest := p.watermark - int64(p.cfg.MaxHeldAge/time.Microsecond)
+	for key, held := range p.held {
+		kept := held[:0]
+		for _, x := range held {
+			if x.Seen >= oldest && x.Label.To.UnixMicro() > cutoff {
+				kept = append(kept, x)
+			}
+		}
+		if n := len(held) - len(kept); n > 0 {
+			p.stats.HeldExpired += int64(n)
+			p.stats.Held -= int64(n)
+			clear(held[len(kept):])
+		}
+		if len(kept) == 0 {
+			delete(p.held, key)
+		} else {
+			p.held[key] = kept
+		}
+	}
 }
 
 // keyExpires reports whether expire has anything to do for h.

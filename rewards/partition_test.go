@@ -234,7 +234,7 @@ func TestRestoreRejectsDamage(t *testing.T) {
 
 func TestLabelBeforeAnyRecordIsKept(t *testing.T) {
 	p, _ := NewPartition(testConfig())
-	l := Label{LabelID: "early", Key: "k-new", Abusive: true, From: t0, To: t0.Add(2 * time.Hour), Severity: 1}
+	l := Label{LabelID: "early", Key: "k-new", Abusive: true, From: t0, To: t0.Add(time.Hour), Severity: 1}
 	if err := p.Label(l, t0); err != nil {
 		t.Fatal(err)
 	}
@@ -314,4 +314,216 @@ func TestOldStateIsDropped(t *testing.T) {
 	if p.Risk().Learned() == 0 {
 		t.Error("final hours taught the risk model nothing")
 	}
+}
+
+// decide returns a decision and its outcome for key at at: the key's
+// first record, if it has none.
+func decide(id, key string, at time.Time) []event {
+	return []event{
+		{rec: &Record{Type: TypeDecision, ID: id, Key: key, At: at, Policy: PolicyBandit, Arm: 5, Propensity: 1,
+			Context: []float64{1, 1, 0}, Base: 10}},
+		{rec: &Record{Type: TypeOutcome, ID: id, Key: key, At: at.Add(time.Minute), Served: 100}},
+	}
+}
+
+// A label past the horizon changes nothing, and is not remembered: sent
+// again later, when its range has begun, it applies.
+func TestLabelPastTheHorizonIsRefused(t *testing.T) {
+	p, _ := NewPartition(testConfig())
+	apply(t, p, decide("d1", "k", t0))
+	l := Label{LabelID: "soon", Key: "k", Abusive: true, From: t0, To: t0.Add(3 * time.Hour), Severity: 1}
+	if err := p.Label(l, t0.Add(time.Hour)); !errors.Is(err, ErrLabelInFuture) {
+		t.Fatalf("err = %v, want ErrLabelInFuture", err)
+	}
+	if s := p.Stats(); s.Future != 1 || s.Labels != 0 || s.Corrections != 0 {
+		t.Errorf("stats %+v: want 1 refused, nothing applied", s)
+	}
+	if err := p.Label(l, t0.Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if s := p.Stats(); s.Labels != 1 || s.Corrections != 1 || s.Duplicates != 0 {
+		t.Errorf("stats %+v: want the resent label applied once", s)
+	}
+}
+
+// Labels of keys with no records are held: at most MaxHeldLabels, then
+// refused; the key's first record takes them; after MaxHeldAge they go.
+func TestHeldLabelsAreBounded(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxHeldLabels = 3
+	cfg.MaxHeldAge = 2 * time.Hour
+	p, err := NewPartition(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold := func(id, key string, at time.Time) error {
+		return p.Label(Label{LabelID: id, Key: key, Abusive: true, From: at.Add(-time.Hour), To: at.Add(time.Hour), Severity: 1}, at)
+	}
+	for i, key := range []string{"a", "a", "b"} {
+		if err := hold(fmt.Sprint("h", i), key, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = hold("h3", "c", t0)
+	if !errors.Is(err, ErrHeldLabelsFull) || ErrorCode(err) != "held_labels_full" {
+		t.Fatalf("fourth held label: err = %v, want ErrHeldLabelsFull", err)
+	}
+	if s := p.Stats(); s.Held != 3 || s.HeldRefused != 1 || s.UnknownKey != 3 || s.Labels != 3 {
+		t.Fatalf("stats %+v: want 3 held, 1 refused", s)
+	}
+
+	// a's first record takes a's two labels: it learns the abusive reward.
+	apply(t, p, decide("d1", "a", t0.Add(time.Minute)))
+	if s := p.Stats(); s.Held != 1 || len(p.held) != 1 {
+		t.Fatalf("after a's record: %d held (%d keys), want b's 1", s.Held, len(p.held))
+	}
+	if got := p.keys["a"].severityAt(hourOf(t0.UnixMicro())); got != 1 {
+		t.Errorf("a's hour severity %v, want the held labels' 1", got)
+	}
+	if err := hold("h3", "c", t0.Add(2*time.Minute)); err != nil {
+		t.Fatalf("with room again: %v", err)
+	}
+
+	// Three hours on, b's and c's labels are older than MaxHeldAge.
+	apply(t, p, decide("d2", "a", t0.Add(3*time.Hour)))
+	if s := p.Stats(); s.Held != 0 || s.HeldExpired != 2 || len(p.held) != 0 {
+		t.Fatalf("stats %+v, %d keys held: want b's and c's labels expired", s, len(p.held))
+	}
+	apply(t, p, decide("d3", "b", t0.Add(3*time.Hour+time.Minute)))
+	if got := p.keys["b"].severityAt(hourOf(t0.UnixMicro())); got != 0 {
+		t.Errorf("b's severity %v after its label expired, want 0", got)
+	}
+}
+
+// The flood: labels far in the future are refused outright, and
+// labels within the horizon for unseen keys stop at the cap.
+func TestUnseenKeyFloodIsBounded(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxHeldLabels = 1000
+	p, _ := NewPartition(cfg)
+	far := time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+	for k := range 200 {
+		for i := range 100 {
+			id, key := fmt.Sprintf("f-%d-%d", k, i), fmt.Sprintf("unseen-%d", k)
+			if err := p.Label(Label{LabelID: id, Key: key, Abusive: true, From: far.Add(-time.Hour), To: far, Severity: 1}, t0); !errors.Is(err, ErrLabelInFuture) {
+				t.Fatalf("year-9999 label: %v", err)
+			}
+			err := p.Label(Label{LabelID: "n" + id, Key: key, Abusive: true, From: t0.Add(-time.Hour), To: t0, Severity: 1}, t0)
+			if err != nil && !errors.Is(err, ErrHeldLabelsFull) {
+				t.Fatal(err)
+			}
+		}
+	}
+	s := p.Stats()
+	if s.Held != 1000 || s.HeldRefused != 19000 || s.Future != 20000 || len(p.seen) != 1000 {
+		t.Errorf("stats %+v, %d label ids remembered: want 1000 held, 19000 refused, 20000 in the future", s, len(p.seen))
+	}
+}
+
+// Held labels survive a checkpoint, and still go to their key.
+func TestCheckpointKeepsHeldLabels(t *testing.T) {
+	p, _ := NewPartition(testConfig())
+	if err := p.Label(Label{LabelID: "h", Key: "k", Abusive: true, From: t0, To: t0.Add(time.Hour), Severity: 1}, t0); err != nil {
+		t.Fatal(err)
+	}
+	data, err := p.Checkpoint(t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := RestorePartition(testConfig(), data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Stats() != p.Stats() || len(q.held["k"]) != 1 {
+		t.Fatalf("restored stats %+v, held %v; want %+v and k's label", q.Stats(), q.held, p.Stats())
+	}
+	apply(t, q, decide("d1", "k", t0.Add(time.Minute)))
+	if q.Stats().Held != 0 || q.keys["k"].severityAt(hourOf(t0.UnixMicro())) != 1 {
+		t.Errorf("the key's record did not take its held label: %+v", q.Stats())
+	}
+}
+
+// FuzzLabelHorizonAndHolding: a label, as received bytes at a time, must
+// pass ParseLabelAt exactly when it parses and ends within the horizon;
+// then any sequence of labels and records (ops, 3 bytes each: kind, key,
+// minutes on) keeps the held labels within their count and age caps, on
+// keys with no records, and through a checkpoint.
+func FuzzLabelHorizonAndHolding(f *testing.F) {
+	seedCorpus(f, "FuzzLabelHorizonAndHolding")
+	f.Fuzz(func(t *testing.T, data []byte, atSec int64, ops []byte) {
+		at := time.Unix(t0.Unix()+atSec%(1<<36), 0).UTC()
+		l, err := ParseLabelAt(data, at, time.Hour)
+		plain, perr := ParseLabel(data)
+		switch {
+		case perr != nil:
+			if err == nil {
+				t.Fatalf("ParseLabelAt took what ParseLabel refuses (%v)", perr)
+			}
+		case err != nil:
+			if !errors.Is(err, ErrLabelInFuture) || plain.To.Sub(at) <= time.Hour {
+				t.Fatalf("refused a label ending %v after receipt: %v", plain.To.Sub(at), err)
+			}
+		case l.To.Sub(at) > time.Hour:
+			t.Fatalf("took a label ending %v after receipt", l.To.Sub(at))
+		}
+
+		cfg := testConfig()
+		cfg.Window, cfg.MaxHeldLabels, cfg.MaxHeldAge = 6*time.Hour, 4, 2*time.Hour
+		p, _ := NewPartition(cfg)
+		if err == nil {
+			if err := p.Label(l, at); err != nil {
+				t.Fatalf("a label ParseLabelAt took: %v", err)
+			}
+		}
+		now := t0
+		for i := 0; i+2 < len(ops); i += 3 {
+			key := fmt.Sprintf("k%d", ops[i+1]%6)
+			now = now.Add(time.Duration(ops[i+2]) * time.Minute)
+			switch ops[i] % 3 {
+			case 0:
+				to := now.Add(time.Duration(ops[i+2]%120) * time.Minute)
+				err := p.Label(Label{LabelID: fmt.Sprint("l", i), Key: key, Abusive: ops[i]%2 == 0,
+					From: now.Add(-time.Hour), To: to, Severity: 1}, now)
+				switch {
+				case errors.Is(err, ErrLabelInFuture):
+					if to.Sub(now) <= time.Hour {
+						t.Fatalf("refused a label %v ahead", to.Sub(now))
+					}
+				case err != nil && !errors.Is(err, ErrHeldLabelsFull):
+					t.Fatal(err)
+				}
+			case 1:
+				for _, ev := range decide(fmt.Sprint("d", i), key, now) {
+					if err := p.Record(*ev.rec); err != nil {
+						t.Fatal(err)
+					}
+				}
+			case 2:
+				_ = p.Record(Record{Type: TypeOutcome, ID: "none", Key: key, At: now})
+			}
+			var held int64
+			for key, hl := range p.held {
+				if h := p.keys[key]; h != nil && len(h.Aggs) > 0 {
+					t.Fatalf("key %s has records and held labels", key)
+				}
+				for _, x := range hl {
+					if age := p.watermark - x.Seen; age > int64((cfg.MaxHeldAge+Bucket)/time.Microsecond) {
+						t.Fatalf("a label held %v", time.Duration(age)*time.Microsecond)
+					}
+				}
+				held += int64(len(hl))
+			}
+			if s := p.Stats(); s.Held != held || held > int64(cfg.MaxHeldLabels) {
+				t.Fatalf("%d labels held, counted %d, cap %d", held, s.Held, cfg.MaxHeldLabels)
+			}
+		}
+		ck, err := p.Checkpoint(t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, err := RestorePartition(cfg, ck)
+		if err != nil || q.Stats() != p.Stats() {
+			t.Fatalf("restored %+v, %v; want %+v", q.Stats(), err, p.Stats())
+		}
+	})
 }
