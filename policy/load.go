@@ -267,7 +267,7 @@ func (c *compiler) rule(s Spec, path []string) *Rule {
 	}
 	l := limiter.Limit{Rate: *s.Rate, Burst: *s.Burst, Period: *s.Period}
 	if err := l.Validate(); err != nil {
-		c.errorf(at("rate"), "%v", strings.TrimPrefix(err.Error(), "fallback: "))
+		c.errorf(at("rate"), "%v", strings.TrimPrefix(err.Error(), "limiter: "))
 		return nil
 	}
 	return &Rule{Limit: l, Floor: floor, Ceiling: ceiling, ML: ml, AutoBlock: *s.AutoBlock, Audit: *s.Audit}
