@@ -42,9 +42,9 @@ var ErrBadLabel = errors.New("bad label")
 // (Label.CheckHorizon, ParseLabelAt, Partition.Label). It wraps ErrBadLabel.
 var ErrLabelInFuture = fmt.Errorf("%w: label_in_future", ErrBadLabel)
 
-// DefaultLabelHorizon is how far past its receipt a label's To may lie by
-// default: clock skew between the sender and flowguard, not a licence to
-// judge traffic that has not happened.
+// DefaultLabelHorizon is the default of ml.label_horizon: how far past its
+// receipt a label's To may lie — clock skew between the sender and
+// flowguard, not a licence to judge traffic that has not happened.
 const DefaultLabelHorizon = time.Hour
 
 // maxLabelSpan bounds To - From.
@@ -121,9 +121,9 @@ func ParseLabel(data []byte) (Label, error) {
 }
 
 // ParseLabelAt is ParseLabel, then CheckHorizon(at, horizon): what a
-// label received at at must pass. A horizon of 0 is DefaultLabelHorizon.
-// POST /v1/labels refuses with it what the learner would refuse, so that
-// a 202 is never followed by a refusal.
+// label received at at must pass. POST /v1/labels refuses with it what
+// the learner, given the same horizon, would refuse, so that a 202 is
+// never followed by a refusal.
 func ParseLabelAt(data []byte, at time.Time, horizon time.Duration) (Label, error) {
 	l, err := ParseLabel(data)
 	if err != nil {
@@ -137,12 +137,9 @@ func ParseLabelAt(data []byte, at time.Time, horizon time.Duration) (Label, erro
 
 // CheckHorizon reports an error wrapping ErrLabelInFuture when l.To lies
 // more than horizon after at, the time the label was received. A horizon
-// of 0 is DefaultLabelHorizon.
+// of 0 checks nothing.
 func (l Label) CheckHorizon(at time.Time, horizon time.Duration) error {
-	if horizon <= 0 {
-		horizon = DefaultLabelHorizon
-	}
-	if ahead := l.To.Sub(at); ahead > horizon {
+	if ahead := l.To.Sub(at); horizon > 0 && ahead > horizon {
 		return fmt.Errorf("%w: to %s is %s after the label was received (%s); at most %s ahead is allowed (ml.label_horizon)",
 			ErrLabelInFuture, l.To.Format(time.RFC3339), ahead.Round(time.Second), at.UTC().Format(time.RFC3339), horizon)
 	}

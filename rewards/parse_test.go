@@ -184,9 +184,10 @@ func TestLabelHorizon(t *testing.T) {
 		future  bool
 	}{
 		"in the past":             {to: "2026-11-20T06:00:00Z"},
-		"at the default horizon":  {to: "2026-11-20T13:00:00Z"},
-		"past the default":        {to: "2026-11-20T13:00:01Z", future: true},
-		"year 9999":               {to: "9999-01-01T00:00:00Z", future: true},
+		"at the default horizon":  {to: "2026-11-20T13:00:00Z", horizon: DefaultLabelHorizon},
+		"past the default":        {to: "2026-11-20T13:00:01Z", horizon: DefaultLabelHorizon, future: true},
+		"year 9999":               {to: "9999-01-01T00:00:00Z", horizon: DefaultLabelHorizon, future: true},
+		"year 9999, no horizon":   {to: "9999-01-01T00:00:00Z"},
 		"within a longer horizon": {to: "2026-11-20T13:00:01Z", horizon: 2 * time.Hour},
 		"past a shorter horizon":  {to: "2026-11-20T12:01:01Z", horizon: time.Minute, future: true},
 	}
@@ -217,11 +218,11 @@ func TestErrorCodes(t *testing.T) {
 		err  error
 		code string
 	}{
-		"future":          {fmt.Errorf("x: %w", ErrLabelInFuture), "label_in_future"},
-		"held full":       {fmt.Errorf("x: %w", ErrHeldLabelsFull), "held_labels_full"},
-		"bad label":       {bad, "invalid_label"},
-		"bad record":      {badRec, "invalid_record"},
-		"other":           {errors.New("bandit: singular"), "refused"},
+		"future":     {fmt.Errorf("x: %w", ErrLabelInFuture), "label_in_future"},
+		"held full":  {fmt.Errorf("x: %w", ErrHeldLabelsFull), "held_labels_full"},
+		"bad label":  {bad, "invalid_label"},
+		"bad record": {badRec, "invalid_record"},
+		"other":      {errors.New("bandit: singular"), "refused"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -46,8 +46,9 @@ type Config struct {
 	// VariantModel. Default: none.
 	Variants []VariantModel
 	// LabelHorizon is how far past the time it was received a label's To
-	// may lie; a label beyond it is refused (ErrLabelInFuture).
-	// Default: DefaultLabelHorizon (1h).
+	// may lie; a label beyond it is refused (ErrLabelInFuture). Default: 0,
+	// no limit (simulations label whole traces); ml.label_horizon, what
+	// serving and the learners use, defaults to DefaultLabelHorizon.
 	LabelHorizon time.Duration
 	// MaxHeldLabels caps, per partition, the labels held for keys with no
 	// records yet; beyond it such a label is refused (ErrHeldLabelsFull).
@@ -73,9 +74,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxPending == 0 {
 		c.MaxPending = 1_000_000
-	}
-	if c.LabelHorizon == 0 {
-		c.LabelHorizon = DefaultLabelHorizon
 	}
 	if c.MaxHeldLabels == 0 {
 		c.MaxHeldLabels = 100_000

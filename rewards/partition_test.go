@@ -329,7 +329,9 @@ func decide(id, key string, at time.Time) []event {
 // A label past the horizon changes nothing, and is not remembered: sent
 // again later, when its range has begun, it applies.
 func TestLabelPastTheHorizonIsRefused(t *testing.T) {
-	p, _ := NewPartition(testConfig())
+	cfg := testConfig()
+	cfg.LabelHorizon = DefaultLabelHorizon
+	p, _ := NewPartition(cfg)
 	apply(t, p, decide("d1", "k", t0))
 	l := Label{LabelID: "soon", Key: "k", Abusive: true, From: t0, To: t0.Add(3 * time.Hour), Severity: 1}
 	if err := p.Label(l, t0.Add(time.Hour)); !errors.Is(err, ErrLabelInFuture) {
@@ -399,7 +401,7 @@ func TestHeldLabelsAreBounded(t *testing.T) {
 // labels within the horizon for unseen keys stop at the cap.
 func TestUnseenKeyFloodIsBounded(t *testing.T) {
 	cfg := testConfig()
-	cfg.MaxHeldLabels = 1000
+	cfg.MaxHeldLabels, cfg.LabelHorizon = 1000, DefaultLabelHorizon
 	p, _ := NewPartition(cfg)
 	far := time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 	for k := range 200 {
@@ -468,7 +470,7 @@ func FuzzLabelHorizonAndHolding(f *testing.F) {
 		}
 
 		cfg := testConfig()
-		cfg.Window, cfg.MaxHeldLabels, cfg.MaxHeldAge = 6*time.Hour, 4, 2*time.Hour
+		cfg.Window, cfg.MaxHeldLabels, cfg.MaxHeldAge, cfg.LabelHorizon = 6*time.Hour, 4, 2*time.Hour, time.Hour
 		p, _ := NewPartition(cfg)
 		if err == nil {
 			if err := p.Label(l, at); err != nil {
