@@ -139,9 +139,9 @@ func ParseLabelAt(data []byte, at time.Time, horizon time.Duration) (Label, erro
 // more than horizon after at, the time the label was received. A horizon
 // of 0 checks nothing.
 func (l Label) CheckHorizon(at time.Time, horizon time.Duration) error {
-	if ahead := l.To.Sub(at); horizon > 0 && ahead > horizon {
-		return fmt.Errorf("%w: to %s is %s after the label was received (%s); at most %s ahead is allowed (ml.label_horizon)",
-			ErrLabelInFuture, l.To.Format(time.RFC3339), ahead.Round(time.Second), at.UTC().Format(time.RFC3339), horizon)
+	if horizon > 0 && l.To.Sub(at) > horizon {
+		return fmt.Errorf("%w: to %s lies more than %s (ml.label_horizon) after the label was received at %s",
+			ErrLabelInFuture, l.To.Format(time.RFC3339), horizon, at.UTC().Format(time.RFC3339))
 	}
 	return nil
 }

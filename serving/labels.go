@@ -63,10 +63,10 @@ func (s *Server) handleLabels(ctx *fasthttp.RequestCtx) {
 	}
 	labels := make([]rewards.Label, len(raws))
 	for i, raw := range raws {
-		l, err := rewards.ParseLabel(raw)
+		l, err := rewards.ParseLabelAt(raw, s.ml.now(), s.cfg.ML.LabelHorizon)
 		if err != nil {
 			s.metrics.labels.WithLabelValues("invalid").Inc()
-			s.writeError(ctx, badRequest("invalid_label", fmt.Sprintf("label %d: %v", i, err)))
+			s.writeError(ctx, badRequest(rewards.ErrorCode(err), fmt.Sprintf("label %d: %v", i, err)))
 			return
 		}
 		labels[i] = l

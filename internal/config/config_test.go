@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/devflow/flowguard/examples"
 	"github.com/devflow/flowguard/internal/testenv"
@@ -45,6 +46,9 @@ func TestBadFiles(t *testing.T) {
 		"bad_ml_learner.yaml":              `testdata/bad_ml_learner.yaml:2: ml.learner: "cloud", want embedded or remote`,
 		"bad_ml_remote_without_kafka.yaml": `testdata/bad_ml_remote_without_kafka.yaml:2: ml.learner: remote needs a kafka: section (the learner reads the decision log from Kafka)`,
 		"bad_ml_block_threshold.yaml":      `testdata/bad_ml_block_threshold.yaml:2: ml.block_threshold: 1.5 must be in (0, 1]`,
+		"bad_ml_label_horizon.yaml":        `testdata/bad_ml_label_horizon.yaml:2: ml.label_horizon: 72h0m0s must be between 1s and 24h0m0s`,
+		"bad_ml_max_held_label_age.yaml":   `testdata/bad_ml_max_held_label_age.yaml:3: ml.max_held_label_age: 24h0m0s must be between 1m0s and 12h0m0s`,
+		"bad_ml_max_held_labels.yaml":      `testdata/bad_ml_max_held_labels.yaml:2: ml.max_held_labels: -5 must be between 1 and 10000000`,
 		"bad_audit_key.yaml":               `testdata/bad_audit_key.yaml:3: unknown key "path"`,
 		"bad_admin_auth.yaml":              `testdata/bad_admin_auth.yaml:2: server.admin_auth: "open", want token or loopback`,
 		"bad_admin_token_env.yaml":         `testdata/bad_admin_token_env.yaml:2: server.admin_token_env: must name an environment variable (letters, digits and _, not starting with a digit); the token itself never goes in the file`,
@@ -116,6 +120,21 @@ func TestDefaultsFilled(t *testing.T) {
 	}
 	if r.Timeout.String() != "5ms" || r.Instances != 1 || r.LeaseWindow.String() != "50ms" || r.Prefix != "fg:" {
 		t.Errorf("redis defaults = %+v", r)
+	}
+	m := l.ML
+	if m.LabelHorizon != time.Hour || m.MaxHeldLabels != 100_000 || m.MaxHeldLabelAge != 24*time.Hour {
+		t.Errorf("label defaults: horizon %v, max held %d, held age %v", m.LabelHorizon, m.MaxHeldLabels, m.MaxHeldLabelAge)
+	}
+	lc := l.LearnerConfig()
+	if lc.LabelHorizon != m.LabelHorizon || lc.MaxHeldLabels != m.MaxHeldLabels || lc.MaxHeldAge != m.MaxHeldLabelAge {
+		t.Errorf("the learner's label limits %v/%d/%v are not ml:'s", lc.LabelHorizon, lc.MaxHeldLabels, lc.MaxHeldAge)
+	}
+	short, err := Parse("inline.yaml", []byte("ml: {attribution_window: 6h}\npolicies:\n  tiers:\n    free:\n      rate: 10\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if short.ML.MaxHeldLabelAge != 6*time.Hour {
+		t.Errorf("held label age %v with a 6h window, want the window", short.ML.MaxHeldLabelAge)
 	}
 }
 

@@ -91,6 +91,18 @@ type ML struct {
 	// CheckpointFile keeps the embedded learner's state across restarts.
 	// Default: "" (the state lives in memory only).
 	CheckpointFile string `yaml:"checkpoint_file"`
+	// LabelHorizon is how far past its receipt a label's "to" may lie (clock
+	// skew); POST /v1/labels answers 400 label_in_future beyond it, and the
+	// learner sends such a label from Kafka to the DLQ. Default: 1h.
+	LabelHorizon time.Duration `yaml:"label_horizon"`
+	// MaxHeldLabels caps, per learner partition, the labels held for keys
+	// with no decision records yet; beyond it such a label is refused
+	// (DLQ code held_labels_full). Default: 100000.
+	MaxHeldLabels int `yaml:"max_held_labels"`
+	// MaxHeldLabelAge is how long (event time) such a label is held for
+	// its key's first record; at most attribution_window. Default: 24h, or
+	// attribution_window when shorter.
+	MaxHeldLabelAge time.Duration `yaml:"max_held_label_age"`
 }
 
 // Audit configures the audit log of blocks and audited throttles.
@@ -159,6 +171,15 @@ func (m *ML) defaults() {
 	if m.LogBuffer == 0 {
 		m.LogBuffer = 65536
 	}
+	if m.LabelHorizon == 0 {
+		m.LabelHorizon = rewards.DefaultLabelHorizon
+	}
+	if m.MaxHeldLabels == 0 {
+		m.MaxHeldLabels = 100_000
+	}
+	if m.MaxHeldLabelAge == 0 {
+		m.MaxHeldLabelAge = min(24*time.Hour, m.AttributionWindow)
+	}
 }
 
 // RewardsConfig returns the learner's configuration for these settings.
@@ -170,6 +191,10 @@ func (m *ML) RewardsConfig() rewards.Config {
 		Weights: m.Rewards,
 		Window:  m.AttributionWindow,
 		Mode:    rewards.Mode(m.RewardMode),
+
+		LabelHorizon:  m.LabelHorizon,
+		MaxHeldLabels: m.MaxHeldLabels,
+		MaxHeldAge:    m.MaxHeldLabelAge,
 	}
 }
 
@@ -207,6 +232,11 @@ func (m *ML) validate(d *yamlx.Doc) yamlx.Errors {
 	between("idle_ttl", m.IdleTTL, time.Second, 7*24*time.Hour)
 	between("share_every", m.ShareEvery, time.Second, time.Minute)
 	between("attribution_window", m.AttributionWindow, time.Minute, 90*24*time.Hour)
+	between("label_horizon", m.LabelHorizon, time.Second, 24*time.Hour)
+	between("max_held_label_age", m.MaxHeldLabelAge, time.Minute, max(m.AttributionWindow, time.Minute))
+	if m.MaxHeldLabels < 1 || m.MaxHeldLabels > 10_000_000 {
+		bad([]string{"max_held_labels"}, "%d must be between 1 and 10000000", m.MaxHeldLabels)
+	}
 	if err := m.Rewards.Validate(); err != nil {
 		bad([]string{"rewards"}, "%v", err)
 	}
