@@ -49,7 +49,6 @@ import (
 	"errors"
 	"hash/maphash"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +56,7 @@ import (
 	"github.com/devflow/flowguard/bandit"
 	"github.com/devflow/flowguard/experiments"
 	"github.com/devflow/flowguard/internal/config"
+	"github.com/devflow/flowguard/pipeline"
 	"github.com/devflow/flowguard/policy"
 	"github.com/devflow/flowguard/rewards"
 	"github.com/prometheus/client_golang/prometheus"
@@ -148,13 +148,6 @@ type plan struct {
 	shadow bool        // compute and log the bandit's choice, enforce the deterministic budget
 	static bool        // the deterministic budget, no bandit draw
 	v      *expVariant // nil: in no experiment
-}
-
-// annotate stamps a decision-log record with the unit's variant.
-func (p plan) annotate(r *rewards.Record) {
-	if p.v != nil {
-		r.Experiment, r.Variant = p.v.id.Experiment, p.v.id.Variant
-	}
 }
 
 // expGen is one experiments file in force: its assigner (whose stop flags
@@ -570,21 +563,17 @@ func (m *mlStage) logDeterministic(key string, rule *policy.Rule, c epochChoice)
 	}
 	risk := m.risk.Load().Score(x)
 	x = append(x, risk)
-	limit, mult := rule.Budget(1)
+	_, mult := rule.Budget(1)
 	arm := m.arms.Nearest(mult)
-	var version uint64
-	if snap := m.model.Load(); snap != nil {
-		version = snap.Version()
-	}
 	c.key, c.id = key, m.idSeq.Add(1)
 	c.risk, c.featuresHash = risk, hashVector(x)
-	base := float64(limit.Rate) * float64(time.Duration(c.expires-c.started)*time.Microsecond) / float64(limit.Period)
-	rec := rewards.Record{Type: rewards.TypeDecision, ID: m.idBase + strconv.FormatUint(c.id, 36), Key: key,
-		Tenant: rule.Tenant, Tier: rule.Tier, Region: m.region, At: at.UTC(), Policy: rewards.PolicyStatic,
-		Arm: arm, ArmName: m.arms[arm].Name, Multiplier: mult, Propensity: 1, ModelVersion: version,
-		Context: slices.Clone(x), Floor: rule.Floor, Ceiling: rule.Ceiling, Base: base}
-	c.plan.annotate(&rec)
-	m.dlog.Log(rec)
+	e := m.keyEpoch(key, rule, at, time.Duration(c.expires-c.started)*time.Microsecond, c.plan, c.id)
+	e.Model = "" // the deterministic budget, drawn from no model
+	e.Policy, e.Arm, e.ArmName, e.Multiplier, e.Propensity, e.Context = rewards.PolicyStatic, arm, m.arms[arm].Name, mult, 1, x
+	if snap := m.model.Load(); snap != nil {
+		e.ModelVersion = snap.Version()
+	}
+	m.dlog.Log(pipeline.DecisionRecord(e))
 	return c
 }
 

@@ -10,7 +10,6 @@ import (
 	"hash/maphash"
 	"math"
 	"math/rand/v2"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -19,6 +18,7 @@ import (
 	"github.com/devflow/flowguard/bandit"
 	"github.com/devflow/flowguard/features"
 	"github.com/devflow/flowguard/internal/config"
+	"github.com/devflow/flowguard/pipeline"
 	"github.com/devflow/flowguard/policy"
 	"github.com/devflow/flowguard/rewards"
 )
@@ -307,50 +307,46 @@ func (m *mlStage) score(key string, rule *policy.Rule, snap *bandit.Snapshot, no
 			m.localOnlyRuns(why)
 		}
 	}
-	risk := m.risk.Load().Score(x)
-	x = append(x, risk)
 	allowed, err := snap.Allowed(rule.Floor, rule.Ceiling)
 	if err != nil {
 		return epochChoice{}, err
 	}
-	if p.v != nil && p.v.model == "" && p.v.arms.Hi > 0 {
-		// The variant's arms, within the floor and ceiling; if they miss
-		// each other, the floor and ceiling win.
-		if in := (bandit.ArmRange{Lo: max(allowed.Lo, p.v.arms.Lo), Hi: min(allowed.Hi, p.v.arms.Hi)}); in.Len() > 0 {
-			allowed = in
+	in := pipeline.Stage2Input{Features: x, Risk: m.risk.Load(), Model: snap, Allowed: allowed}
+	if p.v != nil {
+		in.Model = pipeline.Explored{Snapshot: snap, Factor: p.v.explore}
+		if p.v.model == "" {
+			in.Variant = p.v.arms
 		}
 	}
-	src := rand.NewPCG(m.draws, keyEpochSeed(key, now))
-	rng := rand.New(src)
-	explore := 1.0
-	if p.v != nil {
-		explore = p.v.explore
-	}
-	c, err := snap.ChooseScaled(x, allowed, rng, explore)
+	r, err := pipeline.Stage2(in, rand.New(rand.NewPCG(m.draws, keyEpochSeed(key, now))))
 	if err != nil {
 		return epochChoice{}, err
 	}
+	c := r.Choice
 	ec := epochChoice{started: now.UnixMicro(), expires: now.Add(m.cfg.Epoch).UnixMicro(), model: snap.Version(),
-		multiplier: c.Multiplier, propensity: c.Propensity, risk: risk, arm: int16(c.Arm), featuresHash: hashVector(x)}
+		multiplier: c.Multiplier, propensity: c.Propensity, risk: r.Risk, arm: int16(c.Arm), featuresHash: hashVector(r.Context)}
 	if m.dlog != nil {
 		ec.key, ec.id = key, m.idSeq.Add(1)
-		policy := rewards.PolicyBandit
+		e := m.keyEpoch(key, rule, now, m.cfg.Epoch, p, ec.id)
+		e.Policy, e.Arm, e.ArmName, e.Multiplier, e.Propensity = rewards.PolicyBandit, c.Arm, c.Name, c.Multiplier, c.Propensity
 		if p.shadow {
-			policy = rewards.PolicyShadow
+			e.Policy = rewards.PolicyShadow
 		}
-		limit, _ := rule.Budget(1)
-		base := float64(limit.Rate) * float64(m.cfg.Epoch) / float64(limit.Period)
-		rec := rewards.Record{Type: rewards.TypeDecision, ID: m.idBase + strconv.FormatUint(ec.id, 36), Key: key,
-			Tenant: rule.Tenant, Tier: rule.Tier, Region: m.region, At: now.UTC(), Policy: policy, Arm: c.Arm,
-			ArmName: c.Name, Multiplier: c.Multiplier, Propensity: c.Propensity, ModelVersion: snap.Version(),
-			Context: slices.Clone(x), Floor: rule.Floor, Ceiling: rule.Ceiling, Base: base}
-		p.annotate(&rec)
-		if p.v != nil {
-			rec.Model = p.v.model
-		}
-		m.dlog.Log(rec)
+		e.ModelVersion, e.Context = snap.Version(), r.Context
+		m.dlog.Log(pipeline.DecisionRecord(e))
 	}
 	return ec, nil
+}
+
+// keyEpoch is the decision-log entry of key's epoch under plan p, with
+// its id, rule, time and variant filled in.
+func (m *mlStage) keyEpoch(key string, rule *policy.Rule, start time.Time, length time.Duration, p plan, id uint64) pipeline.KeyEpoch {
+	e := pipeline.KeyEpoch{ID: m.idBase + strconv.FormatUint(id, 36), Key: key, Rule: rule, Region: m.region,
+		Start: start, Length: length}
+	if p.v != nil {
+		e.Experiment, e.Variant, e.Model = p.v.id.Experiment, p.v.id.Variant, p.v.model
+	}
+	return e
 }
 
 // closeEpoch logs the outcome of a logged epoch that ended.

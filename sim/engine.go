@@ -16,6 +16,7 @@ import (
 	"github.com/devflow/flowguard/bandit"
 	"github.com/devflow/flowguard/features"
 	"github.com/devflow/flowguard/limiter"
+	"github.com/devflow/flowguard/pipeline"
 	"github.com/devflow/flowguard/policy"
 	"github.com/devflow/flowguard/quotas"
 	"github.com/devflow/flowguard/rewards"
@@ -584,10 +585,9 @@ func (pr *policyRun) learn(sh *shardState, e int) error {
 		name := sr.pop.names[r.key]
 		// The key is the record id: a key has one epoch open at a time,
 		// and its decision and outcome are applied back to back.
-		dec := rewards.Record{Type: rewards.TypeDecision, ID: name, Key: name, Tenant: t.name, Tier: t.tier, At: at,
-			Policy: r.variant, Arm: r.arm, ArmName: sr.arms[r.arm].Name, Multiplier: r.mult, Propensity: r.prop,
-			ModelVersion: pr.model.Version(), Context: sh.ctx[i*d : (i+1)*d], Floor: t.rule.Floor,
-			Ceiling: t.rule.Ceiling, Base: t.base}
+		dec := pipeline.DecisionRecord(pipeline.KeyEpoch{ID: name, Key: name, Rule: t.rule, Start: at,
+			Length: sr.s.Epoch, Policy: r.variant, Arm: r.arm, ArmName: sr.arms[r.arm].Name, Multiplier: r.mult,
+			Propensity: r.prop, ModelVersion: pr.model.Version(), Context: sh.ctx[i*d : (i+1)*d]})
 		if err := pr.part.Record(dec); err != nil {
 			return err
 		}
@@ -660,26 +660,22 @@ func (pr *policyRun) step(sh *shardState, t *tally, k, e int, inc incidentState)
 			fb = true
 			break
 		}
-		x = store.Vector(pop.names[k], now, sh.buf[:0])
-		risk := pr.risk.Score(x)
-		x = append(x, risk)
-		var c bandit.Choice
-		var err error
+		in := pipeline.Stage2Input{Features: store.Vector(pop.names[k], now, sh.buf[:0]), Risk: pr.risk,
+			Model: pr.model, Allowed: allowed}
 		if pr.name == PolicyEpsGreedy {
-			c, err = bandit.EpsilonGreedy{Snapshot: pr.model, Epsilon: sr.s.Learning.Epsilon}.Choose(x, allowed, sh.rng)
-		} else {
-			c, err = pr.model.Choose(x, allowed, sh.rng)
+			in.Model = bandit.EpsilonGreedy{Snapshot: pr.model, Epsilon: sr.s.Learning.Epsilon}
 		}
+		r, err := pipeline.Stage2(in, sh.rng)
 		if err != nil {
 			return err
 		}
-		arm, prop, variant = c.Arm, c.Propensity, rewards.PolicyBandit
-		if rule.ML == policy.MLOn {
-			m = c.Multiplier
-			block = rule.AutoBlock && risk >= sr.s.Learning.BlockThreshold
-		} else {
+		x = r.Context
+		arm, prop, variant = r.Choice.Arm, r.Choice.Propensity, rewards.PolicyBandit
+		shadow := rule.ML != policy.MLOn
+		if shadow {
 			variant = rewards.PolicyShadow
 		}
+		m, block = pipeline.Enforced(rule, shadow, r, sr.s.Learning.BlockThreshold)
 	}
 	limit, m := rule.Budget(m)
 	if inc.redisShare < 1 {
