@@ -37,9 +37,8 @@ func (s *Server) handleReady(ctx *fasthttp.RequestCtx) {
 	if s.redis != nil {
 		lim.Detail = "redis"
 		h := s.redisUp.Load()
-		r := s.resilient()
 		switch {
-		case r.FallbackActive():
+		case s.remote.FallbackActive():
 			lim.Status, lim.Detail = "degraded", "redis circuit open: deciding from this instance's share in memory"
 		case !h.ok && !h.at.IsZero():
 			lim.Status, lim.Detail = "degraded", "redis unreachable: "+h.detail

@@ -44,7 +44,7 @@ var (
 
 type tierCounters [len(actions)][len(sources)]prometheus.Counter
 
-func newMetrics(lim budgetLimiter) *metrics {
+func newMetrics(remote *limiter.Resilient) *metrics {
 	reg := prometheus.NewRegistry()
 	m := &metrics{
 		reg: reg,
@@ -114,7 +114,7 @@ func newMetrics(lim budgetLimiter) *metrics {
 	noResponses := map[responseKey]prometheus.Counter{}
 	m.respCache.Store(&noResponses)
 
-	if r, ok := lim.(*limiter.Resilient); ok {
+	if r := remote; r != nil {
 		st := r.Stats()
 		for kind, c := range map[string]*atomic.Int64{"timeout": &st.Timeouts, "error": &st.Errors} {
 			reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -143,7 +143,7 @@ func newMetrics(lim budgetLimiter) *metrics {
 		Name: "flowguard_fallback_active",
 		Help: "1 while decisions come from the in-memory fallback because the shared store is unavailable.",
 	}, func() float64 {
-		if r, ok := lim.(*limiter.Resilient); ok && r.FallbackActive() {
+		if r := remote; r != nil && r.FallbackActive() {
 			return 1
 		}
 		return 0

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,6 +46,13 @@ func limitOf(t testing.TB, url string) int64 {
 // serveFile serves a one-tier policy file checked every reloadEvery, and
 // returns a function that rewrites the tier's rate.
 func serveFile(t *testing.T, reloadEvery, rate string) (*testServer, func(rate string)) {
+	ts, write, _ := serveFileReloads(t, reloadEvery, rate)
+	return ts, write
+}
+
+// serveFileReloads is serveFile with the channel that asks for a reload,
+// as the CLI's SIGHUP does.
+func serveFileReloads(t *testing.T, reloadEvery, rate string) (*testServer, func(rate string), chan<- struct{}) {
 	path := filepath.Join(t.TempDir(), "flowguard.yaml")
 	write := func(rate string) {
 		body := "server:\n  reload_every: " + reloadEvery + "\npolicies:\n  tiers:\n    free:\n      rate: " + rate + "\n"
@@ -57,7 +65,8 @@ func serveFile(t *testing.T, reloadEvery, rate string) (*testServer, func(rate s
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startServer(t, cfg), write
+	reloads := make(chan struct{})
+	return startServerOpts(t, cfg, Options{Reloads: reloads}), write, reloads
 }
 
 func TestReloadOnFileChange(t *testing.T) {
@@ -89,16 +98,28 @@ func TestReloadOnFileChange(t *testing.T) {
 	}
 }
 
-func TestReloadOnSIGHUP(t *testing.T) {
-	ts, write := serveFile(t, "-1s", "10")
-	limitOf(t, ts.URL) // the watcher is running once the server answers
+func TestReloadOnRequest(t *testing.T) {
+	ts, write, reloads := serveFileReloads(t, "-1s", "10")
 	write("30")
-	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "SIGHUP to reload", func() bool { return limitOf(t, ts.URL) == 30 })
+	reloads <- struct{}{}
+	waitFor(t, "the requested reload", func() bool { return limitOf(t, ts.URL) == 30 })
 	if !strings.Contains(scrape(t, ts.URL), `flowguard_policy_reloads_total{result="success"} 1`) {
 		t.Fatal("successful reload not counted")
+	}
+}
+
+// TestReloadLastWriteWins writes the file again right after asking for a
+// reload, many times: whichever version the reload read, the file watch
+// must end on the last one (it used to record the second write as loaded).
+func TestReloadLastWriteWins(t *testing.T) {
+	ts, write, reloads := serveFileReloads(t, "10ms", "10")
+	for i := 0; i < 25; i++ {
+		a, b := strconv.Itoa(100+2*i), strconv.Itoa(101+2*i)
+		write(a)
+		reloads <- struct{}{}
+		write(b)
+		want, _ := strconv.ParseInt(b, 10, 64)
+		waitFor(t, "the last write ("+b+") to be in force", func() bool { return limitOf(t, ts.URL) == want })
 	}
 }
 

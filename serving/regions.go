@@ -151,17 +151,6 @@ func (l regionLimiter) Decide(ctx context.Context, key limiter.Key, lim limiter.
 	return l.inner.Decide(ctx, key, lim, n)
 }
 
-// resilient returns the Redis-backed limiter under the region split; nil
-// without Redis.
-func (s *Server) resilient() *limiter.Resilient {
-	lim := s.limiter
-	if rl, ok := lim.(regionLimiter); ok {
-		lim = rl.inner
-	}
-	r, _ := lim.(*limiter.Resilient)
-	return r
-}
-
 // tickOf is the aligned tick t falls in.
 func (r *regionShares) tickOf(t time.Time) int64 { return t.UnixNano() / int64(r.every) }
 

@@ -6,21 +6,16 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
-	"os/signal"
 	"reflect"
-	"syscall"
 	"time"
 
 	"github.com/devflow/flowguard/internal/config"
 )
 
-// watchConfig reloads the policies on SIGHUP and whenever the file's
-// contents change. The embedded default has no file, so only SIGHUP is
-// watched, and it has nothing to reload.
+// watchConfig reloads the policies on each Options.Reloads receive (the
+// CLI's SIGHUP) and whenever the file's contents change. The embedded
+// default has no file, so a reload has nothing to do.
 func (s *Server) watchConfig(ctx context.Context) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	var tick <-chan time.Time
 	if s.cfg.Path != "" && s.cfg.Server.ReloadEvery > 0 {
 		t := time.NewTicker(s.cfg.Server.ReloadEvery)
@@ -36,10 +31,15 @@ func (s *Server) watchConfig(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-hup:
-			s.log.Info("SIGHUP: reloading policies", "config", s.cfg.Name)
+		case <-s.reloads:
+			s.log.Info("reload requested (SIGHUP): reloading policies", "config", s.cfg.Name)
+			// Read before Reload reads: a write after this read is then
+			// seen as a change on the next tick and loaded, so the last
+			// write always wins. Reading after Reload would record a write
+			// made in between as loaded when it was not.
+			before, _ := os.ReadFile(s.cfg.Path)
 			_ = s.Reload()
-			last, _ = os.ReadFile(s.cfg.Path)
+			last = before
 		case <-tick:
 			data, err := os.ReadFile(s.cfg.Path)
 			if err != nil {

@@ -45,6 +45,10 @@ type Options struct {
 	// config.Server.AdminAuth). Default: the environment variable
 	// server.admin_token_env names.
 	AdminToken string
+	// Reloads, when set, reloads the configuration file on every receive:
+	// the CLI sends one per SIGHUP. Default: nil, reload on file changes
+	// only (server.reload_every).
+	Reloads <-chan struct{}
 }
 
 // Server is the decision service. Create it with New, run it with Run or
@@ -55,7 +59,8 @@ type Server struct {
 	current  atomic.Pointer[config.Loaded]
 	policies atomic.Pointer[policy.Set]
 
-	limiter budgetLimiter
+	limiter budgetLimiter        // the one the pipeline calls: remote or local, under the region split if any
+	remote  *limiter.Resilient   // the Redis-backed limiter; nil without redis
 	local   *limiter.MemoryStore // the in-memory store: the limiter itself, or Redis's fallback
 	share   float64              // this instance's share of a budget when deciding alone
 	redis   redis.UniversalClient
@@ -83,6 +88,7 @@ type Server struct {
 
 	http       *fasthttp.Server
 	draining   atomic.Bool
+	reloads    <-chan struct{}
 	reloadErr  atomic.Pointer[string]
 	reloadedAt atomic.Int64
 }
@@ -95,7 +101,8 @@ type redisHealth struct {
 
 // New builds a Server from a validated configuration. It does not connect
 // to anything: Redis may be down at start, and decisions then fall back.
-func New(cfg *config.Loaded, opts Options) (*Server, error) {
+// When it fails it closes everything it had opened.
+func New(cfg *config.Loaded, opts Options) (_ *Server, err error) {
 	if cfg == nil || cfg.Policies == nil {
 		return nil, errors.New("serving: configuration has no policies")
 	}
@@ -114,13 +121,19 @@ func New(cfg *config.Loaded, opts Options) (*Server, error) {
 	if opts.Addr != "" {
 		s.addr = opts.Addr
 	}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	s.reloads = opts.Reloads
 	s.current.Store(cfg)
 	s.policies.Store(cfg.Policies)
 	s.reloadedAt.Store(time.Now().UnixMilli())
 	s.bufs.New = func() any { b := make([]byte, 0, 512); return &b }
 
+	s.limiter = s.local
 	if rc := cfg.Redis; rc != nil {
-		redis.SetLogger(redisLogger{log}) // go-redis logs through a process-wide hook
 		s.redis = newRedisClient(rc)
 		s.share = 1 / float64(rc.Instances)
 		var remote interface {
@@ -132,15 +145,14 @@ func New(cfg *config.Loaded, opts Options) (*Server, error) {
 			s.leased = limiter.NewLeasedStore(store, limiter.LeaseOptions{Window: *rc.LeaseWindow, TTL: rc.LeaseTTL, Instances: rc.Instances})
 			remote = s.leased
 		}
-		s.limiter = limiter.NewResilient(remote, s.local, limiter.ResilientOptions{
+		s.remote = limiter.NewResilient(remote, s.local, limiter.ResilientOptions{
 			Share:   s.share,
 			Breaker: limiter.BreakerOptions{Failures: rc.Breaker.Failures, OpenFor: rc.Breaker.OpenFor},
 		})
+		s.limiter = s.remote
 		s.redisUp.Store(&redisHealth{detail: "not checked yet"})
-	} else {
-		s.limiter = s.local
 	}
-	s.metrics = newMetrics(s.limiter)
+	s.metrics = newMetrics(s.remote)
 	token := opts.AdminToken
 	if token == "" {
 		token = cfg.Server.AdminToken()
@@ -253,8 +265,8 @@ func newRedisClient(rc *config.Redis) redis.UniversalClient {
 
 // Run listens on the configured address and serves until ctx is cancelled
 // (SIGTERM in the CLI), then stops accepting and drains in-flight requests
-// for at most server.shutdown_timeout. SIGHUP and changes to the
-// configuration file reload the policies.
+// for at most server.shutdown_timeout. Options.Reloads (SIGHUP in the CLI)
+// and changes to the configuration file reload the policies.
 func (s *Server) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", s.addr)
 	if err != nil {
@@ -391,9 +403,13 @@ func (s *Server) backendName() string {
 }
 
 // Close releases the Redis client and the in-memory store.
+// It is also how a failed New releases what it had opened: every part may
+// be missing.
 func (s *Server) Close() error {
 	s.local.Close()
-	s.admin.close()
+	if s.admin != nil {
+		s.admin.close()
+	}
 	s.closeExperiments()
 	if s.klog != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -421,15 +437,6 @@ func (s *Server) Close() error {
 		return s.redis.Close()
 	}
 	return nil
-}
-
-// redisLogger sends go-redis's messages (mostly failed dials during an
-// outage, one per attempt) to slog at debug level: the outage itself is
-// logged once, by the readiness check, and counted in metrics.
-type redisLogger struct{ log *slog.Logger }
-
-func (l redisLogger) Printf(ctx context.Context, format string, args ...any) {
-	l.log.DebugContext(ctx, fmt.Sprintf(format, args...), "component", "redis")
 }
 
 // fasthttpLogger sends fasthttp's own messages to slog.

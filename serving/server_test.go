@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDecideOverSocket(t *testing.T) {
@@ -305,4 +307,28 @@ func scrape(t testing.TB, url string) string {
 	var b bytes.Buffer
 	b.ReadFrom(resp.Body)
 	return b.String()
+}
+
+// TestFailedNewClosesWhatItOpened makes New fail late, after the Redis
+// client, the in-memory limiter's sweep and the ML stage exist: the
+// goroutines they started must be gone afterwards.
+func TestFailedNewClosesWhatItOpened(t *testing.T) {
+	cfg := mustParse(t, `
+redis:
+  addrs: ["127.0.0.1:1"]
+audit:
+  file: /nonexistent-dir/flowguard-audit.jsonl
+policies:
+  tiers:
+    free: {rate: 10}
+`)
+	before := runtime.NumGoroutine()
+	for i := 0; i < 20; i++ {
+		if _, err := New(cfg, Options{AdminToken: testAdminToken}); err == nil {
+			t.Fatal("New succeeded with an audit file in a directory that does not exist")
+		}
+	}
+	waitUntil(t, 5*time.Second, "the goroutines of failed News to end", func() bool {
+		return runtime.NumGoroutine() <= before+2
+	})
 }

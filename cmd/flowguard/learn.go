@@ -12,6 +12,7 @@ import (
 
 	"github.com/devflow/flowguard/internal/config"
 	"github.com/devflow/flowguard/serving"
+	"github.com/redis/go-redis/v9"
 )
 
 // learn runs the learner of the scaled-out mode until SIGTERM.
@@ -35,6 +36,7 @@ func learn(args []string, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: logLevel(cfg.Server.LogLevel)}))
+	redis.SetLogger(redisLogger{log})
 	l, err := serving.NewLearner(cfg, serving.LearnerOptions{Logger: log, Addr: *addr})
 	if err != nil {
 		return err

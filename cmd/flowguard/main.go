@@ -15,6 +15,7 @@ import (
 
 	"github.com/devflow/flowguard/internal/config"
 	"github.com/devflow/flowguard/serving"
+	"github.com/redis/go-redis/v9"
 )
 
 const usage = `flowguard — adaptive rate limiting for a public API
@@ -118,14 +119,48 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: logLevel(cfg.Server.LogLevel)}))
-	srv, err := serving.New(cfg, serving.Options{Logger: log, Addr: *addr})
+	// go-redis logs through a process-wide hook: the process sets it, the
+	// library does not.
+	redis.SetLogger(redisLogger{log})
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	srv, err := serving.New(cfg, serving.Options{Logger: log, Addr: *addr, Reloads: reloadSignals(ctx)})
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
 	return srv.Run(ctx)
+}
+
+// reloadSignals turns each SIGHUP into a reload request until ctx ends.
+func reloadSignals(ctx context.Context) <-chan struct{} {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	out := make(chan struct{}, 1)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				select {
+				case out <- struct{}{}:
+				default: // a reload is already pending
+				}
+			}
+		}
+	}()
+	return out
+}
+
+// redisLogger sends go-redis's messages (mostly failed dials during an
+// outage, one per attempt) to slog at debug level: the outage itself is
+// logged once, by the readiness check, and counted in metrics.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, args ...any) {
+	l.log.DebugContext(ctx, fmt.Sprintf(format, args...), "component", "redis")
 }
 
 func configCmd(args []string, stdout, stderr io.Writer) error {
