@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -446,4 +447,39 @@ func metricValue(t testing.TB, ts *testServer, series string) float64 {
 		}
 	}
 	return -1
+}
+
+// TestExplainChangesNothing calls explain between decisions with a frozen
+// clock: the key's budget left, its features and the stage-2 runs are the
+// same as without the explain calls.
+func TestExplainChangesNothing(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	ts := startML(t, mlPolicies, Options{Clock: func() time.Time { return now }, Seed: 4}, nil)
+	first := decideAs(t, ts, "k_quiet", "acme")
+	feats := func() map[string]float64 {
+		v, _ := ts.ml.feats.Snapshot("k_quiet", now)
+		out := map[string]float64{}
+		for _, f := range v {
+			out[f.Name] = f.Raw
+		}
+		return out
+	}
+	runs := func() float64 { return metricValue(t, ts, "flowguard_ml_stage2_duration_seconds_count") }
+	beforeFeats, beforeRuns := feats(), runs()
+	for i := 0; i < 5; i++ {
+		resp, b := get(t, ts.URL+"/v1/keys/k_quiet/explain?tenant=acme&endpoint=GET%20/v1/things")
+		if resp.StatusCode != 200 {
+			t.Fatalf("explain: %d %s", resp.StatusCode, b)
+		}
+	}
+	if got := feats(); !reflect.DeepEqual(got, beforeFeats) {
+		t.Fatalf("explain changed the features:\n got %v\nwant %v", got, beforeFeats)
+	}
+	if got := runs(); got != beforeRuns {
+		t.Fatalf("explain ran stage 2: %v runs, %v before", got, beforeRuns)
+	}
+	second := decideAs(t, ts, "k_quiet", "acme")
+	if second.Remaining != first.Remaining-1 {
+		t.Fatalf("remaining went from %d to %d over one decision and five explains", first.Remaining, second.Remaining)
+	}
 }
