@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/devflow/flowguard/internal/topics"
 )
 
 // KafkaLearner is the learner of the scaled-out mode (`flowguard learn`):
@@ -68,9 +70,12 @@ type LearnerOptions struct {
 	Config Config
 	// Brokers are the seed brokers. Required.
 	Brokers []string
-	// Group is the consumer group. Default: flowguard-learner.
+	// Group is the consumer group. Default: topics.LearnerGroup
+	// (flowguard-learner).
 	Group string
-	// Topics. Defaults: DESIGN.md's names.
+	// Topics. Defaults: topics.Decisions, topics.Labels, topics.DLQ and
+	// topics.Models (flowguard.decisions, flowguard.labels,
+	// flowguard.labels.dlq, flowguard.models).
 	DecisionsTopic, LabelsTopic, DLQTopic, ModelsTopic string
 	// Store keeps checkpoints and publishes model parts. Required.
 	Store *RedisStore
@@ -137,13 +142,13 @@ func NewKafkaLearner(o LearnerOptions) (*KafkaLearner, error) {
 		return nil, err
 	}
 	if o.Group == "" {
-		o.Group = "flowguard-learner"
+		o.Group = topics.LearnerGroup
 	}
 	for _, t := range []struct {
 		v *string
 		d string
-	}{{&o.DecisionsTopic, "flowguard.decisions"}, {&o.LabelsTopic, "flowguard.labels"},
-		{&o.DLQTopic, "flowguard.labels.dlq"}, {&o.ModelsTopic, "flowguard.models"}} {
+	}{{&o.DecisionsTopic, topics.Decisions}, {&o.LabelsTopic, topics.Labels},
+		{&o.DLQTopic, topics.DLQ}, {&o.ModelsTopic, topics.Models}} {
 		if *t.v == "" {
 			*t.v = t.d
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/devflow/flowguard/experiments"
+	"github.com/devflow/flowguard/internal/topics"
 	"github.com/devflow/flowguard/rewards"
 	"github.com/segmentio/kafka-go"
 )
@@ -29,7 +30,7 @@ func experimentsReport(args []string, stdout, stderr io.Writer) error {
 	expFile := fs.String("experiments", "", "experiments `FILE` the log was produced under (default: the embedded examples/experiments.yaml)")
 	file := fs.String("file", "", "decision-log export `LOG`: JSON lines of decision and outcome records")
 	brokers := fs.String("brokers", "", "Kafka `BROKERS` (comma-separated host:port) to read the decision log from")
-	topic := fs.String("topic", "flowguard.decisions", "Kafka `TOPIC` of the decision log")
+	topic := fs.String("topic", topics.Decisions, "Kafka `TOPIC` of the decision log")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up reading Kafka after this long")
 	labels := fs.String("labels", "", "labels export `FILE` (JSON lines, the flowguard.labels schema) for abuse rates and rewards")
 	asJSON := fs.Bool("json", false, "print JSON instead of tables")

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/devflow/flowguard/internal/topics"
 )
 
 // Row is one fault's figures.
@@ -97,7 +99,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	defer stop()
 	ld := newLoad(c)
 	smp := &sampler{}
-	lb := &labels{w: &kafka.Writer{Addr: kafka.TCP(addr(c.kport)), Topic: "flowguard.labels", Balancer: &kafka.Murmur2Balancer{},
+	lb := &labels{w: &kafka.Writer{Addr: kafka.TCP(addr(c.kport)), Topic: topics.Labels, Balancer: &kafka.Murmur2Balancer{},
 		BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll, MaxAttempts: 1,
 		WriteTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second}}
 	defer lb.w.Close()

@@ -4,6 +4,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/devflow/flowguard/internal/topics"
 	"github.com/devflow/flowguard/internal/yamlx"
 )
 
@@ -12,9 +13,10 @@ import (
 type Kafka struct {
 	// Brokers are the seed brokers, host:port. Required.
 	Brokers []string `yaml:"brokers"`
-	// Topics names the topics. Defaults: DESIGN.md's names.
+	// Topics names the topics. Defaults: DefaultTopics().
 	Topics Topics `yaml:"topics"`
-	// Group is the learners' consumer group. Default: flowguard-learner.
+	// Group is the learners' consumer group. Default: flowguard-learner
+	// (topics.LearnerGroup).
 	Group string `yaml:"group"`
 	// BatchSize and BatchTimeout batch the decision log's writes.
 	// Defaults: 1000 and 100ms.
@@ -28,7 +30,7 @@ type Kafka struct {
 	SASL *SASL `yaml:"sasl"`
 }
 
-// Topics are the Kafka topics of DESIGN.md.
+// Topics are the Kafka topics; the defaults are package topics' names.
 type Topics struct {
 	Decisions string `yaml:"decisions"` // Default: flowguard.decisions
 	Labels    string `yaml:"labels"`    // Default: flowguard.labels
@@ -47,10 +49,10 @@ type SASL struct {
 // Password returns the SASL password from the environment.
 func (s *SASL) Password() string { return os.Getenv(s.PasswordEnv) }
 
-// DefaultTopics returns DESIGN.md's topic names.
+// DefaultTopics returns the default topic names (package topics).
 func DefaultTopics() Topics {
-	return Topics{Decisions: "flowguard.decisions", Labels: "flowguard.labels", DLQ: "flowguard.labels.dlq",
-		Models: "flowguard.models", Audit: "flowguard.audit"}
+	return Topics{Decisions: topics.Decisions, Labels: topics.Labels, DLQ: topics.DLQ,
+		Models: topics.Models, Audit: topics.Audit}
 }
 
 func (k *Kafka) defaults() {
@@ -65,7 +67,7 @@ func (k *Kafka) defaults() {
 		}
 	}
 	if k.Group == "" {
-		k.Group = "flowguard-learner"
+		k.Group = topics.LearnerGroup
 	}
 	if k.BatchSize == 0 {
 		k.BatchSize = 1000

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/devflow/flowguard/internal/topics"
 	"github.com/devflow/flowguard/internal/yamlx"
 )
 
@@ -54,7 +55,7 @@ const (
 
 func (r *Regions) defaults() {
 	if r.Topic == "" {
-		r.Topic = "flowguard.regions"
+		r.Topic = topics.Regions
 	}
 	if r.HeartbeatEvery == 0 {
 		r.HeartbeatEvery = time.Second

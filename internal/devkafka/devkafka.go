@@ -10,6 +10,8 @@ import (
 	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/devflow/flowguard/internal/topics"
 )
 
 // Topic is one topic to create.
@@ -19,18 +21,18 @@ type Topic struct {
 	Compacted  bool
 }
 
-// DefaultTopics are DESIGN.md's topics: 4 partitions each (so that
+// DefaultTopics are package topics' topics: 4 partitions each (so that
 // several learners can share the load), flowguard.models compacted, and
 // flowguard.regions with one partition (every region reads the heartbeats
 // in the same order).
 func DefaultTopics() []Topic {
 	return []Topic{
-		{Name: "flowguard.decisions", Partitions: 4},
-		{Name: "flowguard.labels", Partitions: 4},
-		{Name: "flowguard.labels.dlq", Partitions: 1},
-		{Name: "flowguard.models", Partitions: 1, Compacted: true},
-		{Name: "flowguard.audit", Partitions: 1},
-		{Name: "flowguard.regions", Partitions: 1},
+		{Name: topics.Decisions, Partitions: 4},
+		{Name: topics.Labels, Partitions: 4},
+		{Name: topics.DLQ, Partitions: 1},
+		{Name: topics.Models, Partitions: 1, Compacted: true},
+		{Name: topics.Audit, Partitions: 1},
+		{Name: topics.Regions, Partitions: 1},
 	}
 }
 
