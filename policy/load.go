@@ -15,13 +15,18 @@ import (
 // Doc is the YAML form of the policies section. Every field of a Spec is
 // optional below the tier level and inherits from above.
 type Doc struct {
-	// DefaultTier is what an unknown or missing tenant gets. Default: "free"
-	// when such a tier exists and no other is named.
-	DefaultTier string            `yaml:"default_tier"`
-	Tiers       map[string]Spec   `yaml:"tiers"`
-	Tenants     map[string]Tenant `yaml:"tenants"`
-	Deny        []string          `yaml:"deny"`
-	Allow       []string          `yaml:"allow"`
+	// DefaultTier is what an unknown or missing tenant gets, matched
+	// case-insensitively. Default: "free" when such a tier exists and no
+	// other is named.
+	DefaultTier string `yaml:"default_tier"`
+	// Tiers are the tiers, by name. Names match case-insensitively
+	// everywhere (tenants' tier, default_tier, experiments' targeting), so
+	// two names differing only in case are an error; the spelling here is
+	// the tier's canonical name.
+	Tiers   map[string]Spec   `yaml:"tiers"`
+	Tenants map[string]Tenant `yaml:"tenants"`
+	Deny    []string          `yaml:"deny"`
+	Allow   []string          `yaml:"allow"`
 }
 
 // Spec is the budget and behaviour of a tier, a tenant or an endpoint.
@@ -35,6 +40,9 @@ type Spec struct {
 	AutoBlock *bool           `yaml:"auto_block"` // Default: false
 	Audit     *bool           `yaml:"audit"`      // Default: false
 	Endpoints map[string]Spec `yaml:"endpoints"`  // overrides by endpoint pattern
+	// Class is enterprise or standard, and only a tier has one (its
+	// tenants and endpoints share it). Default: DefaultClass(tier name).
+	Class Class `yaml:"class"`
 }
 
 // Tenant is a Spec bound to a tier.
@@ -92,8 +100,10 @@ func (c *compiler) compile(doc Doc) *Set {
 		c.errorf(nil, "at least one tier is required under tiers")
 		return s
 	}
+	// Tiers are keyed by their folded name: lookups match case-insensitively.
 	tierSpecs := make(map[string]Spec)
 	broken := make(map[string]bool) // reported once already
+	spelled := make(map[string]string)
 	for _, name := range sortedKeys(doc.Tiers) {
 		spec := doc.Tiers[name]
 		path := []string{"tiers", name}
@@ -101,29 +111,44 @@ func (c *compiler) compile(doc Doc) *Set {
 			c.errorf(path, "tier name must be 1-64 letters, digits, '_', '.' or '-'")
 			continue
 		}
-		if spec.Rate == nil {
-			c.errorf(path, "rate is required for a tier")
-			broken[name] = true
+		key := strings.ToLower(name)
+		if other, dup := spelled[key]; dup {
+			c.errorf(path, "tier %q differs from tier %q only in case: tier names match case-insensitively", name, other)
 			continue
 		}
+		spelled[key] = name
+		if spec.Rate == nil {
+			c.errorf(path, "rate is required for a tier")
+			broken[key] = true
+			continue
+		}
+		class := spec.Class
+		switch class {
+		case "":
+			class = DefaultClass(name)
+		case ClassEnterprise, ClassStandard:
+		default:
+			c.errorf(append(path, "class"), "class is %q, want enterprise or standard", spec.Class)
+		}
+		c.noClass(spec.Endpoints, path)
 		full := withDefaults(spec)
 		before := len(c.errs)
-		s.tiers[name] = c.table(name, name, "", full, nil, path)
+		s.tiers[key] = c.table(Tier{Name: name, Class: class}, name, "", full, nil, path)
 		s.tierNames = append(s.tierNames, name)
 		if len(c.errs) == before {
-			tierSpecs[name] = full
+			tierSpecs[key] = full
 		} else {
-			broken[name] = true
+			broken[key] = true
 		}
 	}
 	def := doc.DefaultTier
 	if def == "" {
 		def = "free"
 	}
-	switch t := s.tiers[def]; {
+	switch t := s.tiers[strings.ToLower(def)]; {
 	case t != nil:
 		s.defaultTier = t
-	case broken[def]:
+	case broken[strings.ToLower(def)]:
 	case doc.DefaultTier != "":
 		c.errorf([]string{"default_tier"}, "unknown tier %q (tiers: %s)", def, strings.Join(s.tierNames, ", "))
 	default:
@@ -136,20 +161,26 @@ func (c *compiler) compile(doc Doc) *Set {
 			c.errorf(path, "tenant name must be 1-64 letters, digits, '_', '.' or '-'")
 			continue
 		}
+		if ten.Class != "" {
+			c.errorf(append(path, "class"), "class belongs to a tier, not a tenant: the tenant has its tier's")
+		}
+		c.noClass(ten.Endpoints, path)
 		tier := ten.Tier
 		if tier == "" {
 			tier = def
 		}
-		tierSpec, ok := tierSpecs[tier]
+		key := strings.ToLower(tier)
+		tierSpec, ok := tierSpecs[key]
 		if !ok {
-			if !broken[tier] { // a broken tier is reported once, not again for each tenant
+			if !broken[key] { // a broken tier is reported once, not again for each tenant
 				c.errorf(append(path, "tier"), "unknown tier %q (tiers: %s)", tier, strings.Join(s.tierNames, ", "))
 			}
 			continue
 		}
 		merged := merge(tierSpec, ten.Spec)
 		merged.Endpoints = ten.Endpoints
-		s.tenants[name] = c.table(tier, name, name, merged, tierSpec.Endpoints, path)
+		base := s.tiers[key].base
+		s.tenants[name] = c.table(Tier{Name: base.Tier, Class: base.Class}, name, name, merged, tierSpec.Endpoints, path)
 	}
 	c.keyList(doc.Deny, s.deny, "deny")
 	c.keyList(doc.Allow, s.allow, "allow")
@@ -161,18 +192,29 @@ func (c *compiler) compile(doc Doc) *Set {
 	return s
 }
 
+// noClass reports a class set on an endpoint override: a class is the
+// tier's alone.
+func (c *compiler) noClass(endpoints map[string]Spec, path []string) {
+	for _, pattern := range sortedKeys(endpoints) {
+		if endpoints[pattern].Class != "" {
+			c.errorf(append(append([]string(nil), path...), "endpoints", pattern, "class"),
+				"class belongs to a tier, not an endpoint: every endpoint has its tier's")
+		}
+	}
+}
+
 // table compiles an owner's base rule and its endpoint overrides. For a
 // tenant, inherited holds its tier's overrides: an endpoint rule merges, in
 // order, the tier, the tenant, the tier's endpoint override and the
 // tenant's, so the more specific endpoint always wins and the tenant wins
 // over its tier at the same specificity.
-func (c *compiler) table(tier, name, tenant string, spec Spec, inherited map[string]Spec, path []string) *ruleTable {
+func (c *compiler) table(tier Tier, name, tenant string, spec Spec, inherited map[string]Spec, path []string) *ruleTable {
 	t := &ruleTable{exact: make(map[string]*Rule)}
 	t.base = c.rule(spec, path)
 	if t.base == nil {
 		t.base = &Rule{}
 	}
-	t.base.Name, t.base.Tier, t.base.Tenant = name, tier, tenant
+	t.base.Name, t.base.Tier, t.base.Class, t.base.Tenant = name, tier.Name, tier.Class, tenant
 	patterns := make(map[string]bool)
 	for p := range inherited {
 		patterns[p] = true
@@ -198,7 +240,7 @@ func (c *compiler) table(tier, name, tenant string, spec Spec, inherited map[str
 		if r == nil {
 			continue
 		}
-		r.Name, r.Tier, r.Tenant, r.Scope = name+" "+pattern, tier, tenant, pattern
+		r.Name, r.Tier, r.Class, r.Tenant, r.Scope = name+" "+pattern, tier.Name, tier.Class, tenant, pattern
 		if prefix {
 			t.prefixes = append(t.prefixes, prefixRule{method: method, path: p, rule: r})
 		} else {

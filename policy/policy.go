@@ -15,14 +15,55 @@ const (
 	MLOff    MLMode = "off"    // deterministic budget only
 )
 
+// Class says how a tier is protected. Enterprise-class tiers are what the
+// enterprise guardrail protects, what the enterprise feature and reports
+// count, and what rewards weigh as enterprise.
+type Class string
+
+// Classes.
+const (
+	ClassStandard   Class = "standard"
+	ClassEnterprise Class = "enterprise"
+)
+
+// DefaultClass is the class of a tier whose file gives none: enterprise
+// for a tier named enterprise, in any case; standard for any other.
+func DefaultClass(tier string) Class {
+	if strings.EqualFold(tier, "enterprise") {
+		return ClassEnterprise
+	}
+	return ClassStandard
+}
+
+// Tier is a tier the policy file defines.
+type Tier struct {
+	// Name is the tier's canonical name: as the file spells it under tiers.
+	Name string
+	// Class is the tier's class. "" (a Tier built in Go, or read from a
+	// record written before classes existed) means DefaultClass(Name).
+	Class Class
+}
+
+// Enterprise reports whether t is enterprise-class.
+func (t Tier) Enterprise() bool {
+	if t.Class == "" {
+		return DefaultClass(t.Name) == ClassEnterprise
+	}
+	return t.Class == ClassEnterprise
+}
+
 // Rule is a resolved policy: what bounds one key's budget on one endpoint.
 // Rules are shared and must not be modified.
 type Rule struct {
 	// Name identifies the rule in RateLimit-Policy headers: the tier, the
 	// tenant, or either followed by the endpoint pattern.
 	Name string
-	// Tier is the tenant's tier; Tenant is "" for an unknown tenant.
+	// Tier is the canonical name of the tenant's tier (Tier.Name), whatever
+	// case the tenant named it in; Tenant is "" for an unknown tenant.
 	Tier, Tenant string
+	// Class is the tier's class, never "" in a compiled Set. Compare with
+	// Enterprise, not with the tier's name.
+	Class Class
 	// Scope is the endpoint pattern of an override, or "" when the key's
 	// whole traffic shares one budget. It keys the limiter.
 	Scope string
@@ -36,6 +77,9 @@ type Rule struct {
 	Audit          bool // every decision is written to the audit log
 }
 
+// Enterprise reports whether the rule's tier is enterprise-class.
+func (r *Rule) Enterprise() bool { return Tier{Name: r.Tier, Class: r.Class}.Enterprise() }
+
 // Budget returns the limit for multiplier m, after clamping m to
 // [Floor, Ceiling], and the multiplier used.
 func (r *Rule) Budget(m float64) (limiter.Limit, float64) {
@@ -47,7 +91,7 @@ func (r *Rule) Budget(m float64) (limiter.Limit, float64) {
 // use.
 type Set struct {
 	defaultTier *ruleTable
-	tiers       map[string]*ruleTable
+	tiers       map[string]*ruleTable // by lower-case name
 	tenants     map[string]*ruleTable
 	deny, allow map[string]struct{}
 	tierNames   []string
@@ -121,15 +165,18 @@ func (s *Set) Denied(key string) bool { _, ok := s.deny[key]; return ok }
 // Allowed reports whether key is on the allow list.
 func (s *Set) Allowed(key string) bool { _, ok := s.allow[key]; return ok }
 
-// Tiers returns the tier names, sorted.
+// Tiers returns the tiers' canonical names, sorted.
 func (s *Set) Tiers() []string { return append([]string(nil), s.tierNames...) }
 
-// Tier returns a tier's base rule, or nil.
-func (s *Set) Tier(name string) *Rule {
-	if t := s.tiers[name]; t != nil {
-		return t.base
+// Tier returns the tier named name, matched case-insensitively, for callers
+// that have a tier's name but no Rule; false when the set has no such tier.
+// It does not allocate when name is in lower case.
+func (s *Set) Tier(name string) (Tier, bool) {
+	t := s.tiers[strings.ToLower(name)]
+	if t == nil {
+		return Tier{}, false
 	}
-	return nil
+	return Tier{Name: t.base.Tier, Class: t.base.Class}, true
 }
 
 // DefaultTier returns the base rule of the default tier.

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -88,9 +89,161 @@ func TestResolve(t *testing.T) {
 			}
 		})
 	}
-	if r := s.Resolve("acme", "GET /"); !r.Audit || r.Floor != 1 || r.Ceiling != 4 || r.Tier != "enterprise" || r.Tenant != "acme" {
-		t.Fatalf("acme inherits enterprise's floor, ceiling and audit: %+v", r)
+	if r := s.Resolve("acme", "GET /"); !r.Audit || r.Floor != 1 || r.Ceiling != 4 || r.Tier != "enterprise" || r.Tenant != "acme" || !r.Enterprise() {
+		t.Fatalf("acme inherits enterprise's floor, ceiling, audit and class: %+v", r)
 	}
+}
+
+// classes names its tiers in mixed case and sets classes both ways.
+const classes = `
+default_tier: FREE
+tiers:
+  Free: {rate: 10}
+  Pro: {rate: 100}
+  gold:
+    rate: 100
+    class: enterprise
+    endpoints:
+      "POST /v1/payments": {rate: 50}
+  Enterprise: {rate: 1000, class: standard}
+  ENTERPRISE-EU: {rate: 1000}
+tenants:
+  acme: {tier: GOLD}
+  initech: {tier: enterprise}
+  hooli: {tier: pRo}
+`
+
+// TestTierMatchIsCaseInsensitive: a tenant, default_tier and Set.Tier may
+// name a tier in any case; rules carry the name as the tiers section
+// spells it.
+func TestTierMatchIsCaseInsensitive(t *testing.T) {
+	s := compile(t, classes)
+	resolved := map[string]struct{ tenant, tier string }{
+		"upper-case tenant tier":  {"acme", "gold"},
+		"lower-case tenant tier":  {"initech", "Enterprise"},
+		"mixed-case tenant tier":  {"hooli", "Pro"},
+		"upper-case default tier": {"nobody", "Free"},
+	}
+	for name, c := range resolved {
+		t.Run(name, func(t *testing.T) {
+			if r := s.Resolve(c.tenant, "GET /x"); r.Tier != c.tier {
+				t.Fatalf("Resolve(%q).Tier = %q, want %q", c.tenant, r.Tier, c.tier)
+			}
+		})
+	}
+	looked := map[string]string{"free": "Free", "FREE": "Free", "Gold": "gold", "enterprise-eu": "ENTERPRISE-EU"}
+	for name, want := range looked {
+		t.Run("Tier("+name+")", func(t *testing.T) {
+			if got, ok := s.Tier(name); !ok || got.Name != want {
+				t.Fatalf("Tier(%q) = %+v, %v; want %q", name, got, ok, want)
+			}
+		})
+	}
+	if got, ok := s.Tier("platinum"); ok {
+		t.Fatalf("Tier(platinum) = %+v, want none", got)
+	}
+	if n := testing.AllocsPerRun(100, func() { s.Tier("gold") }); n != 0 {
+		t.Fatalf("Tier with a lower-case name allocates %.0f times", n)
+	}
+}
+
+// TestTierClass: class defaults by name (enterprise in any case) and the
+// file overrides it both ways; tenants and endpoint overrides carry it.
+func TestTierClass(t *testing.T) {
+	s := compile(t, classes)
+	cases := map[string]struct {
+		tenant, endpoint string
+		class            Class
+	}{
+		"named free: standard":                {"nobody", "GET /", ClassStandard},
+		"named pro: standard":                 {"hooli", "GET /", ClassStandard},
+		"class enterprise overrides the name": {"acme", "GET /", ClassEnterprise},
+		"an endpoint override has the class":  {"acme", "POST /v1/payments", ClassEnterprise},
+		"class standard overrides the name":   {"initech", "GET /", ClassStandard},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			r := s.Resolve(c.tenant, c.endpoint)
+			if r.Class != c.class || r.Enterprise() != (c.class == ClassEnterprise) {
+				t.Fatalf("Resolve(%q, %q): class %q, Enterprise %v; want %q", c.tenant, c.endpoint, r.Class, r.Enterprise(), c.class)
+			}
+		})
+	}
+	byName := map[string]bool{"free": false, "Pro": false, "GOLD": true, "enterprise": false, "enterprise-eu": false}
+	for name, want := range byName {
+		if got, _ := s.Tier(name); got.Enterprise() != want {
+			t.Errorf("Tier(%q).Enterprise() = %v, want %v", name, got.Enterprise(), want)
+		}
+	}
+	def := compile(t, "tiers:\n  free: {rate: 1}\n  ENTERPRISE: {rate: 5}\n")
+	if got, _ := def.Tier("enterprise"); got.Class != ClassEnterprise {
+		t.Errorf("a tier named ENTERPRISE without a class is %q, want enterprise", got.Class)
+	}
+}
+
+// TestTierZeroClass: a Tier or Rule built without a class (in Go, or from a
+// record written before classes) is classed by name.
+func TestTierZeroClass(t *testing.T) {
+	cases := map[string]struct {
+		tier Tier
+		want bool
+	}{
+		"enterprise by name":  {Tier{Name: "Enterprise"}, true},
+		"other name":          {Tier{Name: "gold"}, false},
+		"explicit class wins": {Tier{Name: "enterprise", Class: ClassStandard}, false},
+		"explicit enterprise": {Tier{Name: "gold", Class: ClassEnterprise}, true},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			r := Rule{Tier: c.tier.Name, Class: c.tier.Class}
+			if c.tier.Enterprise() != c.want || r.Enterprise() != c.want {
+				t.Fatalf("%+v: Tier.Enterprise %v, Rule.Enterprise %v; want %v", c.tier, c.tier.Enterprise(), r.Enterprise(), c.want)
+			}
+		})
+	}
+}
+
+// FuzzCompile: any policies document compiles or fails with errors naming
+// the file; a compiled set finds each of its tiers in any case, gives each
+// a class, and resolves every tenant to a tier it defines, with that
+// tier's class.
+func FuzzCompile(f *testing.F) {
+	for _, seed := range []string{doc, classes,
+		"tiers:\n  free: {rate: 1, class: Enterprise}\n",
+		"tiers:\n  a: {rate: 1}\n  A: {rate: 2}\ndefault_tier: a\n",
+		"tiers:\n  free: {rate: 1}\ntenants:\n  t: {tier: FREE, class: standard}\n",
+		"tiers:\n  free: {rate: 1, endpoints: {\"/x\": {rate: 1, class: enterprise}}}\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var d Doc
+		yd, err := yamlx.Decode("fuzz.yaml", data, &d)
+		if err != nil {
+			return
+		}
+		s, err := Compile(d, yd)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "fuzz.yaml") {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			return
+		}
+		classOf := map[string]Class{}
+		for _, name := range s.Tiers() {
+			tier, ok := s.Tier(strings.ToUpper(name))
+			if !ok || tier.Name != name || (tier.Class != ClassStandard && tier.Class != ClassEnterprise) {
+				t.Fatalf("Tier(%q) = %+v, %v", strings.ToUpper(name), tier, ok)
+			}
+			classOf[name] = tier.Class
+		}
+		for tenant := range d.Tenants {
+			r := s.Resolve(tenant, "GET /")
+			if c, ok := classOf[r.Tier]; !ok || c != r.Class {
+				t.Fatalf("tenant %q resolves to tier %q class %q; the set's tiers: %v", tenant, r.Tier, r.Class, classOf)
+			}
+		}
+	})
 }
 
 func TestBudgetClampsMultiplier(t *testing.T) {

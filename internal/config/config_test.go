@@ -33,6 +33,10 @@ func TestBadFiles(t *testing.T) {
 		"bad_syntax.yaml":                  `testdata/bad_syntax.yaml:2: invalid YAML: did not find expected key`,
 		"bad_deny_and_allow.yaml":          `testdata/bad_deny_and_allow.yaml:6: policies.allow: key "k1" is on both the deny and the allow list`,
 		"bad_tier_missing_rate.yaml":       `testdata/bad_tier_missing_rate.yaml:4: policies.tiers.free: rate is required for a tier`,
+		"bad_tier_class.yaml":              `testdata/bad_tier_class.yaml:6: policies.tiers.gold.class: class is "premium", want enterprise or standard`,
+		"bad_tier_case_duplicate.yaml":     `testdata/bad_tier_case_duplicate.yaml:5: policies.tiers.pro: tier "pro" differs from tier "Pro" only in case: tier names match case-insensitively`,
+		"bad_tenant_class.yaml":            `testdata/bad_tenant_class.yaml:7: policies.tenants.acme.class: class belongs to a tier, not a tenant: the tenant has its tier's`,
+		"bad_endpoint_class.yaml":          `testdata/bad_endpoint_class.yaml:8: policies.tiers.free.endpoints.POST /v1/payments.class: class belongs to a tier, not an endpoint: every endpoint has its tier's`,
 		"bad_server_value.yaml":            `testdata/bad_server_value.yaml:3: server.log_level: "loud", want debug, info, warn or error`,
 		"bad_redis_no_addrs.yaml":          `testdata/bad_redis_no_addrs.yaml:2: redis.addrs: at least one host:port is required`,
 		"bad_empty.yaml":                   `testdata/bad_empty.yaml: file is empty`,
@@ -102,9 +106,9 @@ func TestDefaultIsTheExampleFile(t *testing.T) {
 	if d.Redis != nil || d.Path != "" {
 		t.Fatalf("embedded default must be in-memory and unwatched, got redis=%v path=%q", d.Redis, d.Path)
 	}
-	for _, tier := range []string{"free", "pro", "enterprise"} {
-		if d.Policies.Tier(tier) == nil {
-			t.Errorf("embedded default lacks tier %q", tier)
+	for tier, enterprise := range map[string]bool{"free": false, "pro": false, "enterprise": true} {
+		if got, ok := d.Policies.Tier(tier); !ok || got.Enterprise() != enterprise {
+			t.Errorf("embedded default: tier %q = %+v, %v; want it, enterprise-class %v", tier, got, ok, enterprise)
 		}
 	}
 }
