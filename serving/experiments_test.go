@@ -17,6 +17,7 @@ import (
 	"github.com/devflow/flowguard/experiments"
 	"github.com/devflow/flowguard/internal/config"
 	"github.com/devflow/flowguard/internal/devkafka"
+	"github.com/devflow/flowguard/pipeline"
 	"github.com/devflow/flowguard/rewards"
 	"github.com/segmentio/kafka-go"
 )
@@ -79,7 +80,7 @@ func writeExpConfig(t *testing.T, dir, exps string) (*config.Loaded, expFiles) {
 
 // expTeeLog keeps every decision-log record and passes it on.
 type expTeeLog struct {
-	next decisionLog
+	next pipeline.DecisionLog
 	mu   sync.Mutex
 	recs []rewards.Record
 }
@@ -110,12 +111,12 @@ func startExpTee(t *testing.T, cfg *config.Loaded) (*testServer, *expTeeLog) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tee := &expTeeLog{next: srv.ml.dlog}
-	srv.ml.dlog = tee
+	tee := &expTeeLog{next: srv.pipe.DecisionLog()}
+	srv.pipe.SetDecisionLog(tee)
 	return serveOn(t, srv), tee
 }
 
-func explainOf(t *testing.T, ts *testServer, key, tenant string) Explanation {
+func explainOf(t *testing.T, ts *testServer, key, tenant string) explanation {
 	t.Helper()
 	resp, err := client.Get(ts.URL + "/v1/keys/" + key + "/explain?tenant=" + tenant)
 	if err != nil {
@@ -126,7 +127,7 @@ func explainOf(t *testing.T, ts *testServer, key, tenant string) Explanation {
 	if resp.StatusCode != 200 {
 		t.Fatalf("explain %s: %d %s", key, resp.StatusCode, b)
 	}
-	return decode[Explanation](t, b)
+	return decode[explanation](t, b)
 }
 
 // TestDecisionsCarryExperimentAndVariant: over HTTP, every decision of a
@@ -270,7 +271,7 @@ func TestGuardrailStopsHarmfulVariantAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
 	cfg, files := writeExpConfig(t, dir, harmful)
 	ts, _ := startExpTee(t, cfg)
-	if err := ts.ml.model.Store(biasedModel(t, ts.ml, 0.25, time.Now())); err != nil {
+	if err := ts.pipe.InstallBandit(biasedModel(t, ts.pipe, 0.25, time.Now())); err != nil {
 		t.Fatal(err)
 	}
 	a, _ := experiments.NewAssigner(cfg.ExperimentsConfig)
@@ -282,7 +283,7 @@ func TestGuardrailStopsHarmfulVariantAcrossRestart(t *testing.T) {
 		}
 	}
 	// Free keys are not targeted: no experiment, today's behaviour.
-	if d := decideAs(t, ts, "k_free_1", ""); d.Experiment != "" || d.Variant != variantBandit {
+	if d := decideAs(t, ts, "k_free_1", ""); d.Experiment != "" || d.Variant != pipeline.VariantBandit {
 		t.Errorf("untargeted key: %+v", d)
 	}
 	var arms = map[string]int{}
@@ -334,7 +335,7 @@ func TestGuardrailStopsHarmfulVariantAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts2, _ := startExpTee(t, cfg2)
-	if err := ts2.ml.model.Store(biasedModel(t, ts2.ml, 0.25, time.Now())); err != nil {
+	if err := ts2.pipe.InstallBandit(biasedModel(t, ts2.pipe, 0.25, time.Now())); err != nil {
 		t.Fatal(err)
 	}
 	for _, key := range tight[:5] {
@@ -423,8 +424,8 @@ experiments:
 	factor := 4 / cfg.ML.Exploration
 	// A weakly trained model: arms' scores overlap, so the exploration
 	// scale changes the choice probabilities.
-	ml := ts.Server.ml
-	bcfg := ml.model.Load().Config()
+	pipe := ts.Server.pipe
+	bcfg := pipe.Model().Config()
 	bcfg.ModelID = "weak"
 	l, err := bandit.NewLearner(bcfg)
 	if err != nil {
@@ -436,7 +437,7 @@ experiments:
 		for j := range x {
 			x[j] = r.Float64()
 		}
-		if err := l.Update(x, i%len(ml.arms), 0.1*float64(i%len(ml.arms))+r.NormFloat64()); err != nil {
+		if err := l.Update(x, i%len(pipe.Arms()), 0.1*float64(i%len(pipe.Arms()))+r.NormFloat64()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -444,7 +445,7 @@ experiments:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ml.model.Store(weak); err != nil {
+	if err := pipe.InstallBandit(weak); err != nil {
 		t.Fatal(err)
 	}
 	differs := 0
@@ -458,7 +459,7 @@ experiments:
 			t.Fatalf("%s: records %+v", key, recs)
 		}
 		r := recs[0]
-		snap := ts.Server.ml.model.Load()
+		snap := ts.Server.pipe.Model()
 		if snap.Version() != r.ModelVersion {
 			continue // the learner published in between
 		}

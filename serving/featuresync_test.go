@@ -33,7 +33,7 @@ func explainFeatures(t *testing.T, ts *testServer, key string) map[string]float6
 	if resp.StatusCode != 200 {
 		t.Fatalf("explain %s: %d %s", key, resp.StatusCode, b)
 	}
-	return decode[Explanation](t, b).Features
+	return decode[explanation](t, b).Features
 }
 
 func sendFrom(t *testing.T, ts *testServer, key string, n, ipBase, ips int) {

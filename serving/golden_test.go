@@ -176,7 +176,7 @@ func installGoldenModel(t *testing.T, ts *testServer, cfg *config.Loaded, at tim
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ts.ml.model.Store(snap); err != nil {
+	if err := ts.pipe.InstallBandit(snap); err != nil {
 		t.Fatal(err)
 	}
 }

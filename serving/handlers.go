@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/devflow/flowguard/pipeline"
 )
 
 // Handler returns the service's router. Every response to a client error is
@@ -183,9 +185,9 @@ func (s *Server) handleCheck(ctx *fasthttp.RequestCtx) {
 	d := s.decide(context.Background(), &req)
 	status := fasthttp.StatusOK
 	switch d.Action {
-	case ActionThrottle:
+	case pipeline.ActionThrottle:
 		status = fasthttp.StatusTooManyRequests
-	case ActionBlock:
+	case pipeline.ActionBlock:
 		status = fasthttp.StatusForbidden
 	}
 	s.writeDecision(ctx, &d, status)
@@ -334,7 +336,7 @@ func (s *Server) handleOutcomes(ctx *fasthttp.RequestCtx) {
 		s.writeError(ctx, apiErr)
 		return
 	}
-	s.ml.feats.ObserveOutcome(key, o, s.ml.now())
+	s.pipe.Features().ObserveOutcome(key, o, s.pipe.Now())
 	ctx.SetContentType("application/json")
 	ctx.SetBodyString(`{"status":"recorded"}`)
 }

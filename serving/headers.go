@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/devflow/flowguard/pipeline"
 )
 
 // setRateLimitHeaders sets the IETF httpapi draft-11 fields and their
@@ -20,17 +22,17 @@ import (
 // whole-second window with its quota scaled to match.
 func setRateLimitHeaders(h *fasthttp.ResponseHeader, d *Decision) {
 	var buf [160]byte
-	q, w := quotaWindow(d.limit.Rate, d.limit.Period)
+	q, w := quotaWindow(d.Budget.Rate, d.Budget.Period)
 	reset := (d.ResetMS + 999) / 1000
 
-	b := appendSFString(buf[:0], d.rule.Name)
+	b := appendSFString(buf[:0], d.Rule.Name)
 	b = append(b, ";q="...)
 	b = strconv.AppendInt(b, q, 10)
 	b = append(b, ";w="...)
 	b = strconv.AppendInt(b, w, 10)
 	h.SetBytesV("RateLimit-Policy", b)
 
-	b = appendSFString(buf[:0], d.rule.Name)
+	b = appendSFString(buf[:0], d.Rule.Name)
 	b = append(b, ";r="...)
 	b = strconv.AppendInt(b, d.Remaining, 10)
 	b = append(b, ";t="...)
@@ -40,7 +42,7 @@ func setRateLimitHeaders(h *fasthttp.ResponseHeader, d *Decision) {
 	h.SetBytesV("RateLimit-Limit", strconv.AppendInt(buf[:0], q, 10))
 	h.SetBytesV("RateLimit-Remaining", strconv.AppendInt(buf[:0], d.Remaining, 10))
 	h.SetBytesV("RateLimit-Reset", strconv.AppendInt(buf[:0], reset, 10))
-	if d.Action == ActionThrottle {
+	if d.Action == pipeline.ActionThrottle {
 		retry := (d.RetryAfterMS + 999) / 1000
 		if d.RetryAfterMS < 0 { // never passes at this cost: point at the window
 			retry = w

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/devflow/flowguard/features"
 	"github.com/devflow/flowguard/internal/config"
 )
 
@@ -182,10 +183,13 @@ func waitEpochsEnd(t testing.TB, ts *testServer, keys ...string) {
 	t.Helper()
 	waitUntil(t, 10*time.Second, "the keys' epochs to end", func() bool {
 		for _, k := range keys {
-			if _, ok := ts.Server.ml.current(k); ok {
+			if ts.Server.pipe.HasEpoch(k) {
 				return false
 			}
 		}
 		return true
 	})
 }
+
+// ctxDim is the bandit's context: the feature vector, then the risk score.
+const ctxDim = features.Dim + 1

@@ -6,13 +6,15 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/devflow/flowguard/internal/config"
-	"github.com/devflow/flowguard/rewards"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/segmentio/kafka-go/sasl/scram"
+
+	"github.com/devflow/flowguard/internal/config"
+	"github.com/devflow/flowguard/pipeline"
+	"github.com/devflow/flowguard/rewards"
 )
 
 // KafkaTransport returns kafka-go's transport for the configured TLS and
@@ -66,7 +68,7 @@ func kafkaClients(k *config.Kafka) (*kafka.Transport, *kafka.Dialer, error) {
 }
 
 // teeLog sends each record to every log.
-type teeLog []decisionLog
+type teeLog []pipeline.DecisionLog
 
 func (t teeLog) Log(r rewards.Record) bool {
 	ok := true
@@ -102,10 +104,10 @@ func (s *Server) startKafka(k *config.Kafka) error {
 	if s.kdialer, err = KafkaDialer(k); err != nil {
 		return err
 	}
-	if s.ml.dlog != nil {
-		s.ml.dlog = teeLog{s.klog, s.ml.dlog}
+	if l := s.pipe.DecisionLog(); l != nil {
+		s.pipe.SetDecisionLog(teeLog{s.klog, l})
 	} else {
-		s.ml.dlog = s.klog
+		s.pipe.SetDecisionLog(s.klog)
 	}
 	if s.labels != nil {
 		s.labels = teeLabels{s.klabels, s.labels} // Kafka first: durable before acknowledged

@@ -8,8 +8,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/devflow/flowguard/rewards"
 	"github.com/valyala/fasthttp"
+
+	"github.com/devflow/flowguard/rewards"
 )
 
 // maxLabelsPerCall bounds one POST /v1/labels.
@@ -63,7 +64,7 @@ func (s *Server) handleLabels(ctx *fasthttp.RequestCtx) {
 	}
 	labels := make([]rewards.Label, len(raws))
 	for i, raw := range raws {
-		l, err := rewards.ParseLabelAt(raw, s.ml.now(), s.cfg.ML.LabelHorizon)
+		l, err := rewards.ParseLabelAt(raw, s.pipe.Now(), s.cfg.ML.LabelHorizon)
 		if err != nil {
 			s.metrics.labels.WithLabelValues("invalid").Inc()
 			s.writeError(ctx, badRequest(rewards.ErrorCode(err), fmt.Sprintf("label %d: %v", i, err)))
@@ -77,7 +78,7 @@ func (s *Server) handleLabels(ctx *fasthttp.RequestCtx) {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := s.labels.Send(sctx, labels, s.ml.now()); err != nil {
+	if err := s.labels.Send(sctx, labels, s.pipe.Now()); err != nil {
 		s.metrics.labels.WithLabelValues("unavailable").Inc()
 		s.log.Warn("labels not taken", "n", len(labels), "err", err)
 		ctx.Response.Header.Set("Retry-After", "1")

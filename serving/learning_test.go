@@ -30,7 +30,7 @@ func expectedMultiplier(t testing.TB, ts *testServer, key string) float64 {
 	if resp.StatusCode != 200 {
 		t.Fatalf("explain: %d %s", resp.StatusCode, b)
 	}
-	e := decode[Explanation](t, b)
+	e := decode[explanation](t, b)
 	m := 0.0
 	for _, a := range e.Arms {
 		m += a.Probability * a.Multiplier

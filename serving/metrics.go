@@ -1,14 +1,17 @@
 package serving
 
 import (
-	"github.com/devflow/flowguard/rewards"
 	"strconv"
 	"sync"
 	"sync/atomic"
 
-	"github.com/devflow/flowguard/limiter"
+	"github.com/devflow/flowguard/pipeline"
+	"github.com/devflow/flowguard/rewards"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/devflow/flowguard/limiter"
 )
 
 // metrics is the service's non-global registry. Every metric is named
@@ -38,8 +41,8 @@ type metrics struct {
 }
 
 var (
-	actions = [...]string{ActionAllow, ActionThrottle, ActionBlock}
-	sources = [...]string{SourceML, SourceDeterministic, SourceFallback}
+	actions = [...]string{pipeline.ActionAllow, pipeline.ActionThrottle, pipeline.ActionBlock}
+	sources = [...]string{pipeline.SourceML, pipeline.SourceDeterministic, pipeline.SourceFallback}
 )
 
 type tierCounters [len(actions)][len(sources)]prometheus.Counter
@@ -74,7 +77,7 @@ func newMetrics(remote *limiter.Resilient) *metrics {
 		Name: "flowguard_ml_fallbacks_total",
 		Help: "Decisions that got the deterministic budget because of the ML layer, by reason.",
 	}, []string{"reason"})
-	for _, r := range fallbackReasons[1:] {
+	for _, r := range pipeline.FallbackReasons {
 		m.mlFallbacks.WithLabelValues(r)
 	}
 	m.localOnly = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -153,12 +156,12 @@ func newMetrics(remote *limiter.Resilient) *metrics {
 
 // countDecision counts d without allocating once its tier has been seen.
 func (m *metrics) countDecision(d *Decision) {
-	tier := d.rule.Tier
+	tier := d.Rule.Tier
 	tc := (*m.cache.Load())[tier]
 	if tc == nil {
 		tc = m.addTier(tier)
 	}
-	tc[actionIndex(d.Action)][sourceIndex(d.source)].Inc()
+	tc[actionIndex(d.Action)][sourceIndex(d.Source)].Inc()
 }
 
 func (m *metrics) addTier(tier string) *tierCounters {
@@ -185,9 +188,9 @@ func (m *metrics) addTier(tier string) *tierCounters {
 
 func actionIndex(a string) int {
 	switch a {
-	case ActionAllow:
+	case pipeline.ActionAllow:
 		return 0
-	case ActionThrottle:
+	case pipeline.ActionThrottle:
 		return 1
 	}
 	return 2
@@ -195,9 +198,9 @@ func actionIndex(a string) int {
 
 func sourceIndex(s string) int {
 	switch s {
-	case SourceML:
+	case pipeline.SourceML:
 		return 0
-	case SourceDeterministic:
+	case pipeline.SourceDeterministic:
 		return 1
 	}
 	return 2
@@ -232,12 +235,12 @@ func (m *metrics) response(handler string, code int) prometheus.Counter {
 }
 
 // registerML adds gauges read from the ML stage at scrape time.
-func (m *metrics) registerML(ml *mlStage) {
+func (m *metrics) registerML(p *pipeline.Pipeline) {
 	m.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "flowguard_ml_model_version", Help: "Version of the bandit snapshot in use; 0 before the first.",
 		}, func() float64 {
-			if s := ml.model.Load(); s != nil {
+			if s := p.Model(); s != nil {
 				return float64(s.Version())
 			}
 			return 0
@@ -245,18 +248,18 @@ func (m *metrics) registerML(ml *mlStage) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "flowguard_ml_model_age_seconds", Help: "Age of the bandit snapshot in use; -1 before the first.",
 		}, func() float64 {
-			if s := ml.model.Load(); s != nil {
-				return ml.now().Sub(ml.modelTime(s)).Seconds()
+			if age, ok := p.ModelAge(); ok {
+				return age.Seconds()
 			}
 			return -1
 		}),
-		variantModelCollector{ml},
+		variantModelCollector{p},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "flowguard_features_keys", Help: "Keys whose features this instance holds.",
-		}, func() float64 { return float64(ml.feats.Len()) }),
+		}, func() float64 { return float64(p.Features().Len()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "flowguard_features_rejected_total", Help: "Feature updates refused because ml.max_keys keys are held.",
-		}, func() float64 { return float64(ml.feats.Stats().Rejected) }),
+		}, func() float64 { return float64(p.Features().Stats().Rejected) }),
 	)
 }
 
@@ -293,11 +296,10 @@ func (m *metrics) registerFeatureSync(fs *featureSync) {
 }
 
 // registerLearner adds the embedded learner's metrics.
-func (m *metrics) registerLearner(ml *mlStage) {
-	if ml.local == nil {
+func (m *metrics) registerLearner(q *rewards.Queue, l *rewards.Local) {
+	if l == nil {
 		return
 	}
-	q, l := ml.queue, ml.local
 	stat := func(name, help string, get func(s rewardsStats) int64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
 			func() float64 { return float64(get(l.Stats())) })
@@ -329,7 +331,7 @@ var (
 )
 
 // variantModelCollector reports the variant models installed.
-type variantModelCollector struct{ ml *mlStage }
+type variantModelCollector struct{ p *pipeline.Pipeline }
 
 func (c variantModelCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descVariantModelVersion
@@ -337,11 +339,7 @@ func (c variantModelCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c variantModelCollector) Collect(ch chan<- prometheus.Metric) {
-	vs := c.ml.variants.Load()
-	if vs == nil {
-		return
-	}
-	for key, s := range *vs {
+	for key, s := range c.p.VariantModels() {
 		if s == nil {
 			continue
 		}

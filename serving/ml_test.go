@@ -16,6 +16,7 @@ import (
 	"github.com/devflow/flowguard/bandit"
 	"github.com/devflow/flowguard/features"
 	"github.com/devflow/flowguard/internal/config"
+	"github.com/devflow/flowguard/pipeline"
 )
 
 // mlPolicies exercises every ML mode: free (on, auto_block, floor 0.5),
@@ -62,9 +63,10 @@ func decideAs(t testing.TB, ts *testServer, key, tenant string) wireDecision {
 
 // biasedModel returns a snapshot that learned, from made-up rewards, that
 // the arm with the given multiplier is by far the best for every context.
-func biasedModel(t testing.TB, ml *mlStage, best float64, at time.Time) *bandit.Snapshot {
+func biasedModel(t testing.TB, pipe *pipeline.Pipeline, best float64, at time.Time) *bandit.Snapshot {
 	t.Helper()
-	cfg := ml.model.Load().Config()
+	arms := pipe.Arms()
+	cfg := pipe.Model().Config()
 	cfg.ModelID = fmt.Sprintf("prefers-x%v", best)
 	l, err := bandit.NewLearner(cfg)
 	if err != nil {
@@ -76,9 +78,9 @@ func biasedModel(t testing.TB, ml *mlStage, best float64, at time.Time) *bandit.
 		for j := range x {
 			x[j] = r.Float64()
 		}
-		a := r.IntN(len(ml.arms))
+		a := r.IntN(len(arms))
 		rew := -1.0
-		if ml.arms[a].Multiplier == best {
+		if arms[a].Multiplier == best {
 			rew = 5
 		}
 		if err := l.Update(x, a, rew); err != nil {
@@ -103,7 +105,7 @@ func TestEnterpriseNeverBelowFloor(t *testing.T) {
 	ts := startML(t, mlPolicies, Options{Clock: clock, Seed: 3}, nil)
 	for _, prefer := range []float64{0.25, 0.5, 1, 4, 0} {
 		if prefer > 0 {
-			if err := ts.ml.model.Store(biasedModel(t, ts.ml, prefer, now)); err != nil {
+			if err := ts.pipe.InstallBandit(biasedModel(t, ts.pipe, prefer, now)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -113,7 +115,7 @@ func TestEnterpriseNeverBelowFloor(t *testing.T) {
 			if d.Multiplier < 1 || d.Limit < 100 {
 				t.Fatalf("model preferring x%v: enterprise key got multiplier %v, limit %d (floor 1, base 100)", prefer, d.Multiplier, d.Limit)
 			}
-			if d.Variant != variantBandit || d.Fallback {
+			if d.Variant != pipeline.VariantBandit || d.Fallback {
 				t.Fatalf("enterprise decision not from the bandit: %+v", d)
 			}
 			arms[d.Arm]++
@@ -137,12 +139,12 @@ func TestEnterpriseNeverBelowFloor(t *testing.T) {
 func TestShadowEnforcesTheDeterministicBudget(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	ts := startML(t, mlPolicies, Options{Clock: func() time.Time { return now }, Seed: 5}, nil)
-	if err := ts.ml.model.Store(biasedModel(t, ts.ml, 4, now)); err != nil {
+	if err := ts.pipe.InstallBandit(biasedModel(t, ts.pipe, 4, now)); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 50; i++ {
 		d := decideAs(t, ts, fmt.Sprintf("k_shadow_%d", i), "pshadow")
-		if d.Multiplier != 1 || d.Limit != 100 || d.Variant != variantShadow || d.Arm != "" {
+		if d.Multiplier != 1 || d.Limit != 100 || d.Variant != pipeline.VariantShadow || d.Arm != "" {
 			t.Fatalf("shadow decision enforced %+v, want multiplier 1, limit 100, variant shadow", d)
 		}
 	}
@@ -153,61 +155,16 @@ func TestShadowEnforcesTheDeterministicBudget(t *testing.T) {
 	// ml: off and the allow list never consult the model.
 	for _, tc := range []struct{ key, tenant string }{{"k_old", "old"}, {"k_allowed", "acme"}} {
 		d := decideAs(t, ts, tc.key, tc.tenant)
-		if d.Variant != variantStatic || d.Multiplier != 1 || d.Arm != "" {
+		if d.Variant != pipeline.VariantStatic || d.Multiplier != 1 || d.Arm != "" {
 			t.Errorf("%s: %+v, want the static deterministic budget", tc.key, d)
 		}
-	}
-}
-
-func TestDeadlineAndPanicFallBack(t *testing.T) {
-	tests := map[string]struct {
-		hook   func(string)
-		reason string
-	}{
-		"slow model":        {func(string) { time.Sleep(50 * time.Millisecond) }, ReasonMLDeadline},
-		"panicking model":   {func(string) { panic("model exploded") }, ReasonMLError},
-		"slow, then panics": {func(string) { time.Sleep(30 * time.Millisecond); panic("late") }, ReasonMLDeadline},
-	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			deadline := 2 * time.Millisecond
-			if tc.reason != ReasonMLDeadline {
-				deadline = time.Second // the panic is immediate; a busy CI box must not turn it into a deadline
-			}
-			ts := startML(t, mlPolicies, Options{MLHook: tc.hook}, func(c *config.Loaded) { c.ML.Deadline = deadline })
-			start := time.Now()
-			d := decideAs(t, ts, "k_1", "acme")
-			took := time.Since(start)
-			if !d.Fallback || d.Reason != tc.reason || d.Decision != ActionAllow || d.Multiplier != 1 || d.Limit != 100 {
-				t.Fatalf("got %+v, want an allowed fallback with reason %s and the deterministic budget", d, tc.reason)
-			}
-			if tc.reason == ReasonMLDeadline && took > 40*time.Millisecond {
-				t.Errorf("the request waited %v for a 50ms model; the deadline is 2ms", took)
-			}
-			if got := metricValue(t, ts, `flowguard_ml_fallbacks_total{reason="`+tc.reason+`"}`); got != 1 {
-				t.Errorf("fallback metric %v, want 1", got)
-			}
-			// Concurrent requests of one key share the fallback; none is a 5xx.
-			var wg sync.WaitGroup
-			for i := 0; i < 20; i++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					resp, _ := post(t, ts.URL+"/v1/decide", `{"key":"k_2","tenant":"acme"}`)
-					if resp.StatusCode != 200 {
-						t.Errorf("status %d", resp.StatusCode)
-					}
-				}()
-			}
-			wg.Wait()
-		})
 	}
 }
 
 func TestModelFallbacks(t *testing.T) {
 	t.Run("no model", func(t *testing.T) {
 		ts := startML(t, mlPolicies, Options{}, func(c *config.Loaded) { c.ML.Learner = "remote" })
-		if d := decideAs(t, ts, "k_1", "acme"); !d.Fallback || d.Reason != ReasonNoModel || d.ModelVersion != "" {
+		if d := decideAs(t, ts, "k_1", "acme"); !d.Fallback || d.Reason != pipeline.ReasonNoModel || d.ModelVersion != "" {
 			t.Fatalf("got %+v, want fallback no_model", d)
 		}
 	})
@@ -222,10 +179,10 @@ func TestModelFallbacks(t *testing.T) {
 		mu.Lock()
 		now = now.Add(11 * time.Minute) // past max_model_age, and the maintain loop has not republished
 		mu.Unlock()
-		if d := decideAs(t, ts, "k_2", "acme"); !d.Fallback || d.Reason != ReasonStaleModel {
+		if d := decideAs(t, ts, "k_2", "acme"); !d.Fallback || d.Reason != pipeline.ReasonStaleModel {
 			t.Fatalf("got %+v, want fallback stale_model", d)
 		}
-		if err := ts.ml.local.Publish(); err != nil { // the embedded learner republishes
+		if err := ts.learner.Publish(); err != nil { // the embedded learner republishes
 			t.Fatal(err)
 		}
 		if d := decideAs(t, ts, "k_3", "acme"); d.Fallback {
@@ -241,7 +198,7 @@ func TestModelFallbacks(t *testing.T) {
 				reasons = append(reasons, d.Reason)
 			}
 		}
-		if len(reasons) == 0 || reasons[0] != ReasonFeatureStoreDown {
+		if len(reasons) == 0 || reasons[0] != pipeline.ReasonFeatureStoreDown {
 			t.Fatalf("fallbacks %v, want feature_store_down for keys beyond max_keys", reasons)
 		}
 	})
@@ -256,21 +213,21 @@ func TestRiskBlocksOnlyAutoBlockTenants(t *testing.T) {
 		for i := 0; i < 30; i++ {
 			post(t, ts.URL+"/v1/decide", fmt.Sprintf(`{"key":%q,"tenant":%q,"endpoint":"POST /login","last_status":401}`, key, tenant))
 		}
-		x := ts.ml.feats.Vector(key, ts.ml.now(), nil)
+		x := ts.pipe.Features().Vector(key, ts.pipe.Now(), nil)
 		for i := 0; i < 3000; i++ {
-			if err := ts.ml.risk.Load().Learn(x, true); err != nil {
+			if err := ts.pipe.Risk().Learn(x, true); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if r := ts.ml.risk.Load().Score(x); r < 0.9 {
+		if r := ts.pipe.Risk().Score(x); r < 0.9 {
 			t.Fatalf("risk after training %v", r)
 		}
 	}
-	ts.ml.sweepAll() // forget the epoch choices made before the model learned
-	if d := decideAs(t, ts, "k_abuser_", ""); d.Decision != ActionBlock || d.Reason != ReasonRisk {
+	ts.pipe.CloseEpochs() // forget the epoch choices made before the model learned
+	if d := decideAs(t, ts, "k_abuser_", ""); d.Decision != pipeline.ActionBlock || d.Reason != pipeline.ReasonRisk {
 		t.Fatalf("free (auto_block) abuser: %+v, want block for risk", d)
 	}
-	if d := decideAs(t, ts, "k_abuser_acme", "acme"); d.Decision == ActionBlock {
+	if d := decideAs(t, ts, "k_abuser_acme", "acme"); d.Decision == pipeline.ActionBlock {
 		t.Fatalf("enterprise (no auto_block) key was blocked: %+v", d)
 	}
 	ts.stop(t)
@@ -305,7 +262,7 @@ func TestAuditChainDetectsTampering(t *testing.T) {
 	lines := strings.SplitAfter(strings.TrimSuffix(string(data), "\n"), "\n")
 	var first AuditRecord
 	json.Unmarshal([]byte(lines[0]), &first)
-	if first.Decision != ActionBlock || first.Reason != ReasonDenyList || first.PolicyVersion == "" || first.Key != "k_denied" {
+	if first.Decision != pipeline.ActionBlock || first.Reason != pipeline.ReasonDenyList || first.PolicyVersion == "" || first.Key != "k_denied" {
 		t.Fatalf("first record %+v", first)
 	}
 	tampered := map[string]string{
@@ -359,11 +316,11 @@ func TestExplainReturnsEveryField(t *testing.T) {
 			t.Errorf("explain lacks %q", f)
 		}
 	}
-	e := decode[Explanation](t, b)
+	e := decode[explanation](t, b)
 	if len(e.Features) != features.Dim || e.Features["rate_10s"] <= 0 {
 		t.Errorf("features %v", e.Features)
 	}
-	if e.Variant != variantBandit || e.Arm == "" || e.Multiplier < 1 || e.Floor != 1 || e.Ceiling != 4 || e.ModelVersion == "" || len(e.Arms) != 4 {
+	if e.Variant != pipeline.VariantBandit || e.Arm == "" || e.Multiplier < 1 || e.Floor != 1 || e.Ceiling != 4 || e.ModelVersion == "" || len(e.Arms) != 4 {
 		t.Errorf("explanation %+v", e)
 	}
 	if len(e.RecentDecisions) != 10 || e.RecentDecisions[0].Endpoint != "GET /v1/things" {
@@ -390,7 +347,7 @@ func TestBurstShowsInFeaturesWithinASecond(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		return decode[Explanation](t, b).Features["rate_10s"]
+		return decode[explanation](t, b).Features["rate_10s"]
 	}
 	before := rate()
 	start := time.Now()
@@ -429,7 +386,7 @@ func TestOutcomesEndpoint(t *testing.T) {
 			}
 		})
 	}
-	v, _ := ts.ml.feats.Snapshot("k1", ts.ml.now())
+	v, _ := ts.pipe.Features().Snapshot("k1", ts.pipe.Now())
 	if f, ok := v.Get("error_rate"); !ok || f.Raw <= 0 {
 		t.Errorf("error_rate after reporting errors: %+v", f)
 	}
@@ -457,7 +414,7 @@ func TestExplainChangesNothing(t *testing.T) {
 	ts := startML(t, mlPolicies, Options{Clock: func() time.Time { return now }, Seed: 4}, nil)
 	first := decideAs(t, ts, "k_quiet", "acme")
 	feats := func() map[string]float64 {
-		v, _ := ts.ml.feats.Snapshot("k_quiet", now)
+		v, _ := ts.pipe.Features().Snapshot("k_quiet", now)
 		out := map[string]float64{}
 		for _, f := range v {
 			out[f.Name] = f.Raw

@@ -10,10 +10,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/devflow/flowguard/bandit"
-	"github.com/devflow/flowguard/rewards"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/devflow/flowguard/bandit"
+	"github.com/devflow/flowguard/pipeline"
+	"github.com/devflow/flowguard/rewards"
 )
 
 // modelWatcher installs, with ml.learner: remote, the model the learners
@@ -29,7 +31,7 @@ import (
 // and decisions fall back to the deterministic budget after
 // ml.max_model_age.
 type modelWatcher struct {
-	ml    *mlStage
+	pipe  *pipeline.Pipeline
 	store *rewards.RedisStore // nil: follow the models topic
 	log   *slog.Logger
 
@@ -41,8 +43,8 @@ type modelWatcher struct {
 	partsGauge              prometheus.Gauge
 }
 
-func newModelWatcher(ml *mlStage, store *rewards.RedisStore, log *slog.Logger, reg prometheus.Registerer) *modelWatcher {
-	w := &modelWatcher{ml: ml, store: store, log: log, parts: map[int]rewards.ModelPart{}, stamps: map[int]string{},
+func newModelWatcher(pipe *pipeline.Pipeline, store *rewards.RedisStore, log *slog.Logger, reg prometheus.Registerer) *modelWatcher {
+	w := &modelWatcher{pipe: pipe, store: store, log: log, parts: map[int]rewards.ModelPart{}, stamps: map[int]string{},
 		installs: prometheus.NewCounter(prometheus.CounterOpts{Name: "flowguard_model_installs_total",
 			Help: "Merged models from the remote learners installed (hot-swapped)."}),
 		bad: prometheus.NewCounter(prometheus.CounterOpts{Name: "flowguard_model_bad_parts_total",
@@ -155,7 +157,7 @@ func (w *modelWatcher) accept(p int, data []byte) bool {
 	if err == nil && part.Partition != p {
 		err = fmt.Errorf("part of partition %d published as %d", part.Partition, p)
 	}
-	if err == nil && !part.Bandit.Arms().Equal(w.ml.arms) {
+	if err == nil && !part.Bandit.Arms().Equal(w.pipe.Arms()) {
 		err = fmt.Errorf("arms %d differ from this instance's ml.arms", len(part.Bandit.Arms()))
 	}
 	if err != nil {
@@ -175,7 +177,7 @@ func (w *modelWatcher) refreshFreshness() {
 			oldest = t.UnixMicro()
 		}
 	}
-	w.ml.fresh.Store(oldest)
+	w.pipe.Heartbeat(time.UnixMicro(oldest))
 	w.partsGauge.Set(float64(len(w.parts)))
 }
 
@@ -194,7 +196,7 @@ func (w *modelWatcher) install() {
 	}
 	model, err := rewards.Combine(oldest, parts)
 	if err == nil {
-		err = w.ml.install(model)
+		err = w.pipe.Install(model)
 	}
 	switch {
 	case err == nil:

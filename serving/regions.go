@@ -11,11 +11,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/devflow/flowguard/internal/config"
-	"github.com/devflow/flowguard/limiter"
-	"github.com/devflow/flowguard/regionshare"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/devflow/flowguard/internal/config"
+	"github.com/devflow/flowguard/limiter"
+	"github.com/devflow/flowguard/pipeline"
+	"github.com/devflow/flowguard/regionshare"
 )
 
 // regionShares splits budgets across regions (config regions:, the
@@ -139,7 +141,7 @@ func (r *regionShares) observe(key string, n int64) {
 
 // regionLimiter enforces this region's share of every budget.
 type regionLimiter struct {
-	inner budgetLimiter
+	inner pipeline.Limiter
 	r     *regionShares
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/devflow/flowguard/internal/devkafka"
 	"github.com/devflow/flowguard/internal/testenv"
 	"github.com/devflow/flowguard/internal/testredis"
+	"github.com/devflow/flowguard/pipeline"
 )
 
 // regionYAML is one region of three: its own Redis, the shared Kafka,
@@ -226,25 +227,25 @@ func TestRegionModelsFromKafkaThenStaleWithoutKafka(t *testing.T) {
 		return metricValue(t, ts, "flowguard_model_installs_total") >= 1
 	})
 	d := decideAs(t, ts, "k_region_1", "devco")
-	if d.ModelVersion == "" || d.Reason == ReasonNoModel || d.Reason == ReasonStaleModel {
+	if d.ModelVersion == "" || d.Reason == pipeline.ReasonNoModel || d.Reason == pipeline.ReasonStaleModel {
 		t.Fatalf("with a fresh model: fallback %v (%s), model %q", d.Fallback, d.Reason, d.ModelVersion)
 	}
 	kc.Close() // Kafka is gone: no more parts, no more heartbeats of the learner
 	closed = true
 	cut := time.Now()
 	d = decideAs(t, ts, "k_region_2", "devco")
-	if d.ModelVersion == "" || d.Reason == ReasonStaleModel {
+	if d.ModelVersion == "" || d.Reason == pipeline.ReasonStaleModel {
 		t.Errorf("right after Kafka went away: fallback %s, want the last model", d.Reason)
 	}
 	var staleAfter time.Duration
 	waitUntil(t, 30*time.Second, "decisions falling back as stale_model", func() bool {
 		d = decideAs(t, ts, fmt.Sprintf("k_region_%d", time.Now().UnixNano()), "devco")
-		if d.Fallback && d.Reason == ReasonStaleModel {
+		if d.Fallback && d.Reason == pipeline.ReasonStaleModel {
 			staleAfter = time.Since(cut)
 			return true
 		}
 		switch d.Reason {
-		case ReasonNoModel, ReasonMLDeadline, ReasonMLError, ReasonFeatureStoreDown:
+		case pipeline.ReasonNoModel, pipeline.ReasonMLDeadline, pipeline.ReasonMLError, pipeline.ReasonFeatureStoreDown:
 			// The model's fallbacks; a limiter fallback (a slow Redis call
 			// on a loaded machine) says nothing about the model.
 			t.Fatalf("fallback %s before the model is stale", d.Reason)

@@ -92,7 +92,7 @@ func (s *Server) Reload() error {
 		s.reloadFailed(err)
 		return err
 	}
-	s.policies.Store(next.Policies)
+	s.pipe.SetPolicies(next.Policies)
 	s.current.Store(next)
 	s.reloadErr.Store(nil)
 	s.reloadedAt.Store(time.Now().UnixMilli())

@@ -13,14 +13,16 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/devflow/flowguard/internal/config"
-	"github.com/devflow/flowguard/limiter"
-	"github.com/devflow/flowguard/policy"
-	"github.com/devflow/flowguard/rewards"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fastjson"
+
+	"github.com/devflow/flowguard/experiments"
+	"github.com/devflow/flowguard/internal/config"
+	"github.com/devflow/flowguard/limiter"
+	"github.com/devflow/flowguard/pipeline"
+	"github.com/devflow/flowguard/rewards"
 )
 
 // Options configures a Server beyond its configuration file.
@@ -35,9 +37,6 @@ type Options struct {
 	// Seed seeds the bandit's random sources; the same seed, configuration
 	// and requests give the same choices. Default: from the clock.
 	Seed uint64
-	// MLHook, when set, runs inside stage 2 for every key it scores: tests
-	// use it to inject delays and panics into the ML stage.
-	MLHook func(key string)
 	// InstanceID names this instance in the state it shares through Redis.
 	// Default: host name, process id and a random suffix.
 	InstanceID string
@@ -54,12 +53,11 @@ type Options struct {
 // Server is the decision service. Create it with New, run it with Run or
 // Serve, and Close it when done.
 type Server struct {
-	cfg      *config.Loaded // as started; server and redis settings never reload
-	addr     string
-	current  atomic.Pointer[config.Loaded]
-	policies atomic.Pointer[policy.Set]
+	cfg     *config.Loaded // as started; server and redis settings never reload
+	addr    string
+	current atomic.Pointer[config.Loaded]
 
-	limiter budgetLimiter        // the one the pipeline calls: remote or local, under the region split if any
+	limiter pipeline.Limiter     // the one the pipeline calls: remote or local, under the region split if any
 	remote  *limiter.Resilient   // the Redis-backed limiter; nil without redis
 	local   *limiter.MemoryStore // the in-memory store: the limiter itself, or Redis's fallback
 	share   float64              // this instance's share of a budget when deciding alone
@@ -67,7 +65,10 @@ type Server struct {
 	leased  *limiter.LeasedStore
 	redisUp atomic.Pointer[redisHealth]
 
-	ml      *mlStage
+	pipe    *pipeline.Pipeline
+	recent  *recentLog           // each key's last decisions, for explain
+	queue   *rewards.Queue       // the embedded learner's input; nil with learner: remote
+	learner *rewards.Local       // the embedded learner; nil with learner: remote
 	labels  labelSink            // nil: no learner to send labels to
 	klog    *rewards.KafkaLog    // nil without kafka
 	klabels *rewards.KafkaLabels // nil without kafka
@@ -77,7 +78,7 @@ type Server struct {
 	fsync   *featureSync         // nil without redis
 	regions *regionShares        // nil without regions:
 	audit   *auditLog
-	exp     *expRuntime // experiments (serving/experiments.go)
+	exp     *experiments.Runtime
 	admin   *adminGuard // serving/auth.go
 
 	metrics *metrics
@@ -128,7 +129,6 @@ func New(cfg *config.Loaded, opts Options) (_ *Server, err error) {
 	}()
 	s.reloads = opts.Reloads
 	s.current.Store(cfg)
-	s.policies.Store(cfg.Policies)
 	s.reloadedAt.Store(time.Now().UnixMilli())
 	s.bufs.New = func() any { b := make([]byte, 0, 512); return &b }
 
@@ -170,12 +170,6 @@ func New(cfg *config.Loaded, opts Options) (_ *Server, err error) {
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
 	}
-	ml, err := newMLStage(cfg.ML, cfg.LearnerConfig(), cfg.Server.Region, clock, seed, opts.MLHook)
-	if err != nil {
-		return nil, fmt.Errorf("serving: ml: %w", err)
-	}
-	s.ml = ml
-	ml.timing = func(d time.Duration) { s.metrics.stage2.Observe(d.Seconds()) }
 	if cfg.Regions != nil {
 		id := opts.InstanceID
 		if id == "" {
@@ -186,23 +180,56 @@ func New(cfg *config.Loaded, opts Options) (_ *Server, err error) {
 		}
 		s.limiter = regionLimiter{inner: s.limiter, r: s.regions}
 	}
+	if s.exp, err = s.newExperiments(cfg); err != nil {
+		return nil, fmt.Errorf("serving: experiments: %w", err)
+	}
+	s.recent = newRecentLog(cfg.ML.RecentDecisions, 65536)
+	s.pipe, err = pipeline.New(cfg.Policies, pipeline.Options{
+		ML: cfg.ML, Region: cfg.Server.Region, Clock: clock, Seed: seed,
+		Limiter: s.limiter, Memory: s.local, Share: s.share, Experiments: s.exp, IDs: s.ids.next, Logger: log,
+		Events: pipeline.Events{
+			Fallback: func(reason string) { s.metrics.mlFallbacks.WithLabelValues(reason).Inc() },
+			Shadow:   func(arm string) { s.metrics.shadowChoices.WithLabelValues(arm).Inc() },
+			Panic: func(p any, keyLen int) {
+				s.log.Error("decision pipeline panicked; answering from memory", "panic", p, "key_len", keyLen)
+				s.metrics.panics.Inc()
+			},
+			Stage2: func(d time.Duration) { s.metrics.stage2.Observe(d.Seconds()) },
+			Observed: func(key string) {
+				if s.fsync != nil {
+					s.fsync.touch(key)
+				}
+			},
+			Local:    s.featuresLocalOnly,
+			LocalRun: func(why string) { s.metrics.localOnly.WithLabelValues(why).Inc() },
+			Decided:  s.recordDecision,
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("serving: ml: %w", err)
+	}
+	if cfg.ML.Learner == "embedded" {
+		s.queue = rewards.NewQueue(cfg.ML.LogBuffer)
+		s.pipe.SetDecisionLog(s.queue)
+		s.learner, err = rewards.NewLocal(cfg.LearnerConfig(), s.queue, s.pipe.Install, rewards.LocalOptions{
+			PublishEvery: cfg.ML.PublishEvery, Now: clock, CheckpointFile: cfg.ML.CheckpointFile})
+		if err != nil {
+			return nil, fmt.Errorf("serving: ml: %w", err)
+		}
+		s.labels = queueLabels{s.queue}
+	}
 	if s.redis != nil {
 		id := opts.InstanceID
 		if id == "" {
 			id = defaultInstanceID()
 		}
 		s.fsync = newFeatureSync(s.redis, cfg.Redis.Prefix, id, cfg.ML.IdleTTL, cfg.ML.ShareEvery, cfg.ML.Epoch,
-			ml.feats, clock, cfg.ML.MaxKeys)
+			s.pipe.Features(), clock, cfg.ML.MaxKeys)
 	}
-	if ml.queue != nil {
-		s.labels = queueLabels{ml.queue}
-	}
-	ml.localOnly = s.featuresLocalOnly
-	ml.localOnlyRuns = func(why string) { s.metrics.localOnly.WithLabelValues(why).Inc() }
-	s.metrics.registerML(ml)
+	s.metrics.registerML(s.pipe)
 	s.metrics.registerFeatureSync(s.fsync)
-	s.metrics.registerLearner(ml)
-	if err := s.startExperiments(cfg); err != nil {
+	s.metrics.registerLearner(s.queue, s.learner)
+	if err := s.installExperiments(cfg); err != nil {
 		return nil, fmt.Errorf("serving: experiments: %w", err)
 	}
 	if cfg.Kafka != nil {
@@ -215,7 +242,7 @@ func New(cfg *config.Loaded, opts Options) (_ *Server, err error) {
 		if s.redis != nil && cfg.ML.ModelSource == config.ModelSourceRedis {
 			store = rewards.NewRedisStore(s.redis, cfg.Redis.Prefix)
 		}
-		s.models = newModelWatcher(s.ml, store, log, s.metrics.reg)
+		s.models = newModelWatcher(s.pipe, store, log, s.metrics.reg)
 	}
 	if cfg.Audit.File != "" {
 		s.audit, err = openAuditLog(cfg.Audit.File, s.metrics.auditDropped.Inc, func(err error) {
@@ -285,7 +312,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	go func() { defer wg.Done(); s.maintain(bg) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.runGuardrails(bg) }()
-	if l := s.ml.local; l != nil {
+	if l := s.learner; l != nil {
 		lctx, stopLearner := context.WithCancel(context.Background())
 		learned := make(chan struct{})
 		go func() {
@@ -294,7 +321,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}()
 		// The learner stops after serving has drained, so that the last
 		// epochs' outcomes reach it and its checkpoint.
-		defer func() { s.ml.sweepAll(); stopLearner(); <-learned }()
+		defer func() { s.pipe.CloseEpochs(); stopLearner(); <-learned }()
 	}
 	if s.cfg.Kafka != nil && s.exp != nil && s.cfg.Experiments.File != "" {
 		wg.Add(1)
@@ -368,7 +395,7 @@ func (s *Server) maintain(ctx context.Context) {
 // their outcomes) and idle features.
 func (s *Server) maintainML(sweep bool) {
 	if sweep {
-		s.ml.sweep()
+		s.pipe.Sweep()
 	}
 }
 
@@ -410,7 +437,9 @@ func (s *Server) Close() error {
 	if s.admin != nil {
 		s.admin.close()
 	}
-	s.closeExperiments()
+	if err := s.exp.Close(); err != nil {
+		s.log.Error("closing the stop log", "err", err)
+	}
 	if s.klog != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := s.klog.Close(ctx); err != nil {

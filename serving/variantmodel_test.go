@@ -11,9 +11,11 @@ import (
 	"time"
 
 	"github.com/devflow/flowguard/bandit"
+	"github.com/devflow/flowguard/experiments"
 	"github.com/devflow/flowguard/internal/config"
 	"github.com/devflow/flowguard/internal/testenv"
 	"github.com/devflow/flowguard/internal/teststack"
+	"github.com/devflow/flowguard/pipeline"
 	"github.com/devflow/flowguard/rewards"
 )
 
@@ -101,9 +103,9 @@ func TestVariantWithOwnModelLearnsApart(t *testing.T) {
 	}
 	ownKey := vms[0].Key()
 	ts, tee := startExpTee(t, cfg)
-	ml := ts.Server.ml
+	pipe := ts.Server.pipe
 
-	waitFor(t, "the variant's model to be published", func() bool { return ml.snapshotFor(planOf(t, ts, "exp", "own")) != nil })
+	waitFor(t, "the variant's model to be published", func() bool { return modelOf(ts, variantOf(t, ts, "exp", "own")) != nil })
 	keys := map[string][]string{}
 	for i := 0; len(keys["own"]) < 15 || len(keys["shared"]) < 15; i++ {
 		key := fmt.Sprintf("k_own_%d", i)
@@ -122,7 +124,7 @@ func TestVariantWithOwnModelLearnsApart(t *testing.T) {
 					key, r.Model, r.ArmName, r.Multiplier, d.Arm, ownKey)
 			}
 		case "shared":
-			if r.Model != "" || !ml.arms.Equal(ml.model.Load().Arms()) {
+			if r.Model != "" || !pipe.Arms().Equal(pipe.Model().Arms()) {
 				t.Errorf("%s (shared): model %q", key, r.Model)
 			}
 		default:
@@ -169,8 +171,8 @@ func TestVariantWithOwnModelLearnsApart(t *testing.T) {
 	waitFor(t, "each model to have learned exactly its variant's closed epochs", func() bool {
 		want = closed()
 		var nOwn, nMain uint64
-		own, nOwn = armCounts(t, ml.snapshotFor(planOf(t, ts, "exp", "own")))
-		main, nMain = armCounts(t, ml.model.Load())
+		own, nOwn = armCounts(t, modelOf(ts, variantOf(t, ts, "exp", "own")))
+		main, nMain = armCounts(t, ts.Server.pipe.Model())
 		return nOwn == want[ownKey] && nMain == want[""]
 	})
 	if own["x3"] != 0 || want[ownKey] < uint64(len(keys["own"])) || want[""] < uint64(len(keys["shared"])) {
@@ -189,19 +191,19 @@ func TestVariantWithOwnModelLearnsApart(t *testing.T) {
 	if err := ts.Server.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	next := ts.Server.exp.ml.VariantModels(ts.Server.current.Load().ExperimentsConfig)[0].Key()
+	next := ts.Server.current.Load().ML.VariantModels(ts.Server.current.Load().ExperimentsConfig)[0].Key()
 	if next == ownKey {
 		t.Fatal("a new lambda kept the model key")
 	}
-	p := planOf(t, ts, "exp", "own")
-	if p.v.model != next {
-		t.Fatalf("the variant draws from %q after the reload, want %q", p.v.model, next)
+	v := variantOf(t, ts, "exp", "own")
+	if v.Model != next {
+		t.Fatalf("the variant draws from %q after the reload, want %q", v.Model, next)
 	}
-	waitFor(t, "the new model to be published", func() bool { return ml.snapshotFor(p) != nil })
-	if _, n := armCounts(t, ml.snapshotFor(p)); n != 0 {
+	waitFor(t, "the new model to be published", func() bool { return modelOf(ts, v) != nil })
+	if _, n := armCounts(t, modelOf(ts, v)); n != 0 {
 		t.Errorf("the new model starts with %d updates, want its prior", n)
 	}
-	if vs := ml.variants.Load(); vs == nil || (*vs)[ownKey] != nil {
+	if vs := pipe.VariantModels(); vs == nil || vs[ownKey] != nil {
 		t.Errorf("the old model is still installed")
 	}
 	waitEpochsEnd(t, ts, keys["own"][0])
@@ -212,20 +214,19 @@ func TestVariantWithOwnModelLearnsApart(t *testing.T) {
 	}
 }
 
-// planOf returns the plan of any unit of the variant (the plan's variant
-// and model, for looking up its snapshot).
-func planOf(t testing.TB, ts *testServer, experiment, variant string) plan {
+// variantOf returns the variant of the experiments file in force.
+func variantOf(t testing.TB, ts *testServer, experiment, variant string) *experiments.LiveVariant {
 	t.Helper()
-	g := ts.Server.exp.cur.Load()
-	for _, vs := range g.variants {
-		for _, v := range vs {
-			if v.id.Experiment == experiment && v.id.Variant == variant {
-				return plan{v: v}
-			}
-		}
+	v := ts.Server.exp.Variant(experiments.VariantID{Experiment: experiment, Variant: variant})
+	if v == nil {
+		t.Fatalf("no variant %s/%s", experiment, variant)
 	}
-	t.Fatalf("no variant %s/%s", experiment, variant)
-	return plan{}
+	return v
+}
+
+// modelOf is the variant's own model in use; nil: none yet.
+func modelOf(ts *testServer, v *experiments.LiveVariant) *bandit.Snapshot {
+	return ts.Server.pipe.VariantModels()[v.Model]
 }
 
 // Until a variant's own model is published its units get the
@@ -233,7 +234,11 @@ func planOf(t testing.TB, ts *testServer, experiment, variant string) plan {
 func TestVariantWithoutItsModelFallsBack(t *testing.T) {
 	cfg, _ := ownModelConfig(t)
 	ts, tee := startExpTee(t, cfg)
-	ts.Server.ml.variants.Store(&map[string]*bandit.Snapshot{}) // as if the learner had not published it yet
+	// As if the learner had not published the variant's model yet.
+	pipe := ts.Server.pipe
+	if err := pipe.Install(rewards.Model{Bandit: pipe.Model(), Risk: pipe.Risk(), Variants: map[string]*bandit.Snapshot{}}); !errors.Is(err, bandit.ErrStaleSnapshot) {
+		t.Fatalf("installing no variant models: %v", err)
+	}
 	for i := 0; ; i++ {
 		key := fmt.Sprintf("k_nomodel_%d", i)
 		d := decideAs(t, ts, key, "")
@@ -241,7 +246,7 @@ func TestVariantWithoutItsModelFallsBack(t *testing.T) {
 			continue
 		}
 		recs := tee.decisions(key)
-		if !d.Fallback || d.Reason != ReasonNoModel || d.Multiplier != 1 || len(recs) != 1 || recs[0].Policy != rewards.PolicyStatic {
+		if !d.Fallback || d.Reason != pipeline.ReasonNoModel || d.Multiplier != 1 || len(recs) != 1 || recs[0].Policy != rewards.PolicyStatic {
 			t.Errorf("%s: decision %+v, records %+v; want the deterministic budget, no_model, logged static", key, d, recs)
 		}
 		break
@@ -253,10 +258,10 @@ func TestVariantWithoutItsModelFallsBack(t *testing.T) {
 func TestInstallTakesVariantModelsWithAnUnchangedMainModel(t *testing.T) {
 	cfg := mustParse(t, benchMLPolicies)
 	ts := startServer(t, cfg)
-	ml := ts.Server.ml
-	main := ml.model.Load()
+	pipe := ts.Server.pipe
+	main := pipe.Model()
 	v := rewards.VariantModel{ID: "exp/own", Bandit: bandit.Config{Dim: ctxDim, Arms: bandit.ArmSet{{Name: "x1", Multiplier: 1}}, Scale: 1}}
-	p, err := rewards.NewPartition(rewards.Config{Bandit: main.Config(), Risk: ml.risk.Load().Config(), Variants: []rewards.VariantModel{v}})
+	p, err := rewards.NewPartition(rewards.Config{Bandit: main.Config(), Risk: pipe.Risk().Config(), Variants: []rewards.VariantModel{v}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,11 +269,11 @@ func TestInstallTakesVariantModelsWithAnUnchangedMainModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = ml.install(rewards.Model{Bandit: main, Variants: map[string]*bandit.Snapshot{v.Key(): snap}, Risk: ml.risk.Load()})
+	err = pipe.Install(rewards.Model{Bandit: main, Variants: map[string]*bandit.Snapshot{v.Key(): snap}, Risk: pipe.Risk()})
 	if !errors.Is(err, bandit.ErrStaleSnapshot) {
 		t.Fatalf("install of the same main model: %v, want ErrStaleSnapshot", err)
 	}
-	if vs := ml.variants.Load(); vs == nil || (*vs)[v.Key()] != snap {
+	if pipe.VariantModels()[v.Key()] != snap {
 		t.Error("the variant model was not installed")
 	}
 }
@@ -287,9 +292,8 @@ func TestRemoteLearnerTrainsVariantModels(t *testing.T) {
 		return remotePolicies(brokers, redisAddr) + "experiments:\n  file: " + exps + "\n"
 	})
 	ts := st.ts
-	ml := ts.Server.ml
-	p := planOf(t, ts, "exp", "own")
-	waitFor(t, "the variant model from the learner", func() bool { return ml.snapshotFor(p) != nil })
+	v := variantOf(t, ts, "exp", "own")
+	waitFor(t, "the variant model from the learner", func() bool { return modelOf(ts, v) != nil })
 
 	var own, shared []string
 	for i := 0; len(own) < 10 || len(shared) < 10; i++ {
@@ -307,44 +311,19 @@ func TestRemoteLearnerTrainsVariantModels(t *testing.T) {
 		decideAs(t, ts, k, "devco") // closes the first epoch: its outcome goes to Kafka
 	}
 	waitUntil(t, 30*time.Second, "the learner's models in serving", func() bool {
-		_, n := armCounts(t, ml.snapshotFor(p))
-		_, nMain := armCounts(t, ml.model.Load())
+		_, n := armCounts(t, modelOf(ts, v))
+		_, nMain := armCounts(t, ts.Server.pipe.Model())
 		return n >= uint64(len(own)) && nMain >= uint64(len(shared))
 	})
-	if _, nMain := armCounts(t, ml.model.Load()); nMain > uint64(2*len(shared)) {
+	if _, nMain := armCounts(t, ts.Server.pipe.Model()); nMain > uint64(2*len(shared)) {
 		t.Errorf("main model's updates %d: more than the shared keys' %d epochs", nMain, 2*len(shared))
 	}
-	counts, n := armCounts(t, ml.snapshotFor(p))
+	counts, n := armCounts(t, modelOf(ts, v))
 	if n > uint64(2*len(own)) || len(counts) != 3 || counts["x3"]+counts["x1.25"]+counts["x1"] != n {
 		t.Errorf("variant model's updates %v: not the variant's arms, or more than the own keys' %d epochs", counts, 2*len(own))
 	}
 	if dlq := st.learner.kl.Stats().DLQ; dlq != 0 {
 		t.Errorf("the learner sent %d records to the DLQ: it does not know the variant's model", dlq)
-	}
-}
-
-// BenchmarkStage2VariantModel is one stage-2 run (features, risk, the
-// bandit draw and the decision record) of a key whose variant draws from
-// the main model, and of one whose variant has a model of its own: the
-// cost of choosing the model must not show.
-func BenchmarkStage2VariantModel(b *testing.B) {
-	cfg, _ := ownModelConfig(b)
-	ts := startServer(b, cfg)
-	rule := ts.Server.policies.Load().Resolve("", "GET /v1/things")
-	for _, variant := range []string{"shared", "own"} {
-		b.Run(variant+"_model", func(b *testing.B) {
-			p := planOf(b, ts, "exp", variant)
-			keys := make([]string, 1024)
-			for i := range keys {
-				keys[i] = fmt.Sprintf("k_bench_%d", i)
-			}
-			b.ReportAllocs()
-			for i := 0; b.Loop(); i++ {
-				if c := ts.Server.ml.stage2(keys[i%len(keys)], rule, p); c.fallback != 0 {
-					b.Fatalf("fallback %s", fallbackReasons[c.fallback])
-				}
-			}
-		})
 	}
 }
 

@@ -5,38 +5,10 @@ import (
 	"strconv"
 	"unicode/utf8"
 
-	"github.com/devflow/flowguard/features"
 	"github.com/valyala/fastjson"
+
+	"github.com/devflow/flowguard/features"
 )
-
-// DecideRequest is one gateway question: may this key make this request?
-type DecideRequest struct {
-	Key      string // required
-	Tenant   string // unknown or empty: the default tier
-	Endpoint string // "METHOD /path"
-	Cost     int64  // Default: 1
-	Region   string
-	ClientIP string
-	// LastStatus is the HTTP status of this key's previous response, as the
-	// gateway saw it (0: not reported). 5xx counts as an error, 401 and 403
-	// as authentication failures, in the key's features.
-	LastStatus int
-}
-
-// outcome turns LastStatus into a features outcome.
-func (r *DecideRequest) outcome() features.Outcome {
-	if r.LastStatus == 0 {
-		return features.Outcome{}
-	}
-	o := features.Outcome{Requests: 1}
-	switch {
-	case r.LastStatus >= 500:
-		o.Errors = 1
-	case r.LastStatus == 401 || r.LastStatus == 403:
-		o.AuthFailures = 1
-	}
-	return o
-}
 
 // Limits on request fields; longer values are rejected, not truncated.
 const (
