@@ -23,7 +23,7 @@ func Example() {
 		Endpoint: "POST /v1/payments",
 		ClientIP: "203.0.113.7",
 		Cost:     1,
-		Tier:     features.ParseTier("pro"),
+		Tier:     features.TierOf("pro", false), // policy.Rule.Tier and .Enterprise()
 	}
 	x := make([]float64, 0, features.Dim)
 	for i := range 30 {

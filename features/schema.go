@@ -148,11 +148,11 @@ var schemaV1 = [numFeatures]Feature{
 	idxHourCos: {Name: "hour_cos", Unit: "1", Scaling: Clamp, Min: -1, Max: 1,
 		Doc: "cos(2π·h/24) of the UTC time of day h in hours, to the second"},
 	idxTierFree: {Name: "tier_free", Unit: "1", Scaling: Clamp, Min: 0, Max: 1,
-		Doc: "1 when the key's tenant tier is free (one-hot; all three 0 when unknown)"},
+		Doc: "1 when the key's tenant tier is a standard-class tier named free, in any case (one-hot; all three 0 for other tiers)"},
 	idxTierPro: {Name: "tier_pro", Unit: "1", Scaling: Clamp, Min: 0, Max: 1,
-		Doc: "1 when the key's tenant tier is pro"},
+		Doc: "1 when the key's tenant tier is a standard-class tier named pro, in any case"},
 	idxTierEnterprise: {Name: "tier_enterprise", Unit: "1", Scaling: Clamp, Min: 0, Max: 1,
-		Doc: "1 when the key's tenant tier is enterprise"},
+		Doc: "1 when the key's tenant tier is enterprise-class, whatever its name"},
 }
 
 // Schema names, orders and scales the elements of a feature vector. Its
@@ -232,8 +232,9 @@ func fingerprint(version int, fs []Feature) uint64 {
 	return h.Sum64()
 }
 
-// Tier is a tenant tier as the vector encodes it: one-hot over the three
-// known tiers, all zeros for TierUnknown.
+// Tier is a tenant tier as the vector encodes it: one-hot over free, pro
+// and enterprise-class, all zeros for TierUnknown. The policy file defines
+// the tiers; TierOf maps one to its encoding.
 type Tier uint8
 
 // Tiers.
@@ -244,19 +245,33 @@ const (
 	TierEnterprise
 )
 
-// ParseTier maps a policy tier name to a Tier: "free", "pro" and
-// "enterprise" in any case; anything else is TierUnknown. Deployments whose
-// tiers have other names map them to these three themselves.
-func ParseTier(name string) Tier {
+// TierOf encodes a policy tier, given its name and whether it is
+// enterprise-class (policy.Rule.Tier and policy.Rule.Enterprise()): every
+// enterprise-class tier is TierEnterprise, whatever its name; a standard
+// tier named free or pro, in any case, is TierFree or TierPro; any other
+// tier — including a standard tier named enterprise — is TierUnknown.
+// The class, not the name, decides enterprise, because the vector's
+// enterprise element is what the bandit and the risk model learn
+// enterprise protection from.
+func TierOf(name string, enterprise bool) Tier {
 	switch {
+	case enterprise:
+		return TierEnterprise
 	case strings.EqualFold(name, "free"):
 		return TierFree
 	case strings.EqualFold(name, "pro"):
 		return TierPro
-	case strings.EqualFold(name, "enterprise"):
-		return TierEnterprise
 	}
 	return TierUnknown
+}
+
+// ParseTier maps a tier name to a Tier as TierOf does, taking a tier named
+// enterprise (in any case) as enterprise-class.
+//
+// Deprecated: it cannot see a tier's class; use TierOf with the policy's
+// class (policy.Rule.Enterprise()).
+func ParseTier(name string) Tier {
+	return TierOf(name, strings.EqualFold(name, "enterprise"))
 }
 
 func (t Tier) String() string {

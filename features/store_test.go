@@ -518,6 +518,32 @@ func TestKeyAgeTierAndHour(t *testing.T) {
 	}
 }
 
+func TestTierOf(t *testing.T) {
+	tests := map[string]struct {
+		name       string
+		enterprise bool
+		want       Tier
+	}{
+		"free":                           {"free", false, TierFree},
+		"free in upper case":             {"FREE", false, TierFree},
+		"pro in mixed case":              {"Pro", false, TierPro},
+		"enterprise-class, any name":     {"gold", true, TierEnterprise},
+		"enterprise-class named free":    {"free", true, TierEnterprise},
+		"enterprise-class named so":      {"Enterprise", true, TierEnterprise},
+		"standard tier named enterprise": {"enterprise", false, TierUnknown},
+		"other standard tier":            {"gold", false, TierUnknown},
+		"empty":                          {"", false, TierUnknown},
+		"a space is part of the name":    {"pro ", false, TierUnknown},
+	}
+	for name, c := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := TierOf(c.name, c.enterprise); got != c.want {
+				t.Errorf("TierOf(%q, %v) = %v, want %v", c.name, c.enterprise, got, c.want)
+			}
+		})
+	}
+}
+
 func TestParseTier(t *testing.T) {
 	tests := map[string]Tier{
 		"free": TierFree, "Pro": TierPro, "ENTERPRISE": TierEnterprise,
