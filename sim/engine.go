@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/devflow/flowguard/bandit"
+	"github.com/devflow/flowguard/experiments"
 	"github.com/devflow/flowguard/features"
 	"github.com/devflow/flowguard/limiter"
 	"github.com/devflow/flowguard/pipeline"
@@ -82,7 +83,57 @@ type sharedRun struct {
 	incident []incidentState // per epoch
 	keys     []int           // per shard, the keys of the shard
 	shardOf  [][]int
+	// With an experiments file: each key's plan, as experiments.Runtime
+	// assigns it, and the index of its variant in variants (-1: none).
+	plans    []experiments.Plan
+	variant  []int16
+	variants []experiments.VariantID
 }
+
+// assign runs experiments assignment for every key whose policy lets ML
+// run, as serving does on a key's first request: the same runtime and hash.
+// Assignment depends only on the unit, and the simulator runs no
+// guardrails, so a key's plan holds for the whole run.
+func (sr *sharedRun) assign() error {
+	s := sr.s
+	if s.exps == nil {
+		return nil
+	}
+	rt, err := experiments.NewRuntime(experiments.RuntimeOptions{GuardrailEvery: time.Minute, GuardrailWindow: time.Minute,
+		Arms: s.Arms, Exploration: s.Learning.Scale})
+	if err != nil {
+		return err
+	}
+	if err := rt.Install(s.exps); err != nil {
+		return fmt.Errorf("sim: experiments: %w", err)
+	}
+	index := map[*experiments.LiveVariant]int16{}
+	pop := sr.pop
+	sr.plans, sr.variant = make([]experiments.Plan, len(pop.names)), make([]int16, len(pop.names))
+	for k, name := range pop.names {
+		sr.variant[k] = -1
+		tn := &pop.tenants[pop.tenant[k]]
+		if tn.rule.ML == policy.MLOff {
+			continue
+		}
+		pl := rt.Assign(experiments.Unit{Key: name, Tenant: tn.name, Tier: tn.rule.Tier, Region: RegionName(int(pop.region[k]))},
+			tn.rule.ML == policy.MLShadow)
+		sr.plans[k] = pl
+		if v := pl.Variant; v != nil {
+			i, ok := index[v]
+			if !ok {
+				i = int16(len(sr.variants))
+				index[v] = i
+				sr.variants = append(sr.variants, v.ID)
+			}
+			sr.variant[k] = i
+		}
+	}
+	return nil
+}
+
+// RegionName is the name of simulated region i (from 0): region-1 … region-N.
+func RegionName(i int) string { return "region-" + strconv.Itoa(i+1) }
 
 // incidentState is what is broken during one epoch.
 type incidentState struct {
@@ -120,6 +171,9 @@ func newSharedRun(s *Scenario, seed uint64) (*sharedRun, error) {
 			return nil, fmt.Errorf("sim: tenant %s: %w", t.name, err)
 		}
 		sr.allowed = append(sr.allowed, r)
+	}
+	if err := sr.assign(); err != nil {
+		return nil, err
 	}
 	sr.bucket = max(1, int(time.Hour/s.Epoch))
 	for sr.epochs/sr.bucket > 500 {
@@ -363,6 +417,9 @@ type shardState struct {
 	buf     []float64
 	exc     []pendingLabel
 	choiceE error
+	// variants are the tallies of each experiment variant's keys
+	// (sharedRun.variants), for the learning policies.
+	variants []tally
 }
 
 type learnRecord struct {
@@ -419,6 +476,7 @@ func newPolicyRun(sr *sharedRun, name string, o Options) (*policyRun, error) {
 		pr.sh[i].rng = rand.New(rand.NewPCG(o.Seed, 0x73696d00|uint64(i)))
 		pr.sh[i].series = make([]tally, sr.buckets)
 		pr.sh[i].buf = make([]float64, 0, features.Dim+1)
+		pr.sh[i].variants = make([]tally, len(sr.variants))
 	}
 	switch name {
 	case PolicyLinTS, PolicyLinTSWait, PolicyEpsGreedy:
@@ -656,14 +714,24 @@ func (pr *policyRun) step(sh *shardState, t *tally, k, e int, inc incidentState)
 			m = sr.arms[arm].Multiplier
 		}
 	case pr.ml && rule.ML != policy.MLOff:
+		pl := experiments.Plan{Shadow: rule.ML != policy.MLOn}
+		if sr.plans != nil {
+			pl = sr.plans[k]
+		}
+		if pl.Static {
+			break // the deterministic budget, no draw; serving logs it static, which no model learns from
+		}
 		if inc.stale || allowed.Len() == 0 {
 			fb = true
 			break
 		}
 		in := pipeline.Stage2Input{Features: store.Vector(pop.names[k], now, sh.buf[:0]), Risk: pr.risk,
 			Model: pr.model, Allowed: allowed}
-		if pr.name == PolicyEpsGreedy {
+		switch v := pl.Variant; {
+		case pr.name == PolicyEpsGreedy:
 			in.Model = bandit.EpsilonGreedy{Snapshot: pr.model, Epsilon: sr.s.Learning.Epsilon}
+		case v != nil:
+			in.Model, in.Variant = pipeline.Explored{Snapshot: pr.model, Factor: v.Explore}, v.Arms
 		}
 		r, err := pipeline.Stage2(in, sh.rng)
 		if err != nil {
@@ -671,11 +739,10 @@ func (pr *policyRun) step(sh *shardState, t *tally, k, e int, inc incidentState)
 		}
 		x = r.Context
 		arm, prop, variant = r.Choice.Arm, r.Choice.Propensity, rewards.PolicyBandit
-		shadow := rule.ML != policy.MLOn
-		if shadow {
+		if pl.Shadow {
 			variant = rewards.PolicyShadow
 		}
-		m, block = pipeline.Enforced(rule, shadow, r, sr.s.Learning.BlockThreshold)
+		m, block = pipeline.Enforced(rule, pl.Shadow, r, sr.s.Learning.BlockThreshold)
 	}
 	limit, m := rule.Budget(m)
 	if inc.redisShare < 1 {
@@ -716,6 +783,18 @@ func (pr *policyRun) step(sh *shardState, t *tally, k, e int, inc incidentState)
 	t.legitThr += legitThr
 	t.abuseReq += abuse
 	t.abuseServed += abuseServed
+	if sr.variant != nil && sr.variant[k] >= 0 {
+		v := &sh.variants[sr.variant[k]]
+		v.keyEpochs++
+		v.legitReq += legit
+		v.legitThr += legitThr
+		v.abuseReq += abuse
+		v.abuseServed += abuseServed
+		if tn.enterprise {
+			v.entReq += legit
+			v.entThr += legitThr
+		}
+	}
 	kind := pop.kind[k]
 	t.kindReq[kind] += abuse
 	t.kindServed[kind] += abuseServed
@@ -929,6 +1008,19 @@ func (pr *policyRun) finish() (PolicyResult, *Series, *Details) {
 		Reward:                      round6(t.reward),
 		FallbackEpochs:              t.fallback,
 		KeyEpochs:                   t.keyEpochs,
+	}
+	if len(pr.sr.variants) > 0 {
+		r.Variants = map[string]VariantResult{}
+		for i, id := range pr.sr.variants {
+			var v tally
+			for j := range pr.sh {
+				v.add(&pr.sh[j].variants[i])
+			}
+			r.Variants[id.Experiment+"/"+id.Variant] = VariantResult{KeyEpochs: v.keyEpochs,
+				LegitRequests: int64(v.legitReq), LegitThrottledFraction: round6(frac(v.legitThr, v.legitReq)),
+				EnterpriseThrottledFraction: round6(frac(v.entThr, v.entReq)),
+				AbuseRequests: int64(v.abuseReq), AbuseServedFraction: round6(frac(v.abuseServed, v.abuseReq))}
+		}
 	}
 	s := &Series{}
 	var cum float64

@@ -59,9 +59,23 @@ type PolicyResult struct {
 	// because of an incident (stale model, Redis down).
 	FallbackEpochs int64 `json:"fallback_epochs"`
 	KeyEpochs      int64 `json:"key_epochs"`
+	// Variants are the outcomes of each experiment variant's keys, by
+	// "experiment/variant", for the learning policies run with the
+	// scenario's experiments file.
+	Variants map[string]VariantResult `json:"variants,omitempty"`
 	// WallS is the wall time of the policy's run: the one field that
 	// differs between two runs of the same seed.
 	WallS float64 `json:"wall_s"`
+}
+
+// VariantResult is what one experiment variant's keys got under a policy.
+type VariantResult struct {
+	KeyEpochs                   int64   `json:"key_epochs"`
+	LegitRequests               int64   `json:"legit_requests"`
+	LegitThrottledFraction      float64 `json:"legit_throttled_fraction"`
+	EnterpriseThrottledFraction float64 `json:"enterprise_throttled_fraction"`
+	AbuseRequests               int64   `json:"abuse_requests"`
+	AbuseServedFraction         float64 `json:"abuse_served_fraction"`
 }
 
 // AbuseServed returns the abusive requests served.
@@ -177,6 +191,24 @@ func (r *Results) WriteReport(w io.Writer, plots []string) error {
 				fmt.Fprintf(&b, " %s |", pct(r.Details[name].AbuseServedByKind[k]))
 			}
 			b.WriteString("\n")
+		}
+	}
+	for _, name := range r.Order {
+		p := r.Policies[name]
+		if len(p.Variants) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "\n## Experiment variants under %s\n\n", name)
+		b.WriteString("| variant | key-epochs | legit throttled | enterprise throttled | abuse served |\n|---|---:|---:|---:|---:|\n")
+		ids := make([]string, 0, len(p.Variants))
+		for id := range p.Variants {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		for _, id := range ids {
+			v := p.Variants[id]
+			fmt.Fprintf(&b, "| %s | %d | %s (of %d) | %s | %s (of %d) |\n", id, v.KeyEpochs, pct(v.LegitThrottledFraction),
+				v.LegitRequests, pct(v.EnterpriseThrottledFraction), pct(v.AbuseServedFraction), v.AbuseRequests)
 		}
 	}
 	b.WriteString("\n## Checks\n\n")

@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"time"
 
 	"github.com/devflow/flowguard/bandit"
+	"github.com/devflow/flowguard/experiments"
+	"github.com/devflow/flowguard/internal/config"
 	"github.com/devflow/flowguard/internal/yamlx"
 	"github.com/devflow/flowguard/policy"
 	"github.com/devflow/flowguard/rewards"
@@ -52,9 +55,19 @@ type Scenario struct {
 	Labels Labels `yaml:"labels"`
 	// Incidents happen at given times. Default: none.
 	Incidents []Incident `yaml:"incidents"`
+	// Experiments is an experiments file, as experiments.file in a
+	// configuration, relative to the scenario's directory. Its units are
+	// assigned by experiments.Runtime.Assign, as serving assigns them, and
+	// the learning policies run each key-epoch under its variant's plan:
+	// static, shadow, or the bandit with the variant's exploration and
+	// arms. Keys are in simulated regions region-1 … region-N. The
+	// simulator trains only the main model, so a variant that needs a
+	// model of its own is an error. Default: none.
+	Experiments string `yaml:"experiments"`
 
 	start   time.Time
 	policy  *policy.Set
+	exps    *experiments.Config
 	file    string
 	tenants map[string]int
 	trace   *traceData
@@ -257,6 +270,17 @@ func ParseScenario(file string, data []byte) (*Scenario, error) {
 		return nil, err
 	}
 	s.policy = set
+	if s.Experiments != "" {
+		path := s.Experiments
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(filepath.Dir(file), path)
+		}
+		if s.exps, err = experiments.Load(path); err != nil {
+			add([]string{"experiments"}, "%v", err)
+		} else {
+			s.checkVariants(add)
+		}
+	}
 	for i, t := range s.Tenants {
 		r := set.Resolve(t.Name, t.Endpoint)
 		if r.ML != policy.MLOn && r.ML != policy.MLOff && r.ML != policy.MLShadow {
@@ -270,6 +294,24 @@ func ParseScenario(file string, data []byte) (*Scenario, error) {
 		return nil, errs
 	}
 	return &s, nil
+}
+
+// checkVariants reports the bandit variants of the experiments file that
+// would need a model of their own: the simulator trains only the main one,
+// with lambda 1, the gaussian posterior and provisional rewards.
+func (s *Scenario) checkVariants(add func([]string, string, ...any)) {
+	ml := config.ML{Arms: s.Arms, Lambda: bandit.DefaultLambda, Posterior: "gaussian", RewardMode: string(rewards.ModeProvisional)}
+	for _, x := range s.exps.Experiments {
+		for _, v := range x.Variants {
+			if v.Policy != experiments.PolicyBandit || v.Bandit == nil {
+				continue
+			}
+			if why := ml.OwnModelReason(v.Bandit); why != "" {
+				add([]string{"experiments"}, "variant %s/%s needs a model of its own (%s); the simulator trains only the main model",
+					x.Name, v.Name, why)
+			}
+		}
+	}
 }
 
 func firstKey[V any](m map[string]V) string {
