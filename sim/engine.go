@@ -1019,7 +1019,7 @@ func (pr *policyRun) finish() (PolicyResult, *Series, *Details) {
 			r.Variants[id.Experiment+"/"+id.Variant] = VariantResult{KeyEpochs: v.keyEpochs,
 				LegitRequests: int64(v.legitReq), LegitThrottledFraction: round6(frac(v.legitThr, v.legitReq)),
 				EnterpriseThrottledFraction: round6(frac(v.entThr, v.entReq)),
-				AbuseRequests: int64(v.abuseReq), AbuseServedFraction: round6(frac(v.abuseServed, v.abuseReq))}
+				AbuseRequests:               int64(v.abuseReq), AbuseServedFraction: round6(frac(v.abuseServed, v.abuseReq))}
 		}
 	}
 	s := &Series{}
