@@ -10,7 +10,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/devflow/flowguard/bandit"
@@ -315,6 +314,3 @@ func newIDBase() string {
 	_, _ = crand.Read(b[:])
 	return hex.EncodeToString(b[:]) + "-"
 }
-
-// enterpriseTier reports whether rule's tier is enterprise-class.
-func enterpriseTier(rule *policy.Rule) bool { return strings.EqualFold(rule.Tier, "enterprise") }

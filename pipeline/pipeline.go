@@ -352,14 +352,14 @@ func (p *Pipeline) Decide(ctx context.Context, req *Request) (d Decision) {
 // features and its epoch's outcome counts; then Events.Decided.
 func (p *Pipeline) record(req *Request, d *Decision) {
 	if v := d.plan.Variant; v != nil {
-		p.o.Experiments.Count(v, req.Key, d.Rule.Tier, enterpriseTier(d.Rule), d.Action != ActionAllow)
+		p.o.Experiments.Count(v, req.Key, d.Rule.Tier, d.Rule.Enterprise(), d.Action != ActionAllow)
 	}
 	used := 1.0
 	if b := d.Budget.Burst; b > 0 && d.Action == ActionAllow {
 		used = 1 - float64(d.Remaining)/float64(b)
 	}
 	p.feats.Observe(req.Key, features.Observation{
-		Endpoint: req.Endpoint, ClientIP: req.ClientIP, Cost: req.Cost, Tier: features.ParseTier(d.Rule.Tier),
+		Endpoint: req.Endpoint, ClientIP: req.ClientIP, Cost: req.Cost, Tier: features.TierOf(d.Rule.Tier, d.Rule.Enterprise()),
 		Throttled: d.Action != ActionAllow, BudgetUsed: used, Outcome: req.Outcome(),
 	}, p.now())
 	if p.ev.Observed != nil {

@@ -82,7 +82,7 @@ func newPopulation(s *Scenario, seed uint64) *population {
 		r := s.policy.Resolve(t.Name, t.Endpoint)
 		base := float64(r.Limit.Rate) * float64(s.Epoch) / float64(r.Limit.Period)
 		p.tenants = append(p.tenants, tenantInfo{name: t.Name, endpoint: t.Endpoint, tier: t.Tier,
-			ftier: features.ParseTier(t.Tier), rule: r, enterprise: features.ParseTier(r.Tier) == features.TierEnterprise,
+			ftier: features.TierOf(r.Tier, r.Enterprise()), rule: r, enterprise: r.Enterprise(),
 			diurnal: t.Diurnal, peakHour: t.PeakHour, burst: t.Burstiness, growth: t.Growth, errorRate: t.ErrorRate,
 			base: base, floorAllow: base * r.Floor})
 	}
