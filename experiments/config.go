@@ -17,6 +17,7 @@ import (
 	"github.com/devflow/flowguard/bandit"
 	"github.com/devflow/flowguard/examples"
 	"github.com/devflow/flowguard/internal/yamlx"
+	"github.com/devflow/flowguard/policy"
 )
 
 // Limits of an experiments file.
@@ -82,9 +83,6 @@ const (
 	MetricComplaints Metric = "complaints"
 )
 
-// knownTiers are the tiers targeting may name.
-var knownTiers = []string{"free", "pro", "enterprise"}
-
 // Config is an experiments file: an optional global holdout, the layers,
 // and the experiments. Parse fills every default, so a *Config from Parse,
 // Load or Default is complete; a Config built in Go must set every field
@@ -104,6 +102,8 @@ type Config struct {
 	// Digest is the first 16 hex digits of the SHA-256 of the file's bytes.
 	// Stop records carry it.
 	Digest string `yaml:"-"`
+
+	doc *yamlx.Doc // the parsed file, so ResolveTiers's errors name lines
 }
 
 // Holdout keeps units out of every experiment: a unit is held out when
@@ -170,7 +170,10 @@ func (e *Experiment) UnmarshalYAML(unmarshal func(any) error) error {
 // non-empty list. A unit the experiment's slice holds but whose request is
 // not targeted is in no experiment of that layer.
 type Targeting struct {
-	// Tiers: free, pro or enterprise. Default: all.
+	// Tiers are tiers of the policy file, matched case-insensitively.
+	// Parse checks only that each is a well-formed name; ResolveTiers checks
+	// them against the policies and rewrites each to the tier's canonical
+	// name, as assignment compares it with policy.Rule.Tier. Default: all.
 	Tiers []string `yaml:"tiers"`
 	// Tenants by name. Default: all.
 	Tenants []string `yaml:"tenants"`
@@ -350,7 +353,7 @@ func Parse(file string, data []byte) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.Name = file
+	c.Name, c.doc = file, doc
 	if errs := c.validate(doc); len(errs) > 0 {
 		return nil, errs
 	}
@@ -383,6 +386,37 @@ func onlyComments(data []byte) bool {
 // file's node tree the errors name the file but no line.
 func (c *Config) Validate() error {
 	if errs := c.validate(&yamlx.Doc{File: c.Name}); len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// ResolveTiers checks every targeted tier against the tiers the policy
+// file defines, matching case-insensitively, and rewrites each to the
+// tier's canonical name (policy.Tier.Name, which policy.Rule.Tier and so
+// Unit.Tier carry). Call it before c is shared. A tier the policies lack
+// is an error, as yamlx.Errors naming the experiments file and line (no
+// line for a Config built in Go); the tiers it can resolve are rewritten
+// even then.
+func (c *Config) ResolveTiers(tiers *policy.Set) error {
+	d := c.doc
+	if d == nil {
+		d = &yamlx.Doc{File: c.Name}
+	}
+	var errs yamlx.Errors
+	for i := range c.Experiments {
+		targeted := c.Experiments[i].Targeting.Tiers
+		for j, name := range targeted {
+			t, ok := tiers.Tier(name)
+			if !ok {
+				errs = append(errs, d.Errorf([]string{"experiments", strconv.Itoa(i), "targeting", "tiers", strconv.Itoa(j)},
+					"unknown tier %q (the policies' tiers: %s)", name, strings.Join(tiers.Tiers(), ", ")))
+				continue
+			}
+			targeted[j] = t.Name
+		}
+	}
+	if len(errs) > 0 {
 		return errs
 	}
 	return nil
@@ -535,8 +569,8 @@ func (c *Config) validate(d *yamlx.Doc) yamlx.Errors {
 			}
 		}
 		for j, tier := range e.Targeting.Tiers {
-			if !contains(knownTiers, tier) {
-				v.bad(at(p, "targeting", "tiers", strconv.Itoa(j)), "unknown tier %q (tiers: %s)", tier, strings.Join(knownTiers, ", "))
+			if msg := checkName(tier); msg != "" {
+				v.bad(at(p, "targeting", "tiers", strconv.Itoa(j)), "tier %s", msg)
 			}
 		}
 		v.variants(p, e)

@@ -10,6 +10,7 @@ import (
 	"github.com/devflow/flowguard/examples"
 	"github.com/devflow/flowguard/internal/testenv"
 	"github.com/devflow/flowguard/internal/yamlx"
+	"github.com/devflow/flowguard/policy"
 )
 
 // TestBadFiles pins the exact message for each rule: a person fixing the
@@ -48,7 +49,7 @@ func TestBadFiles(t *testing.T) {
 		"bad_guardrail_no_threshold.yaml": `testdata/bad_guardrail_no_threshold.yaml:7: experiments.0.guardrails.0: max is required for complaints`,
 		"bad_guardrail_min_requests.yaml": `testdata/bad_guardrail_min_requests.yaml:7: experiments.0.guardrails.0.min_requests: -1 must not be negative`,
 		"bad_holdout_share.yaml":          `testdata/bad_holdout_share.yaml:3: holdout.share: 1 must be in [0, 1)`,
-		"bad_tier.yaml":                   `testdata/bad_tier.yaml:5: experiments.0.targeting.tiers.1: unknown tier "platinum" (tiers: free, pro, enterprise)`,
+		"bad_tier.yaml":                   `testdata/bad_tier.yaml:5: experiments.0.targeting.tiers.1: tier name "gold plated" may hold only letters, digits, '.', '_' and '-', and must start with a letter or digit`,
 		"bad_reward_mode.yaml":            `testdata/bad_reward_mode.yaml:9: experiments.0.variants.1.bandit.reward_mode: "eventually", want provisional or wait`,
 		"bad_exploration.yaml":            `testdata/bad_exploration.yaml:9: experiments.0.variants.1.bandit.exploration: 0 must be positive and at most 1e6`,
 		"bad_posterior.yaml":              `testdata/bad_posterior.yaml:8: experiments.0.variants.1.bandit.posterior: "neural", want gaussian or normal-inverse-gamma`,
@@ -165,6 +166,80 @@ func TestValidateWithoutFile(t *testing.T) {
 	if _, err := NewAssigner(c); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestResolveTiers: without policies any well-formed tier name parses;
+// against them, targeting matches tiers case-insensitively, takes their
+// canonical names (what assignment compares with), and names the line of
+// a tier the policies lack.
+func TestResolveTiers(t *testing.T) {
+	var doc policy.Doc
+	yd, err := yamlx.Decode("policies.yaml", []byte("tiers:\n  free: {rate: 1}\n  Pro: {rate: 2}\n  gold: {rate: 3, class: enterprise}\n"), &doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tiers, err := policy.Compile(doc, yd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := func(targets string) string {
+		return "experiments:\n  - name: e\n    salt: s\n    targeting:\n      tiers: " + targets + "\n    variants: [{name: control, policy: static}]\n"
+	}
+	cases := map[string]struct {
+		targets string
+		want    string // the tiers after ResolveTiers
+		err     string
+	}{
+		"canonical names": {"[free, Pro]", "free,Pro", ""},
+		"any case":        {"[FREE, pro, Gold]", "free,Pro,gold", ""},
+		"unknown tier":    {"[free, platinum, enterprise]", "free,platinum,enterprise", "exps.yaml:5: experiments.0.targeting.tiers.1: unknown tier \"platinum\" (the policies' tiers: Pro, free, gold)\n" + "exps.yaml:5: experiments.0.targeting.tiers.2: unknown tier \"enterprise\" (the policies' tiers: Pro, free, gold)"},
+		"no targeting":    {"[]", "", ""},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			cfg, err := Parse("exps.yaml", []byte(file(c.targets)))
+			if err != nil {
+				t.Fatalf("without policies any tier name parses: %v", err)
+			}
+			got := ""
+			if err := cfg.ResolveTiers(tiers); err != nil {
+				got = err.Error()
+			}
+			if got != c.err {
+				t.Fatalf("error\n got: %s\nwant: %s", got, c.err)
+			}
+			if tt := strings.Join(cfg.Experiments[0].Targeting.Tiers, ","); tt != c.want {
+				t.Errorf("targeting %s, want %s", tt, c.want)
+			}
+		})
+	}
+	t.Run("assignment matches the canonical name", func(t *testing.T) {
+		pro, _ := tiers.Tier("pro")
+		for resolve, want := range map[bool]bool{false: false, true: true} {
+			cfg, err := Parse("exps.yaml", []byte(file("[PRO]")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resolve {
+				if err := cfg.ResolveTiers(tiers); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a, err := NewAssigner(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, in := a.Primary(Unit{Key: "k", Tier: pro.Name}); in != want {
+				t.Errorf("resolved %v: a unit of tier %q in the experiment targeting PRO: %v, want %v", resolve, pro.Name, in, want)
+			}
+		}
+	})
+	t.Run("a Config built in Go", func(t *testing.T) {
+		cfg := &Config{Name: "go", Experiments: []Experiment{{Name: "e", Targeting: Targeting{Tiers: []string{"silver"}}}}}
+		if err := cfg.ResolveTiers(tiers); err == nil || err.Error() != `go: experiments.0.targeting.tiers.0: unknown tier "silver" (the policies' tiers: Pro, free, gold)` {
+			t.Errorf("err = %v", err)
+		}
+	})
 }
 
 func FuzzParse(f *testing.F) {

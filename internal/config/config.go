@@ -211,7 +211,7 @@ func parse(name string, data []byte, adminAuth string) (*Loaded, error) {
 	if len(errs) > 0 {
 		return nil, errs
 	}
-	exps, err := f.Experiments.Load()
+	exps, err := f.Experiments.Load(set)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/devflow/flowguard/experiments"
 	"github.com/devflow/flowguard/internal/yamlx"
+	"github.com/devflow/flowguard/policy"
 )
 
 // ExperimentsEmbedded is the Experiments.File value that runs the embedded
@@ -15,8 +16,11 @@ const ExperimentsEmbedded = "embedded"
 // and the guardrails that stop a harmful variant.
 type Experiments struct {
 	// File is the experiments file (format: examples/experiments.yaml); it
-	// reloads with the configuration. "embedded" runs the embedded
-	// examples/experiments.yaml, as the embedded default configuration does.
+	// reloads with the configuration. Its tier targeting must name tiers of
+	// policies:, in any case. "embedded" runs the embedded
+	// examples/experiments.yaml, as the embedded default configuration does;
+	// it targets the embedded default's tiers, and under policies that lack
+	// one of them that target matches no unit instead of being an error.
 	// Default: "", no experiments: a configuration file must opt in, so that
 	// upgrading never starts an experiment on its keys.
 	File string `yaml:"file"`
@@ -60,15 +64,27 @@ func (e *Experiments) validate(d *yamlx.Doc) yamlx.Errors {
 	return errs
 }
 
-// Load returns the experiments file the settings name: nil for "", the
-// embedded default for "embedded". Errors name the experiments file and
-// line.
-func (e *Experiments) Load() (*experiments.Config, error) {
+// Load returns the experiments file the settings name, its tier targeting
+// resolved against tiers: nil for "", the embedded default for
+// "embedded". Errors name the experiments file and line.
+func (e *Experiments) Load(tiers *policy.Set) (*experiments.Config, error) {
+	var c *experiments.Config
+	var err error
 	switch e.File {
 	case "":
 		return nil, nil
 	case ExperimentsEmbedded:
-		return experiments.Default()
+		c, err = experiments.Default()
+	default:
+		c, err = experiments.Load(e.File)
 	}
-	return experiments.Load(e.File)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.ResolveTiers(tiers); err != nil && e.File != ExperimentsEmbedded {
+		// The embedded example is not the operator's to fix: what it
+		// targets that these policies lack matches no unit.
+		return nil, err
+	}
+	return c, nil
 }

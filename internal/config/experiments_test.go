@@ -10,6 +10,13 @@ func TestExperimentsSection(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "exps.yaml")
 	os.WriteFile(bad, []byte("experiments:\n  - name: e\n    salt: s\n    unit: ip\n    variants: [{name: control, policy: static}]\n"), 0o644)
+	targeting := func(file, tiers string) string {
+		p := filepath.Join(dir, file)
+		os.WriteFile(p, []byte("experiments:\n  - name: e\n    salt: s\n    targeting:\n      tiers: "+tiers+"\n    variants: [{name: control, policy: static}]\n"), 0o644)
+		return p
+	}
+	anyCase := targeting("any-case.yaml", "[FREE]")
+	unknown := targeting("unknown.yaml", "[free, platinum]")
 	base := "policies:\n  tiers:\n    free: {rate: 10}\n"
 	cases := map[string]struct {
 		yaml, err string
@@ -22,6 +29,8 @@ func TestExperimentsSection(t *testing.T) {
 		"unknown key":        {"experiments:\n  files: x\n" + base, `test.yaml:2: unknown key "files"`, 0},
 		"bad file":           {"experiments: {file: " + bad + "}\n" + base, bad + `:4: experiments.0.unit: "ip", want key or tenant`, 0},
 		"missing file":       {"experiments: {file: " + filepath.Join(dir, "nope.yaml") + "}\n" + base, filepath.Join(dir, "nope.yaml") + ": cannot read: no such file or directory", 0},
+		"tier in any case":   {"experiments: {file: " + anyCase + "}\n" + base, "", 1},
+		"unknown tier":       {"experiments: {file: " + unknown + "}\n" + base, unknown + `:5: experiments.0.targeting.tiers.1: unknown tier "platinum" (the policies' tiers: free)`, 0},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -37,6 +46,13 @@ func TestExperimentsSection(t *testing.T) {
 				t.Errorf("experiments config %v", l.ExperimentsConfig)
 			}
 		})
+	}
+	l, err := Parse("test.yaml", []byte("experiments: {file: "+anyCase+"}\n"+base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := l.ExperimentsConfig.Experiments[0].Targeting.Tiers; len(got) != 1 || got[0] != "free" {
+		t.Errorf("targeting FREE resolves to %q, want the policy's spelling free", got)
 	}
 	d, err := Default()
 	if err != nil || d.ExperimentsConfig == nil || len(d.ExperimentsConfig.Experiments[0].Variants) < 2 {
