@@ -77,17 +77,24 @@ func (w Window) String() string {
 }
 
 // UsageRow is one row of usage: a user's requests on an endpoint on a day.
-// Several rows of the same (Endpoint, User, Day) are parts of one user-day,
-// for example one per region.
+// Several rows of the same (Tier, Endpoint, User, Day) are parts of one
+// user-day, for example one per region.
+//
+// Tier is optional. Quotas are fitted per (Tier, Endpoint): with Tier
+// empty on every row, one quota per endpoint pooled over every tier (seed
+// 004 as written); with the user's tier on each row, one per tier ×
+// endpoint.
 type UsageRow struct {
 	Endpoint  string
 	User      string
 	Day       Day
 	Requests  int64 // never negative
 	Malicious bool
+	Tier      string
 }
 
-// Quota is the fitted quota of one endpoint.
+// Quota is the fitted quota of one endpoint (of one tier, when the usage
+// has tiers).
 type Quota struct {
 	Endpoint string
 	// Quota is the PERCENTILE_CONT of the non-malicious daily requests. A
@@ -95,10 +102,13 @@ type Quota struct {
 	Quota float64
 	// UserDays is how many non-malicious user-days it was fitted on.
 	UserDays int64
+	// Tier is the tier the quota is fitted for; "" when pooled.
+	Tier string
 }
 
 // Usage is what a backtest counts on one endpoint in its test window.
 type Usage struct {
+	Tier     string
 	Endpoint string
 	// UserDays are the non-malicious user-days; OverQuota those of them with
 	// more requests than the endpoint's quota (0 when it has none).
@@ -178,41 +188,43 @@ func (t *UsageTable) Quotas(_ context.Context, w Window, p float64) ([]Quota, er
 	if err := checkPercentile(p); err != nil {
 		return nil, err
 	}
-	byEndpoint := make(map[string][]float64)
+	byEndpoint := make(map[group][]float64)
 	for i := range t.rows {
 		r := &t.rows[i]
 		if r.Malicious || !w.Contains(r.Day) {
 			continue
 		}
-		byEndpoint[r.Endpoint] = append(byEndpoint[r.Endpoint], float64(r.Requests))
+		g := group{r.Tier, r.Endpoint}
+		byEndpoint[g] = append(byEndpoint[g], float64(r.Requests))
 	}
 	quotas := make([]Quota, 0, len(byEndpoint))
-	for ep, v := range byEndpoint {
+	for g, v := range byEndpoint {
 		slices.Sort(v)
-		quotas = append(quotas, Quota{Endpoint: ep, Quota: PercentileCont(v, p), UserDays: int64(len(v))})
+		quotas = append(quotas, Quota{Tier: g.tier, Endpoint: g.endpoint, Quota: PercentileCont(v, p), UserDays: int64(len(v))})
 	}
-	slices.SortFunc(quotas, func(a, b Quota) int { return strings.Compare(a.Endpoint, b.Endpoint) })
+	slices.SortFunc(quotas, func(a, b Quota) int { return group{a.Tier, a.Endpoint}.compare(group{b.Tier, b.Endpoint}) })
 	return quotas, nil
 }
 
 // Usage counts in Go; see [UsageSource].
 func (t *UsageTable) Usage(_ context.Context, w Window, quotas []Quota) ([]Usage, error) {
-	quota := make(map[string]float64, len(quotas))
+	quota := make(map[group]float64, len(quotas))
 	for _, q := range quotas {
-		quota[q.Endpoint] = q.Quota
+		quota[group{q.Tier, q.Endpoint}] = q.Quota
 	}
-	byEndpoint := make(map[string]*Usage)
+	byEndpoint := make(map[group]*Usage)
 	for i := range t.rows {
 		r := &t.rows[i]
 		if !w.Contains(r.Day) {
 			continue
 		}
-		u := byEndpoint[r.Endpoint]
+		g := group{r.Tier, r.Endpoint}
+		u := byEndpoint[g]
 		if u == nil {
-			u = &Usage{Endpoint: r.Endpoint}
-			byEndpoint[r.Endpoint] = u
+			u = &Usage{Tier: r.Tier, Endpoint: r.Endpoint}
+			byEndpoint[g] = u
 		}
-		q, ok := quota[r.Endpoint]
+		q, ok := quota[g]
 		over := ok && float64(r.Requests) > q
 		if r.Malicious {
 			u.MaliciousUserDays++
@@ -230,8 +242,19 @@ func (t *UsageTable) Usage(_ context.Context, w Window, quotas []Quota) ([]Usage
 	for _, u := range byEndpoint {
 		out = append(out, *u)
 	}
-	slices.SortFunc(out, func(a, b Usage) int { return strings.Compare(a.Endpoint, b.Endpoint) })
+	slices.SortFunc(out, func(a, b Usage) int { return group{a.Tier, a.Endpoint}.compare(group{b.Tier, b.Endpoint}) })
 	return out, nil
+}
+
+// group is what a quota is fitted for: an endpoint, of a tier or of all.
+type group struct{ tier, endpoint string }
+
+// compare orders groups by endpoint, then tier.
+func (g group) compare(o group) int {
+	if c := strings.Compare(g.endpoint, o.endpoint); c != 0 {
+		return c
+	}
+	return strings.Compare(g.tier, o.tier)
 }
 
 // usageBuilder merges rows into user-days as they are read.
@@ -243,6 +266,7 @@ type usageBuilder struct {
 type userDayKey struct {
 	endpoint, user string
 	day            Day
+	tier           string
 }
 
 func newUsageBuilder(n int) *usageBuilder {
@@ -258,7 +282,7 @@ func (b *usageBuilder) add(r UsageRow) error {
 	case r.Requests < 0:
 		return fmt.Errorf("negative requests %d", r.Requests)
 	}
-	k := userDayKey{r.Endpoint, r.User, r.Day}
+	k := userDayKey{r.Endpoint, r.User, r.Day, r.Tier}
 	i, ok := b.index[k]
 	if !ok {
 		b.index[k] = len(b.rows)
@@ -348,6 +372,8 @@ func (c BacktestConfig) Validate() error {
 // fields are the JSON report's contract.
 type EndpointBacktest struct {
 	Endpoint string `json:"endpoint_url"`
+	// Tier is the tier the quota is fitted for; "" when pooled.
+	Tier string `json:"tier,omitempty"`
 	// Quota is nil for an endpoint with no non-malicious training user-day:
 	// it has no quota, and nothing is rate-limited on it.
 	Quota *float64 `json:"quota"`
@@ -392,22 +418,22 @@ func Backtest(ctx context.Context, src UsageSource, c BacktestConfig) (*Backtest
 		return nil, err
 	}
 	r := &BacktestReport{Train: fit.Window, Test: test, Percentile: c.Percentile, TrainUserDays: fit.UserDays}
-	byEndpoint := make(map[string]*EndpointBacktest)
-	line := func(ep string) *EndpointBacktest {
-		if e := byEndpoint[ep]; e != nil {
+	byEndpoint := make(map[group]*EndpointBacktest)
+	line := func(tier, ep string) *EndpointBacktest {
+		if e := byEndpoint[group{tier, ep}]; e != nil {
 			return e
 		}
-		e := &EndpointBacktest{Endpoint: ep}
-		byEndpoint[ep] = e
+		e := &EndpointBacktest{Tier: tier, Endpoint: ep}
+		byEndpoint[group{tier, ep}] = e
 		return e
 	}
 	for _, q := range fit.Quotas {
-		e := line(q.Endpoint)
+		e := line(q.Tier, q.Endpoint)
 		e.Quota = &q.Quota
 		e.TrainUserDays = q.UserDays
 	}
 	for _, u := range usage {
-		e := line(u.Endpoint)
+		e := line(u.Tier, u.Endpoint)
 		e.TotalUsage, e.NumRateLimited = u.UserDays, u.OverQuota
 		e.MaliciousUsage, e.MaliciousRateLimited = u.MaliciousUserDays, u.MaliciousOverQuota
 		if e.Quota == nil && (u.OverQuota > 0 || u.MaliciousOverQuota > 0) {
@@ -420,7 +446,9 @@ func Backtest(ctx context.Context, src UsageSource, c BacktestConfig) (*Backtest
 		}
 		r.Endpoints = append(r.Endpoints, *e)
 	}
-	slices.SortFunc(r.Endpoints, func(a, b EndpointBacktest) int { return strings.Compare(a.Endpoint, b.Endpoint) })
+	slices.SortFunc(r.Endpoints, func(a, b EndpointBacktest) int {
+		return group{a.Tier, a.Endpoint}.compare(group{b.Tier, b.Endpoint})
+	})
 	return r, nil
 }
 
@@ -458,8 +486,12 @@ func (r *BacktestReport) Alerts(th AlertThresholds) []string {
 	}
 	for _, e := range r.Endpoints {
 		if e.Quota != nil && e.Fraction > th.MaxFraction {
+			name := e.Endpoint
+			if e.Tier != "" {
+				name = e.Tier + " " + e.Endpoint
+			}
 			alerts = append(alerts, fmt.Sprintf("%s: quota %s rate-limited %d of %d legitimate user-days (%.2f%%), above %.2f%%",
-				e.Endpoint, FormatQuota(*e.Quota), e.NumRateLimited, e.TotalUsage, 100*e.Fraction, 100*th.MaxFraction))
+				name, FormatQuota(*e.Quota), e.NumRateLimited, e.TotalUsage, 100*e.Fraction, 100*th.MaxFraction))
 		}
 	}
 	return alerts

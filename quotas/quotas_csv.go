@@ -13,10 +13,15 @@ import (
 	"strings"
 )
 
-// UsageCSVHeader is the header a usage CSV file must start with, exactly.
-const UsageCSVHeader = "endpoint_url,user_id,daily_requests,date,malicious"
+// UsageCSVHeader is the header a usage CSV file must start with, exactly;
+// or UsageCSVTierHeader, whose last column is the user's tier, for quotas
+// per tier × endpoint.
+const (
+	UsageCSVHeader     = "endpoint_url,user_id,daily_requests,date,malicious"
+	UsageCSVTierHeader = UsageCSVHeader + ",tier"
+)
 
-var usageColumns = strings.Split(UsageCSVHeader, ",")
+var usageColumns = strings.Split(UsageCSVTierHeader, ",")
 
 // ReadUsageCSV reads a usage CSV file (gzipped or not) into a UsageTable;
 // see ParseUsageCSV.
@@ -39,8 +44,9 @@ func ReadUsageCSV(path string) (*UsageTable, error) {
 // see NewUsageTable.
 func ParseUsageCSV(name string, r io.Reader) (*UsageTable, error) {
 	cr := csv.NewReader(r)
-	cr.FieldsPerRecord = len(usageColumns)
+	cr.FieldsPerRecord = -1 // the header says how many; checked per record
 	cr.ReuseRecord = true
+	columns := len(usageColumns) - 1
 	b := newUsageBuilder(0)
 	// Endpoints and users are interned: each appears on many rows.
 	interned := make(map[string]string)
@@ -61,11 +67,6 @@ func ParseUsageCSV(name string, r io.Reader) (*UsageTable, error) {
 		if err != nil {
 			var pe *csv.ParseError
 			switch {
-			case errors.As(err, &pe) && errors.Is(err, csv.ErrFieldCount):
-				if header {
-					return nil, fmt.Errorf("%s:%d: header is %q, want %q", name, pe.StartLine, strings.Join(rec, ","), UsageCSVHeader)
-				}
-				return nil, fmt.Errorf("%s:%d: %d fields, want %d (%s)", name, pe.StartLine, len(rec), len(usageColumns), UsageCSVHeader)
 			case errors.As(err, &pe):
 				return nil, fmt.Errorf("%s:%d:%d: %v", name, pe.Line, pe.Column, pe.Err) // line:byte
 			}
@@ -74,14 +75,21 @@ func ParseUsageCSV(name string, r io.Reader) (*UsageTable, error) {
 		line, _ := cr.FieldPos(0)
 		if header {
 			header = false
-			got := strings.Join(rec, ",")
-			if got != UsageCSVHeader && strings.TrimPrefix(got, "\ufeff") != UsageCSVHeader {
-				return nil, fmt.Errorf("%s:%d: header is %q, want %q", name, line, got, UsageCSVHeader)
+			switch got := strings.TrimPrefix(strings.Join(rec, ","), "\ufeff"); got {
+			case UsageCSVHeader:
+			case UsageCSVTierHeader:
+				columns++
+			default:
+				return nil, fmt.Errorf("%s:%d: header is %q, want %q or %q", name, line, got, UsageCSVHeader, UsageCSVTierHeader)
 			}
 			continue
 		}
+		if len(rec) != columns {
+			return nil, fmt.Errorf("%s:%d: %d fields, want %d (%s)", name, line, len(rec), columns,
+				strings.Join(usageColumns[:columns], ","))
+		}
 		row, col, err := parseUsageRecord(rec)
-		row.Endpoint, row.User = intern(row.Endpoint), intern(row.User)
+		row.Endpoint, row.User, row.Tier = intern(row.Endpoint), intern(row.User), intern(row.Tier)
 		if err == nil {
 			err = b.add(row)
 			col = -1
@@ -123,7 +131,49 @@ func parseUsageRecord(rec []string) (UsageRow, int, error) {
 	if r.Malicious, err = strconv.ParseBool(rec[4]); err != nil {
 		return r, 4, fmt.Errorf("%q is not a boolean (want true or false)", rec[4])
 	}
+	if len(rec) > 5 {
+		if rec[5] == "" {
+			return r, 5, errors.New("empty")
+		}
+		r.Tier = rec[5]
+	}
 	return r, 0, nil
+}
+
+// WriteUsageCSV writes rows as a usage CSV file that ParseUsageCSV reads
+// back: with the tier column when any row has a tier.
+func WriteUsageCSV(w io.Writer, rows []UsageRow) error {
+	tiers := false
+	for i := range rows {
+		if rows[i].Tier != "" {
+			tiers = true
+			break
+		}
+	}
+	cw := csv.NewWriter(w)
+	header := usageColumns[:len(usageColumns)-1]
+	if tiers {
+		header = usageColumns
+	}
+	if err := cw.Write(header); err != nil {
+		return err
+	}
+	rec := make([]string, len(header))
+	for _, r := range rows {
+		rec[0], rec[1], rec[2], rec[3], rec[4] = r.Endpoint, r.User, strconv.FormatInt(r.Requests, 10), r.Day.String(),
+			strconv.FormatBool(r.Malicious)
+		if tiers {
+			if r.Tier == "" {
+				return fmt.Errorf("quotas: user %s on %s has no tier while other rows do", r.User, r.Day)
+			}
+			rec[5] = r.Tier
+		}
+		if err := cw.Write(rec); err != nil {
+			return err
+		}
+	}
+	cw.Flush()
+	return cw.Error()
 }
 
 func parseRequests(s string) (int64, error) {

@@ -5,9 +5,11 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -157,7 +159,7 @@ func TestQuotaFitWindowBounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Quota{{"/v1/messages", 6.94, 4}, {"/v1/payments", 49.2, 9}, {"/v1/refunds", 4, 1}}
+	want := []Quota{{"/v1/messages", 6.94, 4, ""}, {"/v1/payments", 49.2, 9, ""}, {"/v1/refunds", 4, 1, ""}}
 	if len(fit.Quotas) != len(want) || fit.UserDays != 14 {
 		t.Fatalf("quotas %+v from %d user-days", fit.Quotas, fit.UserDays)
 	}
@@ -291,7 +293,7 @@ func TestQuotaUsageTableMergesUserDays(t *testing.T) {
 
 func TestQuotaCSVErrors(t *testing.T) {
 	cases := map[string]string{
-		"bad_header.csv":        `testdata/quotas/bad_header.csv:1: header is "endpoint_url,user,daily_requests,date,malicious", want "endpoint_url,user_id,daily_requests,date,malicious"`,
+		"bad_header.csv":        `testdata/quotas/bad_header.csv:1: header is "endpoint_url,user,daily_requests,date,malicious", want "endpoint_url,user_id,daily_requests,date,malicious" or "endpoint_url,user_id,daily_requests,date,malicious,tier"`,
 		"bad_number.csv":        `testdata/quotas/bad_number.csv:3: column 3 (daily_requests): "12.5" is not a whole number`,
 		"bad_quoted_number.csv": `testdata/quotas/bad_quoted_number.csv:3: column 3 (daily_requests): "ten" is not a whole number`,
 		"bad_date.csv":          `testdata/quotas/bad_date.csv:3: column 4 (date): "2026-02-30" is not a date (want YYYY-MM-DD)`,
@@ -312,7 +314,9 @@ func TestQuotaCSVErrors(t *testing.T) {
 	}
 	for name, c := range map[string]struct{ data, want string }{
 		"empty":           {"", "x.csv: empty, want the header \"endpoint_url,user_id,daily_requests,date,malicious\""},
-		"short header":    {"endpoint_url,user_id\n", `x.csv:1: header is "endpoint_url,user_id", want "endpoint_url,user_id,daily_requests,date,malicious"`},
+		"short header":    {"endpoint_url,user_id\n", `x.csv:1: header is "endpoint_url,user_id", want "endpoint_url,user_id,daily_requests,date,malicious" or "endpoint_url,user_id,daily_requests,date,malicious,tier"`},
+		"empty tier":      {UsageCSVTierHeader + "\n/a,u,1,2026-03-01,f,\n", `x.csv:2: column 6 (tier): empty`},
+		"no tier column":  {UsageCSVTierHeader + "\n/a,u,1,2026-03-01,f\n", `x.csv:2: 5 fields, want 6 (endpoint_url,user_id,daily_requests,date,malicious,tier)`},
 		"plus sign":       {UsageCSVHeader + "\n/a,u,+5,2026-03-01,f\n", `x.csv:2: column 3 (daily_requests): "+5" is not a whole number`},
 		"out of range":    {UsageCSVHeader + "\n/a,u,99999999999999999999,2026-03-01,f\n", `x.csv:2: column 3 (daily_requests): 99999999999999999999 is out of range`},
 		"short date":      {UsageCSVHeader + "\n/a,u,1,2026-3-01,f\n", `x.csv:2: column 4 (date): "2026-3-01" is not a date (want YYYY-MM-DD)`},
@@ -571,7 +575,7 @@ func FuzzQuotaUsageCSV(f *testing.F) {
 		}
 		seen := make(map[userDayKey]bool)
 		for _, r := range table.Rows() {
-			k := userDayKey{r.Endpoint, r.User, r.Day}
+			k := userDayKey{r.Endpoint, r.User, r.Day, r.Tier}
 			if r.Endpoint == "" || r.User == "" || r.Requests < 0 || seen[k] {
 				t.Fatalf("bad or repeated user-day %+v", r)
 			}
@@ -596,4 +600,48 @@ func FuzzQuotaAccessLogLine(f *testing.F) {
 			t.Fatalf("endpoint %q from target %q", ep, e.Target)
 		}
 	})
+}
+
+// Quotas per tier × endpoint: the same fit, grouped by the tier column;
+// WriteUsageCSV writes what ParseUsageCSV reads back.
+func TestQuotasPerTier(t *testing.T) {
+	day, _ := ParseDay("2026-03-01")
+	var rows []UsageRow
+	for i := range 10 {
+		rows = append(rows,
+			UsageRow{Endpoint: "/a", User: fmt.Sprintf("f%d", i), Day: day, Requests: int64(10 + i), Tier: "free"},
+			UsageRow{Endpoint: "/a", User: fmt.Sprintf("e%d", i), Day: day, Requests: int64(1000 + 100*i), Tier: "enterprise"})
+	}
+	var buf bytes.Buffer
+	if err := WriteUsageCSV(&buf, rows); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(buf.String(), UsageCSVTierHeader+"\n") {
+		t.Fatalf("written without the tier header:\n%s", buf.String())
+	}
+	table, err := ParseUsageCSV("tiers.csv", &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fit, err := Fit(context.Background(), table, FitConfig{Until: day, Lookback: 1, Percentile: 0.5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Quota{{"/a", 1450, 10, "enterprise"}, {"/a", 14.5, 10, "free"}}
+	if !slices.Equal(fit.Quotas, want) {
+		t.Fatalf("quotas %+v, want %+v", fit.Quotas, want)
+	}
+	pooled := slices.Clone(rows)
+	for i := range pooled {
+		pooled[i].Tier = ""
+	}
+	pt, _ := NewUsageTable(pooled)
+	pf, err := Fit(context.Background(), pt, FitConfig{Until: day, Lookback: 1, Percentile: 0.5})
+	if err != nil || len(pf.Quotas) != 1 || pf.Quotas[0].Quota != 509.5 {
+		t.Fatalf("pooled quotas %+v (%v), want one of 509.5", pf, err)
+	}
+	rows[0].Tier = ""
+	if err := WriteUsageCSV(&bytes.Buffer{}, rows); err == nil {
+		t.Error("a row without a tier among rows with tiers was written")
+	}
 }

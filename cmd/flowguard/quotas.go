@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,7 +28,8 @@ import (
 const quotasUsage = `usage: flowguard quotas fit      (--usage SRC | --access-log FILE) --until DATE [--percentile P] [--lookback Nd] [--out FILE]
        flowguard quotas backtest (--usage SRC | --access-log FILE) --train-until DATE --test-until DATE
                                  [--percentile P] [--lookback Nd] [--json] [--alert-fraction F] [--min-train-user-days N]
-SRC is a usage CSV file (endpoint_url,user_id,daily_requests,date,malicious; may be gzipped)
+SRC is a usage CSV file (endpoint_url,user_id,daily_requests,date,malicious[,tier]; may be gzipped;
+with the tier column, quotas are fitted per tier × endpoint)
 or a postgres:// DSN (table endpoint_usage). Exit status 3: the backtest raised an alert.
 `
 
@@ -231,7 +233,19 @@ func quotasFit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // one rule per endpoint, rate requests per 24h.
 func quotasYAML(fit *quotas.QuotaFit, desc string) ([]byte, error) {
 	endpoints := &yaml.Node{Kind: yaml.MappingNode}
+	// With tiers in the usage, one endpoints: block per tier, under tiers:.
+	tiers := &yaml.Node{Kind: yaml.MappingNode}
+	byTier := map[string]*yaml.Node{}
 	for _, q := range fit.Quotas {
+		eps := endpoints
+		if q.Tier != "" {
+			if eps = byTier[q.Tier]; eps == nil {
+				eps = &yaml.Node{Kind: yaml.MappingNode}
+				byTier[q.Tier] = eps
+				tiers.Content = append(tiers.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: q.Tier},
+					&yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{{Kind: yaml.ScalarNode, Value: "endpoints"}, eps}})
+			}
+		}
 		rate := max(1, int64(math.Floor(q.Quota)))
 		key := &yaml.Node{Kind: yaml.ScalarNode, Style: yaml.DoubleQuotedStyle, Value: q.Endpoint,
 			HeadComment: fmt.Sprintf("quota %s from %d user-day%s", quotas.FormatQuota(q.Quota), q.UserDays, plural(q.UserDays))}
@@ -240,7 +254,7 @@ func quotasYAML(fit *quotas.QuotaFit, desc string) ([]byte, error) {
 		rule := &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{
 			scalar("rate"), scalar(r), scalar("period"), scalar("24h"), scalar("burst"), scalar(r),
 		}}
-		endpoints.Content = append(endpoints.Content, key, rule)
+		eps.Content = append(eps.Content, key, rule)
 	}
 	header := []string{
 		"Static per-endpoint quotas, written by `flowguard quotas fit`.",
@@ -256,6 +270,12 @@ func quotasYAML(fit *quotas.QuotaFit, desc string) ([]byte, error) {
 	doc := &yaml.Node{Kind: yaml.MappingNode, HeadComment: strings.Join(header, "\n"), Content: []*yaml.Node{
 		{Kind: yaml.ScalarNode, Value: "endpoints"}, endpoints,
 	}}
+	if len(byTier) > 0 {
+		header[len(header)-1] = "per calendar day. Each tier's block goes under that tier in the policy file's tiers:."
+		doc = &yaml.Node{Kind: yaml.MappingNode, HeadComment: strings.Join(header, "\n"), Content: []*yaml.Node{
+			{Kind: yaml.ScalarNode, Value: "tiers"}, tiers,
+		}}
+	}
 	if len(fit.Quotas) == 0 {
 		endpoints.Style = yaml.FlowStyle
 	}
@@ -387,11 +407,18 @@ func writeBacktestTable(w io.Writer, r *quotas.BacktestReport, desc string) erro
 	fmt.Fprintf(w, "# training %s (%d non-malicious user-days), test %s, percentile %s; quota \"-\": not in training\n",
 		r.Train, r.TrainUserDays, r.Test, strconv.FormatFloat(r.Percentile, 'g', -1, 64))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	tiered := slices.ContainsFunc(r.Endpoints, func(e quotas.EndpointBacktest) bool { return e.Tier != "" })
+	if tiered {
+		fmt.Fprint(tw, "tier\t")
+	}
 	fmt.Fprintln(tw, "endpoint_url\tquota\ttotal_usage\tnum_rate_limited\tfraction\ttrain_user_days\tmalicious_usage\tmalicious_rate_limited")
 	for _, e := range append(slices.Clip(r.Endpoints), r.Total()) {
 		quota := "-"
 		if e.Quota != nil {
 			quota = quotas.FormatQuota(*e.Quota)
+		}
+		if tiered {
+			fmt.Fprintf(tw, "%s\t", cmp.Or(e.Tier, "-"))
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.4f\t%d\t%d\t%d\n", e.Endpoint, quota, e.TotalUsage, e.NumRateLimited,
 			e.Fraction, e.TrainUserDays, e.MaliciousUsage, e.MaliciousRateLimited)

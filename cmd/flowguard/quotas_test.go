@@ -286,3 +286,42 @@ func TestQuotasPostgresCLI(t *testing.T) {
 		})
 	}
 }
+
+// A usage file with a tier column gets quotas per tier × endpoint: one
+// endpoints: block per tier in the fit, a tier column in the backtest.
+func TestQuotasPerTierCLI(t *testing.T) {
+	day, _ := quotas.ParseDay("2026-03-01")
+	var rows []quotas.UsageRow
+	for d := range quotas.Day(3) {
+		for i := range 5 {
+			rows = append(rows,
+				quotas.UsageRow{Endpoint: "/a", User: "f" + string(rune('0'+i)), Day: day + d, Requests: int64(10 + i), Tier: "free"},
+				quotas.UsageRow{Endpoint: "/a", User: "e" + string(rune('0'+i)), Day: day + d, Requests: int64(1000 + i), Tier: "enterprise"})
+		}
+	}
+	path := filepath.Join(t.TempDir(), "tiers.csv")
+	var buf bytes.Buffer
+	if err := quotas.WriteUsageCSV(&buf, rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "quotas.yaml")
+	if code, _, stderr := runQuotas("fit", "--usage", path, "--until", "2026-03-02", "--lookback", "2d", "--out", out); code != 0 {
+		t.Fatalf("fit: %d %s", code, stderr)
+	}
+	y, _ := os.ReadFile(out)
+	for _, want := range []string{"tiers:\n", "  enterprise:\n    endpoints:\n", "  free:\n    endpoints:\n", `"/a":`, "rate: 1004", "rate: 14"} {
+		if !strings.Contains(string(y), want) {
+			t.Errorf("fit output lacks %q:\n%s", want, y)
+		}
+	}
+	code, stdout, stderr := runQuotas("backtest", "--usage", path, "--train-until", "2026-03-02", "--test-until", "2026-03-03", "--lookback", "2d")
+	if code != 0 && code != 3 {
+		t.Fatalf("backtest: %d %s", code, stderr)
+	}
+	if !strings.Contains(stdout, "tier  ") || !strings.Contains(stdout, "enterprise") || !strings.Contains(stdout, "free") {
+		t.Errorf("backtest table has no tier column:\n%s", stdout)
+	}
+}
