@@ -2,14 +2,16 @@
 GO        ?= go
 FUZZTIME  ?= 10s
 BENCHTIME ?= 1s
+# What flowguard version prints for make build: the commit, from git.
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .PHONY: run build test test-short lint fuzz bench bench-go bench-wheel bench-load bench-cost check-rules chaos soak sim-small sim-default sim-trace sim-bench quotas-example clean
 
 run: ## start the service on the embedded default (http://localhost:8080)
 	$(GO) run ./cmd/flowguard serve
 
-build:
-	$(GO) build -o bin/flowguard ./cmd/flowguard
+build: ## bin/flowguard, stamped with VERSION
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/flowguard ./cmd/flowguard
 
 test: lint ## every test, with the race detector (needs redis-server and promtool; .ci/run installs them)
 	$(GO) test -race -count=1 -timeout 9m ./...

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/devflow/flowguard/internal/config"
@@ -26,17 +27,46 @@ Usage:
   flowguard config validate FILE                       check a configuration file
   flowguard audit verify [--head HASH] FILE            check an audit log's hash chain
   flowguard arms validate FILE                         check a bandit arms file
+  flowguard sim --scenario FILE --out DIR [--policies A,B,…] [--seed N]
+                                                       compare policies offline on a scenario (default, small: embedded)
+  flowguard sim --trace ACCESS_LOG [--out DIR] [--policies A,B,…]
+                                                       replay a real access log through the pipeline
   flowguard sim wheel [--steps N] [--runs N] [--seed N] [--deltas D,…]
                                                        the wheel bandit benchmark (Riquelme et al. 2018)
-  flowguard quotas fit|backtest --usage SRC …          fit static per-endpoint quotas, or backtest them (exit 3: alert)
-  flowguard experiments validate|assign|resume …       check an experiments file, show a key's variants, resume a stopped one
+  flowguard quotas fit (--usage SRC | --access-log FILE) --until DATE …
+                                                       fit static per-endpoint quotas as policy YAML
+  flowguard quotas backtest (--usage SRC | --access-log FILE) --train-until DATE --test-until DATE …
+                                                       count what fitted quotas would have rate-limited (exit 3: alert)
+  flowguard experiments validate [--config FILE] FILE  check an experiments file
+  flowguard experiments assign [--file FILE] … KEY     show a key's experiment and variant
+  flowguard experiments resume --state STOPS EXPERIMENT/VARIANT
+                                                       resume a variant a guardrail stopped
+  flowguard experiments report (--file LOG | --brokers HOST:PORT,…) …
+                                                       per-variant results, SRM and off-policy estimates from the decision log
   flowguard dev kafka [--listen HOST:PORT]             a local Kafka-protocol broker with flowguard's topics
-  flowguard version                                    print the version
+  flowguard version                                    print the version (also: flowguard --version)
 
 Run 'flowguard COMMAND --help' for a command's flags.
 `
 
-var version = "dev"
+// version is set at link time (go build -ldflags "-X main.version=…");
+// when it is not, versionString reads the module version the go command
+// stamped into the binary.
+var version = ""
+
+// versionString is what version and --version print: the link-time
+// version, else the main module's version from the build information (a
+// tag, or a pseudo-version for a build from a git checkout), else "dev"
+// (go run).
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -67,8 +97,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = experimentsCmd(args[1:], stdout, stderr)
 	case "dev":
 		err = devCmd(args[1:], stdout, stderr)
-	case "version":
-		fmt.Fprintln(stdout, "flowguard", version)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, "flowguard", versionString())
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 	default:
