@@ -63,7 +63,15 @@ func TestParseRecord(t *testing.T) {
 	if r, err := ParseRecord([]byte(old)); err != nil || r.Policy != PolicyShadow || r.Variant != "" {
 		t.Errorf("an old record: %+v %v", r, err)
 	}
+	classed := strings.Replace(dec, `"tier":"free"`, `"tier":"gold","tier_class":"enterprise"`, 1)
+	if r, err := ParseRecord([]byte(classed)); err != nil || !r.PolicyTier().Enterprise() || r.PolicyTier().Name != "gold" {
+		t.Errorf("a classed record: %+v %v", r, err)
+	}
+	if r, err := ParseRecord([]byte(strings.Replace(dec, `"free"`, `"Enterprise"`, 1))); err != nil || !r.PolicyTier().Enterprise() {
+		t.Errorf("a record without a class, of a tier named Enterprise, is enterprise-class: %+v %v", r, err)
+	}
 	bad := map[string]struct{ in, msg string }{
+		"tier class": {strings.Replace(classed, `"enterprise"`, `"gold"`, 1), `tier_class "gold", want enterprise or standard`},
 		"type":       {`{"type":"guess","id":"d","key":"k","at":"2026-11-20T00:00:00Z"}`, `type "guess"`},
 		"propensity": {strings.Replace(dec, `0.5`, `0`, 1), "propensity 0"},
 		"counts":     {`{"type":"outcome","id":"d","key":"k","at":"2026-11-20T00:00:00Z","served":-1}`, "counts must be"},

@@ -8,6 +8,7 @@ import (
 
 	"github.com/devflow/flowguard/bandit"
 	"github.com/devflow/flowguard/features"
+	"github.com/devflow/flowguard/policy"
 )
 
 // Mode is when rewards reach the bandit.
@@ -172,8 +173,9 @@ type Partition struct {
 
 type pendingDecision struct {
 	Key, Tier  string
-	Model      string // the key of the model the arm was drawn from; "": the main one
-	At         int64  // µs
+	Class      policy.Class // "" in checkpoints from before classes: the tier is classed by name
+	Model      string       // the key of the model the arm was drawn from; "": the main one
+	At         int64        // µs
 	Arm        int
 	Multiplier float64
 	X          []float64
@@ -183,9 +185,13 @@ type pendingDecision struct {
 // keyHistory is one key's records and labels within the window.
 type keyHistory struct {
 	Tier   string
+	Class  policy.Class // as pendingDecision.Class
 	Aggs   []agg
 	Labels []Label // in arrival order; the last covering an hour decides it
 }
+
+// tier is the key's tier, with its class.
+func (h *keyHistory) tier() policy.Tier { return policy.Tier{Name: h.Tier, Class: h.Class} }
 
 // agg sums one key's bandit records of one arm in one hour: what an exact
 // correction needs. With slope kᵢ = d rewardᵢ / d severity, a change of
@@ -293,7 +299,7 @@ func (p *Partition) Record(r Record) error {
 		if _, dup := p.pending[r.ID]; !dup {
 			p.order = append(p.order, r.ID)
 		}
-		p.pending[r.ID] = pendingDecision{Key: r.Key, Tier: r.Tier, Model: r.Model, At: at, Arm: r.Arm, Multiplier: r.Multiplier,
+		p.pending[r.ID] = pendingDecision{Key: r.Key, Tier: r.Tier, Class: r.TierClass, Model: r.Model, At: at, Arm: r.Arm, Multiplier: r.Multiplier,
 			X: slices.Clone(r.Context), Base: NormBase(r.Base)}
 		for len(p.pending) > p.cfg.MaxPending && len(p.order) > 0 {
 			id := p.order[0]
@@ -360,7 +366,7 @@ func (p *Partition) join(d pendingDecision, o Outcome) error {
 		p.stats.Held -= int64(len(held))
 	}
 	if d.Tier != "" {
-		h.Tier = d.Tier
+		h.Tier, h.Class = d.Tier, d.Class
 	}
 	hour := hourOf(d.At)
 	if p.watermark-(hour+int64(Bucket/time.Microsecond)) > int64(p.cfg.Window/time.Microsecond) {
@@ -383,13 +389,13 @@ func (p *Partition) join(d pendingDecision, o Outcome) error {
 		a.Severity = sev
 		return nil
 	}
-	r := p.cfg.Weights.Reward(o, h.Tier, d.Base, sev)
+	r := p.cfg.Weights.RewardFor(o, h.tier(), d.Base, sev)
 	if err := m.l.Update(d.X, d.Arm, r); err != nil {
 		p.stats.Errors++
 		return err
 	}
 	p.stats.Updates++
-	k := p.cfg.Weights.slope(o, h.Tier, d.Base)
+	k := p.cfg.Weights.slope(o, h.tier(), d.Base)
 	if a.SlopeX == nil {
 		a.SlopeX = make([]float64, p.cfg.Bandit.Dim)
 		a.Severity = sev
@@ -647,7 +653,7 @@ func (p *Partition) finalize(h *keyHistory, a *agg) {
 		if m == nil {
 			break // the variant's model was dropped
 		}
-		r := p.cfg.Weights.Reward(w.Outcome, h.Tier, w.Base, a.Severity)
+		r := p.cfg.Weights.RewardFor(w.Outcome, h.tier(), w.Base, a.Severity)
 		if err := m.l.Update(w.X, a.Arm, r); err != nil {
 			p.stats.Errors++
 			continue

@@ -10,6 +10,7 @@ import (
 
 	"github.com/devflow/flowguard/bandit"
 	"github.com/devflow/flowguard/features"
+	"github.com/devflow/flowguard/policy"
 )
 
 var t0 = time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
@@ -161,6 +162,55 @@ func TestCorrectionEqualsLearningTheFinalReward(t *testing.T) {
 		want[a], _ = s.ArmPosterior(a)
 	}
 	assertSamePosterior(t, posterior(t, late), want, 1e-9)
+}
+
+// TestTierClassDecidesTheReward: the bandit learns the same from a stream
+// whose enterprise tier is renamed gold but classed enterprise, through
+// checkpoints (whose state keeps the class), as from the original; and
+// otherwise once that tier is classed standard.
+func TestTierClassDecidesTheReward(t *testing.T) {
+	reclass := func(evs []event, tier string, class policy.Class) []event {
+		out := make([]event, len(evs))
+		for i, ev := range evs {
+			out[i] = ev
+			if r := ev.rec; r != nil && r.Tier == "enterprise" {
+				c := *r
+				c.Tier, c.TierClass = tier, class
+				out[i].rec = &c
+			}
+		}
+		return out
+	}
+	evs := stream(4, 9, 30)
+	byName, _ := NewPartition(testConfig())
+	apply(t, byName, evs)
+
+	gold := reclass(evs, "gold", policy.ClassEnterprise)
+	p, _ := NewPartition(testConfig())
+	for cut := 0; cut < len(gold); cut += 101 {
+		apply(t, p, gold[cut:min(len(gold), cut+101)])
+		data, err := p.Checkpoint(t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, err = RestorePartition(testConfig(), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertSamePosterior(t, posterior(t, p), posterior(t, byName), 1e-9)
+
+	standard, _ := NewPartition(testConfig())
+	apply(t, standard, reclass(evs, "enterprise", policy.ClassStandard))
+	got, want := posterior(t, standard), posterior(t, byName)
+	same := true
+	for a := range want {
+		for i := range want[a].Mean {
+			same = same && math.Abs(got[a].Mean[i]-want[a].Mean[i]) < 1e-9
+		}
+	}
+	if same {
+		t.Error("a standard tier named enterprise was learned with the enterprise weight")
+	}
 }
 
 func TestDuplicateLabelsHaveNoEffect(t *testing.T) {

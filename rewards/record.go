@@ -8,6 +8,8 @@ import (
 	"io"
 	"math"
 	"time"
+
+	"github.com/devflow/flowguard/policy"
 )
 
 // Record types on flowguard.decisions.
@@ -32,7 +34,10 @@ type Record struct {
 	Key    string `json:"key"`
 	Tenant string `json:"tenant,omitempty"`
 	Tier   string `json:"tier,omitempty"`
-	Region string `json:"region,omitempty"`
+	// TierClass is the tier's class (policy.Rule.Class). Records written
+	// before it existed have "": PolicyTier then classes the tier by name.
+	TierClass policy.Class `json:"tier_class,omitempty"`
+	Region    string       `json:"region,omitempty"`
 	// At is the epoch's start for a decision, its end for an outcome.
 	At time.Time `json:"at"`
 
@@ -100,6 +105,8 @@ func (r Record) Validate() error {
 		return bad("key must be 1 to 256 bytes")
 	case r.At.Year() < 2000 || r.At.Year() > 9999:
 		return bad("at %v is outside the years 2000 to 9999", r.At)
+	case r.TierClass != "" && r.TierClass != policy.ClassEnterprise && r.TierClass != policy.ClassStandard:
+		return bad("tier_class %q, want enterprise or standard", r.TierClass)
 	}
 	if r.Type == TypeOutcome {
 		if r.Served < 0 || r.Throttled < 0 || r.Blocked < 0 || r.Served > 1e12 || r.Throttled > 1e12 || r.Blocked > 1e12 {
@@ -130,6 +137,9 @@ func (r Record) Validate() error {
 	}
 	return nil
 }
+
+// PolicyTier returns r's tier and its class, for Weights.RewardFor.
+func (r Record) PolicyTier() policy.Tier { return policy.Tier{Name: r.Tier, Class: r.TierClass} }
 
 // Outcome returns r's counts.
 func (r Record) Outcome() Outcome {

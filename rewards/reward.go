@@ -4,11 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sort"
+	"strings"
+
+	"github.com/devflow/flowguard/policy"
 )
 
 // Weights is the business objective the bandit maximises, per key-epoch:
 //
-//	reward = (Served·served_legit − Throttle[tier]·throttled_legit − Abuse·served_abusive) / base
+//	reward = (Served·served_legit − throttle(tier)·throttled_legit − Abuse·served_abusive) / base
 //	         + Headroom·multiplier·(1 − severity)
 //
 // where base is the requests the key's base budget admits in the epoch, so
@@ -19,9 +23,13 @@ import (
 type Weights struct {
 	// Served is the value of a legitimate request served. Default: 1.
 	Served float64 `yaml:"served"`
-	// Throttle is the cost of throttling a legitimate request, per tier:
-	// enterprise is the most expensive. A tier not listed costs
-	// Throttle["default"]. Defaults: free 0.5, pro 2, enterprise 20,
+	// Throttle is the cost of throttling a legitimate request. Its
+	// "enterprise" entry is the cost for every enterprise-class tier
+	// (policy.Tier.Enterprise), whatever the tier's name, and the most
+	// expensive; the other entries are standard-class tiers by name,
+	// matched case-insensitively, and a standard tier not listed costs
+	// Throttle["default"]. A standard tier named enterprise is not charged
+	// the enterprise entry. Defaults: enterprise 20, free 0.5, pro 2,
 	// default 1.
 	Throttle map[string]float64 `yaml:"throttle"`
 	// Abuse is the cost of an abusive request served. Default: 5.
@@ -36,10 +44,11 @@ type Weights struct {
 // DefaultWeights returns the default objective.
 func DefaultWeights() Weights {
 	return Weights{Served: 1, Abuse: 5, Headroom: 0.25,
-		Throttle: map[string]float64{"free": 0.5, "pro": 2, "enterprise": 20, "default": 1}}
+		Throttle: map[string]float64{string(policy.ClassEnterprise): 20, "free": 0.5, "pro": 2, "default": 1}}
 }
 
-// WithDefaults fills the zero fields of w.
+// WithDefaults fills the zero fields of w, and the Throttle entries w
+// lacks (in any case) from DefaultWeights.
 func (w Weights) WithDefaults() Weights {
 	d := DefaultWeights()
 	if w.Served == 0 {
@@ -51,12 +60,14 @@ func (w Weights) WithDefaults() Weights {
 	if w.Headroom == 0 {
 		w.Headroom = d.Headroom
 	}
-	t := make(map[string]float64, len(d.Throttle))
-	for k, v := range d.Throttle {
-		t[k] = v
-	}
+	t := make(map[string]float64, len(d.Throttle)+len(w.Throttle))
 	for k, v := range w.Throttle {
 		t[k] = v
+	}
+	for k, v := range d.Throttle {
+		if _, ok := lookupFold(w.Throttle, k); !ok {
+			t[k] = v
+		}
 	}
 	w.Throttle = t
 	return w
@@ -68,19 +79,52 @@ func (w Weights) Validate() error {
 	if !ok(w.Served) || !ok(w.Abuse) || !ok(w.Headroom) {
 		return errors.New("rewards: served, abuse and headroom weights must be in [0, 1e6]")
 	}
-	for tier, v := range w.Throttle {
-		if !ok(v) {
+	tiers := make([]string, 0, len(w.Throttle))
+	for tier := range w.Throttle {
+		tiers = append(tiers, tier)
+	}
+	sort.Strings(tiers) // the first invalid weight is always the same one
+	folded := make(map[string]string, len(tiers))
+	for _, tier := range tiers {
+		if v := w.Throttle[tier]; !ok(v) {
 			return fmt.Errorf("rewards: throttle weight of %q is %v, must be in [0, 1e6]", tier, v)
 		}
+		if other, dup := folded[strings.ToLower(tier)]; dup {
+			return fmt.Errorf("rewards: throttle weights %q and %q differ only in case: tiers match case-insensitively", other, tier)
+		}
+		folded[strings.ToLower(tier)] = tier
 	}
 	return nil
 }
 
-func (w Weights) throttle(tier string) float64 {
-	if v, ok := w.Throttle[tier]; ok {
+// throttle is the cost of throttling a legitimate request of tier t.
+func (w Weights) throttle(t policy.Tier) float64 {
+	key := t.Name
+	switch {
+	case t.Enterprise():
+		key = string(policy.ClassEnterprise)
+	case strings.EqualFold(key, string(policy.ClassEnterprise)):
+		key = "default" // a standard tier named enterprise
+	}
+	if v, ok := lookupFold(w.Throttle, key); ok {
 		return v
 	}
-	return w.Throttle["default"]
+	v, _ := lookupFold(w.Throttle, "default")
+	return v
+}
+
+// lookupFold returns m's entry for key, matched case-insensitively. The
+// exact key is tried first, so the usual lookup does not scan.
+func lookupFold(m map[string]float64, key string) (float64, bool) {
+	if v, ok := m[key]; ok {
+		return v, true
+	}
+	for k, v := range m {
+		if strings.EqualFold(k, key) {
+			return v, true
+		}
+	}
+	return 0, false
 }
 
 // Outcome is what happened to a key's requests during one epoch, under
@@ -90,22 +134,32 @@ type Outcome struct {
 	Multiplier                 float64
 }
 
-// Reward is the objective for one key-epoch whose traffic has the share
-// severity judged abusive (0: benign, the provisional assumption).
-func (w Weights) Reward(o Outcome, tier string, base, severity float64) float64 {
-	b, k := w.benign(o, tier, base), w.slope(o, tier, base)
+// RewardFor is the objective for one key-epoch of a key in tier t whose
+// traffic has the share severity judged abusive (0: benign, the
+// provisional assumption). Record.PolicyTier gives a record's tier.
+func (w Weights) RewardFor(o Outcome, t policy.Tier, base, severity float64) float64 {
+	b, k := w.benign(o, t, base), w.slope(o, t, base)
 	return b + severity*k
 }
 
+// Reward is RewardFor for a tier known only by name, classed by
+// policy.DefaultClass.
+//
+// Deprecated: it cannot see a tier's class; use RewardFor with the tier
+// (Record.PolicyTier, or policy.Rule's Tier and Class).
+func (w Weights) Reward(o Outcome, tier string, base, severity float64) float64 {
+	return w.RewardFor(o, policy.Tier{Name: tier}, base, severity)
+}
+
 // benign is the reward of a benign key-epoch.
-func (w Weights) benign(o Outcome, tier string, base float64) float64 {
-	return (w.Served*float64(o.Served)-w.throttle(tier)*float64(o.Throttled+o.Blocked))/base + w.Headroom*o.Multiplier
+func (w Weights) benign(o Outcome, t policy.Tier, base float64) float64 {
+	return (w.Served*float64(o.Served)-w.throttle(t)*float64(o.Throttled+o.Blocked))/base + w.Headroom*o.Multiplier
 }
 
 // slope is d reward / d severity: the reward changes linearly with the
 // judged share of abuse, so a label's correction is slope × Δseverity.
-func (w Weights) slope(o Outcome, tier string, base float64) float64 {
-	return (-(w.Abuse+w.Served)*float64(o.Served)+w.throttle(tier)*float64(o.Throttled+o.Blocked))/base - w.Headroom*o.Multiplier
+func (w Weights) slope(o Outcome, t policy.Tier, base float64) float64 {
+	return (-(w.Abuse+w.Served)*float64(o.Served)+w.throttle(t)*float64(o.Throttled+o.Blocked))/base - w.Headroom*o.Multiplier
 }
 
 // NormBase guards the normalisation of rewards by the epoch's base
