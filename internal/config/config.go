@@ -10,8 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"regexp"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/devflow/flowguard/examples"
@@ -195,6 +198,7 @@ func parse(name string, data []byte, adminAuth string) (*Loaded, error) {
 		f.Kafka.defaults()
 		errs = append(errs, f.Kafka.validate(doc)...)
 	}
+	weighed := slices.Sorted(maps.Keys(f.ML.Rewards.Throttle)) // the file's own, before the defaults join them
 	f.ML.defaults()
 	errs = append(errs, f.ML.validate(doc)...)
 	if f.ML.Learner == "remote" && f.Kafka == nil {
@@ -205,6 +209,8 @@ func parse(name string, data []byte, adminAuth string) (*Loaded, error) {
 	set, err := policy.Compile(f.Policies, doc, "policies")
 	if err != nil {
 		errs = append(errs, err.(yamlx.Errors)...)
+	} else {
+		errs = append(errs, throttleTiers(weighed, set, doc)...)
 	}
 	f.Experiments.defaults()
 	errs = append(errs, f.Experiments.validate(doc)...)
@@ -306,6 +312,26 @@ func (s *Server) validate(d *yamlx.Doc) yamlx.Errors {
 	}
 	if s.AdminMaxBodyBytes < 64 || s.AdminMaxBodyBytes > 64<<20 {
 		bad("admin_max_body_bytes", "%d must be between 64 and 67108864", s.AdminMaxBodyBytes)
+	}
+	return errs
+}
+
+// throttleTiers checks the tiers ml.rewards.throttle weighs against the
+// policies: a name the policies lack is a typo, and an enterprise-class
+// tier costs the enterprise weight, never its own.
+func throttleTiers(weighed []string, tiers *policy.Set, d *yamlx.Doc) yamlx.Errors {
+	var errs yamlx.Errors
+	for _, name := range weighed {
+		if strings.EqualFold(name, string(policy.ClassEnterprise)) || strings.EqualFold(name, "default") {
+			continue
+		}
+		path := []string{"ml", "rewards", "throttle", name}
+		switch t, ok := tiers.Tier(name); {
+		case !ok:
+			errs = append(errs, d.Errorf(path, "unknown tier %q (tiers: %s; or enterprise, default)", name, strings.Join(tiers.Tiers(), ", ")))
+		case t.Enterprise():
+			errs = append(errs, d.Errorf(path, "tier %q is enterprise-class: it costs the enterprise weight", t.Name))
+		}
 	}
 	return errs
 }

@@ -13,53 +13,56 @@ import (
 	"github.com/devflow/flowguard/examples"
 	"github.com/devflow/flowguard/internal/testenv"
 	"github.com/devflow/flowguard/internal/yamlx"
+	"github.com/devflow/flowguard/rewards"
 )
 
 // TestBadFiles pins the exact message for each rule: a person fixing the
 // file reads these, so they must name the file, the line and the problem.
 func TestBadFiles(t *testing.T) {
 	cases := map[string]string{
-		"bad_unknown_key.yaml":             `testdata/bad_unknown_key.yaml:5: unknown key "flor"`,
-		"bad_floor_above_ceiling.yaml":     `testdata/bad_floor_above_ceiling.yaml:6: policies.tiers.free.floor: floor 3 is above ceiling 2`,
-		"bad_rate_negative.yaml":           `testdata/bad_rate_negative.yaml:4: policies.tiers.free.rate: rate -5 must be a positive number of requests per period`,
-		"bad_rate_not_number.yaml":         `testdata/bad_rate_not_number.yaml:4: "fast" is not a whole number`,
-		"bad_rate_too_fast.yaml":           `testdata/bad_rate_too_fast.yaml:4: policies.tiers.free.rate: invalid limit: 5000 per 1ms is faster than one request per microsecond`,
-		"bad_period.yaml":                  `testdata/bad_period.yaml:5: "1 fortn..." is not a duration such as 500ms, 10s or 1m`,
-		"bad_period_bare_number.yaml":      `testdata/bad_period_bare_number.yaml:5: "60" is not a duration such as 500ms, 10s or 1m`,
-		"bad_ml_mode.yaml":                 `testdata/bad_ml_mode.yaml:5: policies.tiers.free.ml: ml is "maybe", want on, shadow or off`,
-		"bad_unknown_tier.yaml":            `testdata/bad_unknown_tier.yaml:7: policies.tenants.acme.tier: unknown tier "platinum" (tiers: free)`,
-		"bad_default_tier.yaml":            `testdata/bad_default_tier.yaml:2: policies.default_tier: unknown tier "gold" (tiers: free)`,
-		"bad_no_tiers.yaml":                `testdata/bad_no_tiers.yaml:1: policies: at least one tier is required under tiers`,
-		"bad_endpoint_pattern.yaml":        `testdata/bad_endpoint_pattern.yaml:7: policies.tiers.free.endpoints.post payments: endpoint pattern must be "/path", "METHOD /path" or end in "/*" for a prefix`,
-		"bad_duplicate_key.yaml":           `testdata/bad_duplicate_key.yaml:5: mapping key "rate" already defined at line 4`,
-		"bad_syntax.yaml":                  `testdata/bad_syntax.yaml:2: invalid YAML: did not find expected key`,
-		"bad_deny_and_allow.yaml":          `testdata/bad_deny_and_allow.yaml:6: policies.allow: key "k1" is on both the deny and the allow list`,
-		"bad_tier_missing_rate.yaml":       `testdata/bad_tier_missing_rate.yaml:4: policies.tiers.free: rate is required for a tier`,
-		"bad_tier_class.yaml":              `testdata/bad_tier_class.yaml:6: policies.tiers.gold.class: class is "premium", want enterprise or standard`,
-		"bad_tier_case_duplicate.yaml":     `testdata/bad_tier_case_duplicate.yaml:5: policies.tiers.pro: tier "pro" differs from tier "Pro" only in case: tier names match case-insensitively`,
-		"bad_tenant_class.yaml":            `testdata/bad_tenant_class.yaml:7: policies.tenants.acme.class: class belongs to a tier, not a tenant: the tenant has its tier's`,
-		"bad_experiments_tier.yaml":        `testdata/experiments/platinum.yaml:5: experiments.0.targeting.tiers.1: unknown tier "platinum" (the policies' tiers: free, pro)`,
-		"bad_endpoint_class.yaml":          `testdata/bad_endpoint_class.yaml:8: policies.tiers.free.endpoints.POST /v1/payments.class: class belongs to a tier, not an endpoint: every endpoint has its tier's`,
-		"bad_server_value.yaml":            `testdata/bad_server_value.yaml:3: server.log_level: "loud", want debug, info, warn or error`,
-		"bad_redis_no_addrs.yaml":          `testdata/bad_redis_no_addrs.yaml:2: redis.addrs: at least one host:port is required`,
-		"bad_empty.yaml":                   `testdata/bad_empty.yaml: file is empty`,
-		"bad_tenant_endpoint_burst.yaml":   `testdata/bad_tenant_endpoint_burst.yaml:9: policies.tenants.acme.endpoints.POST /v1/payments.burst: burst 0 must be between 1 and 1000000000`,
-		"bad_two_documents.yaml":           `testdata/bad_two_documents.yaml:5: more than one YAML document`,
-		"bad_ml_deadline.yaml":             `testdata/bad_ml_deadline.yaml:2: ml.deadline: 5s must be between 100µs and 1s`,
-		"bad_ml_share_every.yaml":          `testdata/bad_ml_share_every.yaml:2: ml.share_every: 200ms must be between 1s and 1m0s`,
-		"bad_ml_reward_mode.yaml":          `testdata/bad_ml_reward_mode.yaml:2: ml.reward_mode: "eventually", want provisional or wait`,
-		"bad_ml_arms_unsorted.yaml":        `testdata/bad_ml_arms_unsorted.yaml:4: ml.arms.1: arm 1 "x1": multiplier 1 is below arm 0 "x2" (2): arms must be sorted by increasing multiplier`,
-		"bad_ml_posterior.yaml":            `testdata/bad_ml_posterior.yaml:2: ml.posterior: "neural", want gaussian or normal-inverse-gamma`,
-		"bad_ml_learner.yaml":              `testdata/bad_ml_learner.yaml:2: ml.learner: "cloud", want embedded or remote`,
-		"bad_ml_remote_without_kafka.yaml": `testdata/bad_ml_remote_without_kafka.yaml:2: ml.learner: remote needs a kafka: section (the learner reads the decision log from Kafka)`,
-		"bad_ml_block_threshold.yaml":      `testdata/bad_ml_block_threshold.yaml:2: ml.block_threshold: 1.5 must be in (0, 1]`,
-		"bad_ml_label_horizon.yaml":        `testdata/bad_ml_label_horizon.yaml:2: ml.label_horizon: 72h0m0s must be between 1s and 24h0m0s`,
-		"bad_ml_max_held_label_age.yaml":   `testdata/bad_ml_max_held_label_age.yaml:3: ml.max_held_label_age: 24h0m0s must be between 1m0s and 12h0m0s`,
-		"bad_ml_max_held_labels.yaml":      `testdata/bad_ml_max_held_labels.yaml:2: ml.max_held_labels: -5 must be between 1 and 10000000`,
-		"bad_audit_key.yaml":               `testdata/bad_audit_key.yaml:3: unknown key "path"`,
-		"bad_admin_auth.yaml":              `testdata/bad_admin_auth.yaml:2: server.admin_auth: "open", want token or loopback`,
-		"bad_admin_token_env.yaml":         `testdata/bad_admin_token_env.yaml:2: server.admin_token_env: must name an environment variable (letters, digits and _, not starting with a digit); the token itself never goes in the file`,
-		"bad_admin_burst.yaml":             `testdata/bad_admin_burst.yaml:3: server.admin_burst: -1 must be between 1 and 100000`,
+		"bad_unknown_key.yaml":              `testdata/bad_unknown_key.yaml:5: unknown key "flor"`,
+		"bad_floor_above_ceiling.yaml":      `testdata/bad_floor_above_ceiling.yaml:6: policies.tiers.free.floor: floor 3 is above ceiling 2`,
+		"bad_rate_negative.yaml":            `testdata/bad_rate_negative.yaml:4: policies.tiers.free.rate: rate -5 must be a positive number of requests per period`,
+		"bad_rate_not_number.yaml":          `testdata/bad_rate_not_number.yaml:4: "fast" is not a whole number`,
+		"bad_rate_too_fast.yaml":            `testdata/bad_rate_too_fast.yaml:4: policies.tiers.free.rate: invalid limit: 5000 per 1ms is faster than one request per microsecond`,
+		"bad_period.yaml":                   `testdata/bad_period.yaml:5: "1 fortn..." is not a duration such as 500ms, 10s or 1m`,
+		"bad_period_bare_number.yaml":       `testdata/bad_period_bare_number.yaml:5: "60" is not a duration such as 500ms, 10s or 1m`,
+		"bad_ml_mode.yaml":                  `testdata/bad_ml_mode.yaml:5: policies.tiers.free.ml: ml is "maybe", want on, shadow or off`,
+		"bad_unknown_tier.yaml":             `testdata/bad_unknown_tier.yaml:7: policies.tenants.acme.tier: unknown tier "platinum" (tiers: free)`,
+		"bad_default_tier.yaml":             `testdata/bad_default_tier.yaml:2: policies.default_tier: unknown tier "gold" (tiers: free)`,
+		"bad_no_tiers.yaml":                 `testdata/bad_no_tiers.yaml:1: policies: at least one tier is required under tiers`,
+		"bad_endpoint_pattern.yaml":         `testdata/bad_endpoint_pattern.yaml:7: policies.tiers.free.endpoints.post payments: endpoint pattern must be "/path", "METHOD /path" or end in "/*" for a prefix`,
+		"bad_duplicate_key.yaml":            `testdata/bad_duplicate_key.yaml:5: mapping key "rate" already defined at line 4`,
+		"bad_syntax.yaml":                   `testdata/bad_syntax.yaml:2: invalid YAML: did not find expected key`,
+		"bad_deny_and_allow.yaml":           `testdata/bad_deny_and_allow.yaml:6: policies.allow: key "k1" is on both the deny and the allow list`,
+		"bad_tier_missing_rate.yaml":        `testdata/bad_tier_missing_rate.yaml:4: policies.tiers.free: rate is required for a tier`,
+		"bad_tier_class.yaml":               `testdata/bad_tier_class.yaml:6: policies.tiers.gold.class: class is "premium", want enterprise or standard`,
+		"bad_tier_case_duplicate.yaml":      `testdata/bad_tier_case_duplicate.yaml:5: policies.tiers.pro: tier "pro" differs from tier "Pro" only in case: tier names match case-insensitively`,
+		"bad_tenant_class.yaml":             `testdata/bad_tenant_class.yaml:7: policies.tenants.acme.class: class belongs to a tier, not a tenant: the tenant has its tier's`,
+		"bad_experiments_tier.yaml":         `testdata/experiments/platinum.yaml:5: experiments.0.targeting.tiers.1: unknown tier "platinum" (the policies' tiers: free, pro)`,
+		"bad_throttle_unknown_tier.yaml":    `testdata/bad_throttle_unknown_tier.yaml:5: ml.rewards.throttle.gold: unknown tier "gold" (tiers: free; or enterprise, default)`,
+		"bad_throttle_enterprise_tier.yaml": `testdata/bad_throttle_enterprise_tier.yaml:5: ml.rewards.throttle.Gold: tier "gold" is enterprise-class: it costs the enterprise weight`,
+		"bad_endpoint_class.yaml":           `testdata/bad_endpoint_class.yaml:8: policies.tiers.free.endpoints.POST /v1/payments.class: class belongs to a tier, not an endpoint: every endpoint has its tier's`,
+		"bad_server_value.yaml":             `testdata/bad_server_value.yaml:3: server.log_level: "loud", want debug, info, warn or error`,
+		"bad_redis_no_addrs.yaml":           `testdata/bad_redis_no_addrs.yaml:2: redis.addrs: at least one host:port is required`,
+		"bad_empty.yaml":                    `testdata/bad_empty.yaml: file is empty`,
+		"bad_tenant_endpoint_burst.yaml":    `testdata/bad_tenant_endpoint_burst.yaml:9: policies.tenants.acme.endpoints.POST /v1/payments.burst: burst 0 must be between 1 and 1000000000`,
+		"bad_two_documents.yaml":            `testdata/bad_two_documents.yaml:5: more than one YAML document`,
+		"bad_ml_deadline.yaml":              `testdata/bad_ml_deadline.yaml:2: ml.deadline: 5s must be between 100µs and 1s`,
+		"bad_ml_share_every.yaml":           `testdata/bad_ml_share_every.yaml:2: ml.share_every: 200ms must be between 1s and 1m0s`,
+		"bad_ml_reward_mode.yaml":           `testdata/bad_ml_reward_mode.yaml:2: ml.reward_mode: "eventually", want provisional or wait`,
+		"bad_ml_arms_unsorted.yaml":         `testdata/bad_ml_arms_unsorted.yaml:4: ml.arms.1: arm 1 "x1": multiplier 1 is below arm 0 "x2" (2): arms must be sorted by increasing multiplier`,
+		"bad_ml_posterior.yaml":             `testdata/bad_ml_posterior.yaml:2: ml.posterior: "neural", want gaussian or normal-inverse-gamma`,
+		"bad_ml_learner.yaml":               `testdata/bad_ml_learner.yaml:2: ml.learner: "cloud", want embedded or remote`,
+		"bad_ml_remote_without_kafka.yaml":  `testdata/bad_ml_remote_without_kafka.yaml:2: ml.learner: remote needs a kafka: section (the learner reads the decision log from Kafka)`,
+		"bad_ml_block_threshold.yaml":       `testdata/bad_ml_block_threshold.yaml:2: ml.block_threshold: 1.5 must be in (0, 1]`,
+		"bad_ml_label_horizon.yaml":         `testdata/bad_ml_label_horizon.yaml:2: ml.label_horizon: 72h0m0s must be between 1s and 24h0m0s`,
+		"bad_ml_max_held_label_age.yaml":    `testdata/bad_ml_max_held_label_age.yaml:3: ml.max_held_label_age: 24h0m0s must be between 1m0s and 12h0m0s`,
+		"bad_ml_max_held_labels.yaml":       `testdata/bad_ml_max_held_labels.yaml:2: ml.max_held_labels: -5 must be between 1 and 10000000`,
+		"bad_audit_key.yaml":                `testdata/bad_audit_key.yaml:3: unknown key "path"`,
+		"bad_admin_auth.yaml":               `testdata/bad_admin_auth.yaml:2: server.admin_auth: "open", want token or loopback`,
+		"bad_admin_token_env.yaml":          `testdata/bad_admin_token_env.yaml:2: server.admin_token_env: must name an environment variable (letters, digits and _, not starting with a digit); the token itself never goes in the file`,
+		"bad_admin_burst.yaml":              `testdata/bad_admin_burst.yaml:3: server.admin_burst: -1 must be between 1 and 100000`,
 	}
 	testenv.BadFiles(t, "testdata/bad_*.yaml", cases, func(t *testing.T, path string) error {
 		_, err := Load(path)
@@ -213,5 +216,22 @@ func TestAdminTokenEnvErrorHidesValue(t *testing.T) {
 	_, err := Load("testdata/bad_admin_token_env.yaml")
 	if err == nil || strings.Contains(err.Error(), "s3cret") {
 		t.Fatalf("err = %v, want an error without the value", err)
+	}
+}
+
+// TestThrottleWeightsNameTiers: ml.rewards.throttle may name a policy
+// tier in any case, and enterprise covers every enterprise-class tier.
+func TestThrottleWeightsNameTiers(t *testing.T) {
+	l, err := Parse("inline.yaml", []byte("ml:\n  rewards:\n    throttle: {PRO: 3, enterprise: 40}\n"+
+		"policies:\n  tiers:\n    free: {rate: 10}\n    pro: {rate: 20}\n    gold: {rate: 30, class: enterprise}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, o := l.LearnerConfig().Weights, rewards.Outcome{Throttled: 10}
+	for tier, want := range map[string]float64{"pro": 3, "gold": 40, "free": 0.5} {
+		pt, _ := l.Policies.Tier(tier)
+		if got := -w.RewardFor(o, pt, 10, 0); got != want {
+			t.Errorf("throttle weight of %s = %v, want %v", tier, got, want)
+		}
 	}
 }

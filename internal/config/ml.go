@@ -74,7 +74,10 @@ type ML struct {
 	// Default: 1s.
 	ShareEvery time.Duration `yaml:"share_every"`
 	// Rewards is the objective the bandit learns (README, "Rewards").
-	// Default: served 1; throttle free 0.5, pro 2, enterprise 20, other 1;
+	// throttle weighs enterprise-class tiers under enterprise and the
+	// other tiers by name, in any case; a name must be a tier of policies:
+	// (or enterprise, default), and not an enterprise-class one.
+	// Default: served 1; throttle enterprise 20, free 0.5, pro 2, other 1;
 	// abuse 5.
 	Rewards rewards.Weights `yaml:"rewards"`
 	// RewardMode is provisional (learn at epoch close assuming benign,
