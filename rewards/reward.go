@@ -142,6 +142,34 @@ func (w Weights) RewardFor(o Outcome, t policy.Tier, base, severity float64) flo
 	return b + severity*k
 }
 
+// Terms are a key-epoch's reward split into what each part of the
+// objective contributes; their sum is RewardFor.
+type Terms struct {
+	Served    float64 `json:"served"`    // + served weight × legitimate share of the served requests
+	Throttled float64 `json:"throttled"` // − tier's throttle weight × legitimate share of the refused requests
+	Abuse     float64 `json:"abuse"`     // − abuse weight × abusive share of the served requests
+	Headroom  float64 `json:"headroom"`  // + headroom weight × multiplier × legitimate share: pays for generosity alone
+}
+
+// Sum is the reward the terms make up.
+func (t Terms) Sum() float64 { return t.Served + t.Throttled + t.Abuse + t.Headroom }
+
+// Add adds u's terms to t's.
+func (t *Terms) Add(u Terms) {
+	t.Served, t.Throttled, t.Abuse, t.Headroom = t.Served+u.Served, t.Throttled+u.Throttled, t.Abuse+u.Abuse, t.Headroom+u.Headroom
+}
+
+// TermsFor is RewardFor split into its terms.
+func (w Weights) TermsFor(o Outcome, t policy.Tier, base, severity float64) Terms {
+	legit := 1 - severity
+	return Terms{
+		Served:    w.Served * legit * float64(o.Served) / base,
+		Throttled: -w.throttle(t) * legit * float64(o.Throttled+o.Blocked) / base,
+		Abuse:     -w.Abuse * severity * float64(o.Served) / base,
+		Headroom:  w.Headroom * o.Multiplier * legit,
+	}
+}
+
 // Reward is RewardFor for a tier known only by name, classed by
 // policy.DefaultClass.
 //

@@ -1,6 +1,7 @@
 package rewards
 
 import (
+	"math"
 	"strings"
 	"testing"
 
@@ -68,5 +69,22 @@ func TestThrottleWeightsInAnyCase(t *testing.T) {
 	dup := Weights{Throttle: map[string]float64{"Pro": 3, "pro": 4}}.WithDefaults()
 	if err := dup.Validate(); err == nil || !strings.Contains(err.Error(), `throttle weights "Pro" and "pro" differ only in case`) {
 		t.Errorf("err = %v", err)
+	}
+}
+
+// The terms add up to the reward, for any severity.
+func TestTermsSumToReward(t *testing.T) {
+	w := DefaultWeights()
+	for _, tier := range []policy.Tier{{Name: "free"}, {Name: "gold", Class: policy.ClassEnterprise}} {
+		for _, sev := range []float64{0, 0.3, 1} {
+			o := Outcome{Served: 70, Throttled: 20, Blocked: 10, Multiplier: 1.5}
+			terms, r := w.TermsFor(o, tier, 50, sev), w.RewardFor(o, tier, 50, sev)
+			if math.Abs(terms.Sum()-r) > 1e-9 {
+				t.Errorf("%s, severity %v: terms %+v sum to %v, reward %v", tier.Name, sev, terms, terms.Sum(), r)
+			}
+			if sev == 1 && (terms.Served != 0 || terms.Headroom != 0 || terms.Abuse >= 0) {
+				t.Errorf("all abuse: terms %+v, want only the abuse and throttle terms", terms)
+			}
+		}
 	}
 }
