@@ -91,8 +91,11 @@ type VariantReport struct {
 	// with the control's (nil for the control or without data).
 	ThrottleRate *Interval `json:"throttle_rate"`
 	ThrottleDiff *Interval `json:"throttle_diff_vs_control,omitempty"`
-	// TierThrottleRate is the throttle rate of each tier seen.
-	TierThrottleRate map[string]*Interval `json:"tier_throttle_rate"`
+	// TierThrottleRate is the throttle rate of each tier seen;
+	// EnterpriseThrottleRate that of the enterprise-class tiers together
+	// (nil without enterprise traffic).
+	TierThrottleRate       map[string]*Interval `json:"tier_throttle_rate"`
+	EnterpriseThrottleRate *Interval            `json:"enterprise_throttle_rate,omitempty"`
 	// AbuseRate is the share of served requests judged abusive by the
 	// labels (severity-weighted); nil without labels.
 	AbuseRate *Interval `json:"abuse_rate,omitempty"`
@@ -151,6 +154,7 @@ func estimateOut(e Estimate, err error) *EstimateOut {
 // epoch is one joined key-epoch.
 type epoch struct {
 	key, tenant, tier string
+	enterprise        bool // the tier is enterprise-class
 	exp, variant      string
 	at                int64 // µs
 	action            int   // enforced arm
@@ -250,8 +254,8 @@ func BuildReport(cfg *Config, records []rewards.Record, opts ReportOptions) (*Re
 		}
 		ep.exp, ep.variant = exp, variant
 		ep.severity = sev.at(d.Key, d.At.UnixMicro())
-		ep.reward = opts.Weights.Reward(rewards.Outcome{Served: o.Served, Throttled: o.Throttled, Blocked: o.Blocked,
-			Multiplier: ep.multiplier}, d.Tier, rewards.NormBase(d.Base), ep.severity)
+		ep.reward = opts.Weights.RewardFor(rewards.Outcome{Served: o.Served, Throttled: o.Throttled, Blocked: o.Blocked,
+			Multiplier: ep.multiplier}, d.PolicyTier(), rewards.NormBase(d.Base), ep.severity)
 		byExp[exp] = append(byExp[exp], ep)
 	}
 	for i := range cfg.Experiments {
@@ -279,7 +283,7 @@ func joinEpoch(d, o rewards.Record, arms bandit.ArmSet) (epoch, error) {
 	if floor > ceiling {
 		return epoch{}, fmt.Errorf("decision %s: floor %v above ceiling %v", d.ID, d.Floor, d.Ceiling)
 	}
-	ep := epoch{key: d.Key, tenant: d.Tenant, tier: d.Tier, at: d.At.UnixMicro(), context: d.Context,
+	ep := epoch{key: d.Key, tenant: d.Tenant, tier: d.Tier, enterprise: d.PolicyTier().Enterprise(), at: d.At.UnixMicro(), context: d.Context,
 		served: o.Served, throttled: o.Throttled + o.Blocked}
 	allowed, err := arms.Allowed(floor, ceiling)
 	if err != nil {
@@ -401,6 +405,7 @@ type variantStats struct {
 	epochs, requests, throttled int64
 	throttle, abuse, reward     unitStats
 	tiers                       map[string]unitStats
+	enterprise                  unitStats
 }
 
 func experimentReport(x *Experiment, shares []float64, eps []epoch, haveLabels bool, ridge float64) ExperimentReport {
@@ -409,7 +414,7 @@ func experimentReport(x *Experiment, shares []float64, eps []epoch, haveLabels b
 	index := map[string]int{}
 	for j, v := range x.Variants {
 		index[v.Name] = j
-		stats[j] = &variantStats{units: map[string]bool{}, throttle: unitStats{}, abuse: unitStats{}, reward: unitStats{},
+		stats[j] = &variantStats{units: map[string]bool{}, throttle: unitStats{}, abuse: unitStats{}, reward: unitStats{}, enterprise: unitStats{},
 			tiers: map[string]unitStats{}}
 	}
 	for _, ep := range eps {
@@ -430,6 +435,9 @@ func experimentReport(x *Experiment, shares []float64, eps []epoch, haveLabels b
 			st.tiers[ep.tier] = unitStats{}
 		}
 		st.tiers[ep.tier].add(unit, float64(ep.throttled), float64(req))
+		if ep.enterprise {
+			st.enterprise.add(unit, float64(ep.throttled), float64(req))
+		}
 	}
 	control := stats[index[x.Control]]
 	units := make([]int64, len(x.Variants))
@@ -442,6 +450,9 @@ func experimentReport(x *Experiment, shares []float64, eps []epoch, haveLabels b
 			TierThrottleRate: map[string]*Interval{}}
 		for tier, u := range st.tiers {
 			vr.TierThrottleRate[tier] = u.ratio(0, 1)
+		}
+		if len(st.enterprise) > 0 {
+			vr.EnterpriseThrottleRate = st.enterprise.ratio(0, 1)
 		}
 		if haveLabels {
 			vr.AbuseRate = st.abuse.ratio(0, 1)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/devflow/flowguard/bandit"
+	"github.com/devflow/flowguard/policy"
 	"github.com/devflow/flowguard/rewards"
 )
 
@@ -67,7 +68,7 @@ func (w world) truth(a int, n int, weights rewards.Weights) float64 {
 	for range n {
 		_, d := w.draw(r)
 		s, th := w.outcome(d, m)
-		sum += weights.Reward(rewards.Outcome{Served: s, Throttled: th, Multiplier: m}, "free", w.base, 0)
+		sum += weights.RewardFor(rewards.Outcome{Served: s, Throttled: th, Multiplier: m}, policy.Tier{Name: "free"}, w.base, 0)
 	}
 	return sum / float64(n)
 }

@@ -19,7 +19,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintln(tw, "variant\tpolicy\tshare\tunits\tepochs\trequests\tthrottle rate [95% CI]\tΔ vs control\tenterprise throttle\tabuse rate\treward/epoch [95% CI]")
 		for _, v := range x.Variants {
 			ent := "-"
-			if iv := v.TierThrottleRate["enterprise"]; iv != nil {
+			if iv := v.EnterpriseThrottleRate; iv != nil {
 				ent = pctIv(iv)
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%.1f%%\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", v.Name, v.Policy, 100*v.Share, v.Units, v.Epochs,

@@ -265,15 +265,6 @@ func TierOf(name string, enterprise bool) Tier {
 	return TierUnknown
 }
 
-// ParseTier maps a tier name to a Tier as TierOf does, taking a tier named
-// enterprise (in any case) as enterprise-class.
-//
-// Deprecated: it cannot see a tier's class; use TierOf with the policy's
-// class (policy.Rule.Enterprise()).
-func ParseTier(name string) Tier {
-	return TierOf(name, strings.EqualFold(name, "enterprise"))
-}
-
 func (t Tier) String() string {
 	switch t {
 	case TierUnknown:

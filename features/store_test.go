@@ -544,20 +544,6 @@ func TestTierOf(t *testing.T) {
 	}
 }
 
-func TestParseTier(t *testing.T) {
-	tests := map[string]Tier{
-		"free": TierFree, "Pro": TierPro, "ENTERPRISE": TierEnterprise,
-		"": TierUnknown, "gold": TierUnknown, "pro ": TierUnknown,
-	}
-	for name, want := range tests {
-		t.Run(name, func(t *testing.T) {
-			if got := ParseTier(name); got != want {
-				t.Errorf("ParseTier(%q) = %v, want %v", name, got, want)
-			}
-		})
-	}
-}
-
 // Whatever the input, every vector element is finite and within bounds.
 func TestVectorBoundedForAdversarialInputs(t *testing.T) {
 	huge := string(make([]byte, 1<<16))

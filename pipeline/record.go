@@ -36,7 +36,7 @@ type KeyEpoch struct {
 // DecisionRecord is the one constructor of a decision-log record, for
 // serving and the simulator alike.
 func DecisionRecord(e KeyEpoch) rewards.Record {
-	return rewards.Record{Type: rewards.TypeDecision, ID: e.ID, Key: e.Key, Tenant: e.Rule.Tenant, Tier: e.Rule.Tier,
+	return rewards.Record{Type: rewards.TypeDecision, ID: e.ID, Key: e.Key, Tenant: e.Rule.Tenant, Tier: e.Rule.Tier, TierClass: e.Rule.Class,
 		Region: e.Region, At: e.Start.UTC(), Policy: e.Policy, Arm: e.Arm, ArmName: e.ArmName,
 		Multiplier: e.Multiplier, Propensity: e.Propensity, ModelVersion: e.ModelVersion,
 		Context: slices.Clone(e.Context), Floor: e.Rule.Floor, Ceiling: e.Rule.Ceiling,

@@ -152,7 +152,7 @@ func TestCorrectionEqualsLearningTheFinalReward(t *testing.T) {
 		}
 		o := r.Outcome()
 		o.Multiplier = d.Multiplier
-		if err := hand.Update(d.Context, d.Arm, w.Reward(o, d.Tier, d.Base, sev)); err != nil {
+		if err := hand.Update(d.Context, d.Arm, w.RewardFor(o, d.PolicyTier(), d.Base, sev)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -170,14 +170,6 @@ func (w Weights) TermsFor(o Outcome, t policy.Tier, base, severity float64) Term
 	}
 }
 
-// Reward is RewardFor for a tier known only by name, classed by
-// policy.DefaultClass.
-//
-// Deprecated: it cannot see a tier's class; use RewardFor with the tier
-// (Record.PolicyTier, or policy.Rule's Tier and Class).
-func (w Weights) Reward(o Outcome, tier string, base, severity float64) float64 {
-	return w.RewardFor(o, policy.Tier{Name: tier}, base, severity)
-}
 
 // benign is the reward of a benign key-epoch.
 func (w Weights) benign(o Outcome, t policy.Tier, base float64) float64 {
