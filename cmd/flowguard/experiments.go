@@ -61,7 +61,7 @@ func experimentsValidate(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("experiments validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, experimentsUsage); fs.PrintDefaults() }
-	conf := fs.String("config", "", "configuration `FILE` whose ml: section decides which bandit variants have a model of their own (default: the embedded default's)")
+	conf := fs.String("config", "", "configuration `FILE` whose ml: section decides which bandit variants have a model of their own, and whose policies' tiers the targeting must name (default: the embedded default's ml:, tiers unchecked)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -77,6 +77,12 @@ func experimentsValidate(args []string, stdout, stderr io.Writer) error {
 	loaded, err := loadConfig(*conf)
 	if err != nil {
 		return err
+	}
+	if *conf != "" {
+		// Targeted tiers must be ones that configuration's policies define.
+		if err := cfg.ResolveTiers(loaded.Policies); err != nil {
+			return err
+		}
 	}
 	variants := 0
 	for _, e := range cfg.Experiments {
@@ -113,7 +119,7 @@ func experimentsAssign(args []string, stdout, stderr io.Writer) error {
 	file := fs.String("file", "", "experiments `FILE` (default: the embedded examples/experiments.yaml)")
 	var u experiments.Unit
 	fs.StringVar(&u.Tenant, "tenant", "", "the key's `TENANT`")
-	fs.StringVar(&u.Tier, "tier", "", "the tenant's `TIER`: free, pro or enterprise")
+	fs.StringVar(&u.Tier, "tier", "", "the tenant's `TIER`, as the policy file names it (any case)")
 	fs.StringVar(&u.Region, "region", "", "the request's `REGION`")
 	state := fs.String("state", "", "stop log `FILE` whose stopped variants to apply")
 	pos, err := parseInterleaved(fs, args)

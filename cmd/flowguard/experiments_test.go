@@ -20,6 +20,8 @@ func TestExperimentsCLI(t *testing.T) {
 			" (its arms are not a run of ml.arms; lambda 5, ml: 1)\n", ""},
 		"validate shadow": {[]string{"experiments", "validate", "testdata/own-model.yaml", "--config", "../../examples/scaled-out.yaml"}, 0,
 			"  exp/sh: shadow, main model (a shadow variant cannot have its own: lambda 2, ml: 1)\n", ""},
+		"validate unknown tier": {[]string{"experiments", "validate", "--config", "../../examples/kafka.yaml", "testdata/unknown-tier.yaml"}, 1, "",
+			`unknown-tier.yaml:4: experiments.0.targeting.tiers.0: unknown tier "platinum" (the policies' tiers: enterprise, free, pro)`},
 		"validate bad config":   {[]string{"experiments", "validate", "--config", "nope.yaml", "testdata/own-model.yaml"}, 1, "", "nope.yaml"},
 		"validate bad file":     {[]string{"experiments", "validate", "../../experiments/testdata/bad_control_not_static.yaml"}, 1, "", `bad_control_not_static.yaml:4: experiments.0.control: variant "lints" has policy bandit, but the control must be static`},
 		"validate several":      {[]string{"experiments", "validate", "../../experiments/testdata/bad_several.yaml"}, 1, "", "bad_several.yaml:4: experiments.0.unit: \"ip\", want key or tenant\n../../experiments/testdata/bad_several.yaml:5: experiments.0.traffic"},
