@@ -25,16 +25,36 @@ import (
 
 // Policies the simulator compares.
 const (
-	PolicyStaticP99  = "static-p99"  // seed-004 daily quotas per endpoint, refitted from the simulated history
-	PolicyStaticTier = "static-tier" // the tier's deterministic budget: base × 1 within [floor, ceiling]
-	PolicyLinTS      = "lints"       // Thompson sampling, provisional rewards and exact label corrections
-	PolicyLinTSWait  = "lints-wait"  // Thompson sampling that learns a record only once it is final
-	PolicyEpsGreedy  = "eps-greedy"  // ε-greedy on the same posterior means, provisional rewards
-	PolicyOracle     = "oracle"      // knows each key-epoch's demand and which of it is abuse
+	PolicyStaticP99     = "static-p99"      // seed 004: daily quotas per endpoint, pooled over tiers, refitted; a rolling 24h budget
+	PolicyStaticP99Tier = "static-p99-tier" // the same fit per tier × endpoint
+	PolicyStaticTier    = "static-tier"     // the tier's deterministic budget: base × 1 within [floor, ceiling]
+	PolicyFloor         = "floor"           // sanity: every key at its floor
+	PolicyCeiling       = "ceiling"         // sanity: every key at its ceiling
+	PolicyLinTS         = "lints"           // Thompson sampling, provisional rewards and exact label corrections
+	PolicyLinTSWait     = "lints-wait"      // Thompson sampling that learns a record only once it is final
+	PolicyEpsGreedy     = "eps-greedy"      // ε-greedy on the same posterior means, provisional rewards
+	PolicyOracle        = "oracle"          // hindsight bound: all legitimate demand up to the ceiling, no abuse
 )
 
 // AllPolicies lists every policy, in report order.
-var AllPolicies = []string{PolicyStaticP99, PolicyStaticTier, PolicyLinTS, PolicyLinTSWait, PolicyEpsGreedy, PolicyOracle}
+var AllPolicies = []string{PolicyStaticP99, PolicyStaticP99Tier, PolicyStaticTier, PolicyFloor, PolicyCeiling,
+	PolicyLinTS, PolicyLinTSWait, PolicyEpsGreedy, PolicyOracle}
+
+// PolicyDefinitions say what each policy does, for the report.
+var PolicyDefinitions = map[string]string{
+	PolicyStaticP99: "seed 004 as written: per endpoint, PERCENTILE_CONT(0.99) of the non-malicious daily requests per key " +
+		"over the training window, pooled over every tier, refitted on learning.refit_every, enforced by the limiter's GCRA " +
+		"as a rolling 24h budget (rate = burst = the quota); no per-minute cap",
+	PolicyStaticP99Tier: "static-p99 fitted per tier × endpoint: what a team would deploy",
+	PolicyStaticTier:    "the tier's policy budget × 1 (clamped to [floor, ceiling]), through the limiter",
+	PolicyFloor:         "sanity: every key's budget at its tier's floor",
+	PolicyCeiling:       "sanity: every key's budget at its tier's ceiling",
+	PolicyLinTS:         "the service's pipeline: features, risk, LinTS over the arms [floor, ceiling], provisional rewards with exact label corrections",
+	PolicyLinTSWait:     "lints that learns a key-epoch only once its reward is final (after the attribution window)",
+	PolicyEpsGreedy:     "ε-greedy on the same posterior means as lints, provisional rewards",
+	PolicyOracle: "a hindsight bound, not a policy: it knows each key-epoch's legitimate and abusive demand, serves every " +
+		"legitimate request its tier's ceiling admits (the limiter's GCRA at the ceiling, unaffected by incidents) and no abuse",
+}
 
 // ErrUnknownPolicy is wrapped by Run's error for a policy name it does not know.
 var ErrUnknownPolicy = errors.New("unknown policy")
@@ -74,6 +94,7 @@ type sharedRun struct {
 	epochSec float64
 	diurnal  [][]float64 // per tenant, per epoch of the day: mean 1
 	growth   [][]float64 // per tenant, per day
+	flash    [][]float64 // per tenant, per epoch: the flash crowd's factor; nil for a tenant without one
 	labels   []pendingLabel
 	history  []quotas.UsageRow
 	arms     bandit.ArmSet
@@ -88,6 +109,10 @@ type sharedRun struct {
 	plans    []experiments.Plan
 	variant  []int16
 	variants []experiments.VariantID
+	// tiers are the scenario's tier names, sorted; tierOf is each
+	// tenant's index in it.
+	tiers  []string
+	tierOf []int
 }
 
 // assign runs experiments assignment for every key whose policy lets ML
@@ -175,11 +200,38 @@ func newSharedRun(s *Scenario, seed uint64) (*sharedRun, error) {
 	if err := sr.assign(); err != nil {
 		return nil, err
 	}
+	for _, t := range sr.pop.tenants {
+		if !slices.Contains(sr.tiers, t.rule.Tier) {
+			sr.tiers = append(sr.tiers, t.rule.Tier)
+		}
+	}
+	slices.Sort(sr.tiers)
+	for _, t := range sr.pop.tenants {
+		sr.tierOf = append(sr.tierOf, slices.Index(sr.tiers, t.rule.Tier))
+	}
 	sr.bucket = max(1, int(time.Hour/s.Epoch))
 	for sr.epochs/sr.bucket > 500 {
 		sr.bucket *= 2
 	}
 	sr.buckets = (sr.epochs + sr.bucket - 1) / sr.bucket
+	sr.flash = make([][]float64, len(sr.pop.tenants))
+	for _, in := range s.Incidents {
+		if in.Kind != FlashCrowd {
+			continue
+		}
+		ti := s.tenants[in.Tenant]
+		if sr.flash[ti] == nil {
+			sr.flash[ti] = make([]float64, sr.epochs)
+			for e := range sr.flash[ti] {
+				sr.flash[ti][e] = 1
+			}
+		}
+		from := int(in.At / s.Epoch)
+		to := min(sr.epochs, int((in.At+in.Duration+s.Epoch-1)/s.Epoch))
+		for e := from; e < to; e++ {
+			sr.flash[ti][e] *= in.Factor
+		}
+	}
 	sr.incident = make([]incidentState, sr.epochs)
 	for e := range sr.incident {
 		sr.incident[e] = incidentState{redisShare: 1, region: -1}
@@ -237,7 +289,7 @@ func (sr *sharedRun) makeLabels(seed uint64) {
 			Abusive: abusive, From: time.UnixMicro(from).UTC(), To: time.UnixMicro(to).UTC(), Source: source, Severity: sev}})
 	}
 	for k := range pop.names {
-		if pop.kind[k] == kindLegit || pop.kind[k] == kindSleeper || pop.kind[k] == kindSharing {
+		if pop.kind[k] == kindLegit || pop.kind[k] == kindSleeper || ownerStays(pop.kind[k]) {
 			days := int(math.Ceil(float64(sr.epochs) / sr.perDay))
 			for d := 0; d < days; d++ {
 				if unit(hash3(seed, uint64(k), uint64(d)<<8|5)) < s.Labels.FalseRate {
@@ -250,14 +302,20 @@ func (sr *sharedRun) makeLabels(seed uint64) {
 			continue
 		}
 		sev := 1.0
-		if pop.kind[k] == kindSharing { // the owner's own traffic is not abuse
+		if ownerStays(pop.kind[k]) {
+			// The owner's own traffic is not abuse; the investigator
+			// estimates the abusive share, with a lognormal error.
 			sev = float64(pop.abuseDaily[k]) / float64(pop.abuseDaily[k]+pop.daily[k])
+			sev = min(1, max(0.01, sev*noise(hash3(seed, uint64(k), 10), *s.Labels.SeverityNoise)))
 		}
 		// An investigation's verdict covers the key from the start of the
-		// abuse on, for as long as a label may span (30 days): the key
-		// is known bad until someone clears it.
-		from := sr.micros(int(pop.abuseStart[k]))
-		at := from + sr.delay(seed, k, -1)
+		// abuse on, as the investigator dates it (a gaussian error of
+		// labels.interval_noise), for as long as a label may span (30
+		// days): the key is known bad until someone clears it.
+		truth := sr.micros(int(pop.abuseStart[k]))
+		from := truth + int64(gauss(hash3(seed, uint64(k), 11))*float64(s.Labels.IntervalNoise.Microseconds()))
+		from = max(sr.micros(0)-day, from)
+		at := truth + sr.delay(seed, k, -1)
 		const span = 29 * 24 * 3600e6
 		for ; at < end; from, at = from+span, at+span {
 			add(k, from, from+span, at, true, sev, "investigation")
@@ -281,8 +339,9 @@ func (sr *sharedRun) makeHistory() {
 	for d := -sr.s.Learning.HistoryDays; d < 0; d++ {
 		for k := range sr.pop.names {
 			if v := sr.pop.dailyLegit(k, d); v > 0 {
-				sr.history = append(sr.history, quotas.UsageRow{Endpoint: sr.pop.tenants[sr.pop.tenant[k]].endpoint,
-					User: sr.pop.names[k], Day: first + quotas.Day(d), Requests: int64(v)})
+				t := &sr.pop.tenants[sr.pop.tenant[k]]
+				sr.history = append(sr.history, quotas.UsageRow{Endpoint: t.endpoint,
+					User: sr.pop.names[k], Day: first + quotas.Day(d), Requests: int64(v), Tier: t.rule.Tier})
 			}
 		}
 	}
@@ -380,8 +439,9 @@ type policyRun struct {
 	lastUsed     []float32 // share of the budget used last epoch
 	lastThr      []bool
 	probe        []float32 // adaptive prober's aim, requests per epoch
-	dayServed    []float32 // static-p99: served today
 	dayReq       []float32 // static-p99: requested today, for the usage history
+	dayActive    []int32   // the last day (+1) a legitimate key had demand
+	dayThr       []int32   // the last day (+1) a legitimate key was throttled
 	throttled    []bool    // a legitimate request of the key was ever throttled
 	complain     []int32   // last day the key complained, +1
 	keyThrottled []float64 // per key, requests throttled or blocked (trace replay only)
@@ -397,6 +457,7 @@ type policyRun struct {
 
 	// static-p99
 	quota    []float64 // per tenant, daily; +Inf before any fit
+	byTier   bool      // static-p99-tier: fitted per tier × endpoint
 	usage    []quotas.UsageRow
 	known    map[int][]rewards.Label // labels received, per key
 	lastFit  int64
@@ -418,8 +479,11 @@ type shardState struct {
 	exc     []pendingLabel
 	choiceE error
 	// variants are the tallies of each experiment variant's keys
-	// (sharedRun.variants), for the learning policies.
+	// (sharedRun.variants).
 	variants []tally
+	// tiers are the tallies per tier (sharedRun.tiers); epoch is the
+	// current epoch's, per tier.
+	tiers, epoch []tally
 }
 
 type learnRecord struct {
@@ -435,10 +499,13 @@ type tally struct {
 	legitReq, legitThr, abuseReq, abuseServed float64
 	entReq, entThr                            float64
 	reward                                    float64
+	terms                                     rewards.Terms
 	fallback, keyEpochs, blockedEpochs        int64
 	decisions                                 int64
 	floorViolations                           int64
-	kindReq, kindServed                       [6]float64
+	entKeyEpochs                              int64 // legitimate enterprise key-epochs with demand
+	legitKeyDays, legitKeyDaysThr             int64 // legitimate keys' days with demand, and with a throttle
+	kindReq, kindServed                       [numKinds]float64
 }
 
 func (t *tally) add(o *tally) {
@@ -449,11 +516,15 @@ func (t *tally) add(o *tally) {
 	t.entReq += o.entReq
 	t.entThr += o.entThr
 	t.reward += o.reward
+	t.terms.Add(o.terms)
 	t.fallback += o.fallback
 	t.keyEpochs += o.keyEpochs
 	t.blockedEpochs += o.blockedEpochs
 	t.decisions += o.decisions
 	t.floorViolations += o.floorViolations
+	t.entKeyEpochs += o.entKeyEpochs
+	t.legitKeyDays += o.legitKeyDays
+	t.legitKeyDaysThr += o.legitKeyDaysThr
 	for i := range t.kindReq {
 		t.kindReq[i] += o.kindReq[i]
 		t.kindServed[i] += o.kindServed[i]
@@ -465,7 +536,7 @@ func newPolicyRun(sr *sharedRun, name string, o Options) (*policyRun, error) {
 	pr := &policyRun{sr: sr, name: name, o: o,
 		tat: make([]int64, n), lastUsed: make([]float32, n), lastThr: make([]bool, n),
 		probe: make([]float32, n), throttled: make([]bool, n), complain: make([]int32, n),
-		sh: make([]shardState, shards)}
+		dayActive: make([]int32, n), dayThr: make([]int32, n), sh: make([]shardState, shards)}
 	if o.throttledOut {
 		pr.keyThrottled = make([]float64, n)
 	}
@@ -477,6 +548,7 @@ func newPolicyRun(sr *sharedRun, name string, o Options) (*policyRun, error) {
 		pr.sh[i].series = make([]tally, sr.buckets)
 		pr.sh[i].buf = make([]float64, 0, features.Dim+1)
 		pr.sh[i].variants = make([]tally, len(sr.variants))
+		pr.sh[i].tiers, pr.sh[i].epoch = make([]tally, len(sr.tiers)), make([]tally, len(sr.tiers))
 	}
 	switch name {
 	case PolicyLinTS, PolicyLinTSWait, PolicyEpsGreedy:
@@ -499,14 +571,20 @@ func newPolicyRun(sr *sharedRun, name string, o Options) (*policyRun, error) {
 		if err := pr.publish(0); err != nil {
 			return nil, err
 		}
-	case PolicyStaticP99:
-		pr.dayServed, pr.dayReq = make([]float32, n), make([]float32, n)
+	case PolicyStaticP99, PolicyStaticP99Tier:
+		pr.dayReq = make([]float32, n)
 		pr.quota = make([]float64, len(sr.pop.tenants))
 		for i := range pr.quota {
 			pr.quota[i] = math.Inf(1)
 		}
 		pr.known = map[int][]rewards.Label{}
 		pr.usage = slices.Clone(sr.history)
+		pr.byTier = name == PolicyStaticP99Tier
+		if !pr.byTier {
+			for i := range pr.usage {
+				pr.usage[i].Tier = "" // one quota per endpoint, pooled over the tiers
+			}
+		}
 		if err := pr.refit(0); err != nil {
 			return nil, err
 		}
@@ -549,7 +627,7 @@ func (pr *policyRun) epoch(e int) error {
 			return err
 		}
 	}
-	if pr.name == PolicyStaticP99 && e > 0 && e%int(sr.perDay) == 0 {
+	if pr.quota != nil && e > 0 && e%int(sr.perDay) == 0 {
 		if err := pr.closeDay(e); err != nil {
 			return err
 		}
@@ -664,15 +742,20 @@ func (pr *policyRun) learn(sh *shardState, e int) error {
 // immutable model, so shards run in parallel.
 func (pr *policyRun) runShard(i, e int, inc incidentState) {
 	sh := &pr.sh[i]
-	series := &sh.series[e/pr.sr.bucket]
-	var t tally
-	for _, k := range pr.sr.shardOf[i] {
-		if err := pr.step(sh, &t, k, e, inc); err != nil && sh.choiceE == nil {
+	sr := pr.sr
+	series := &sh.series[e/sr.bucket]
+	clear(sh.epoch)
+	for _, k := range sr.shardOf[i] {
+		if err := pr.step(sh, &sh.epoch[sr.tierOf[sr.pop.tenant[k]]], k, e, inc); err != nil && sh.choiceE == nil {
 			sh.choiceE = err
 		}
 	}
-	sh.tally.add(&t)
-	series.add(&t)
+	for j := range sh.epoch {
+		t := &sh.epoch[j]
+		sh.tiers[j].add(t)
+		sh.tally.add(t)
+		series.add(t)
+	}
 }
 
 // step is one key-epoch: stage 2 picks the multiplier (or the policy's
@@ -708,11 +791,10 @@ func (pr *policyRun) step(sh *shardState, t *tally, k, e int, inc incidentState)
 	var x []float64
 	allowed := sr.allowed[ti]
 	switch {
-	case pr.name == PolicyOracle:
-		arm, block = pr.oracle(k, e, tn, allowed, n, sev, inc.redisShare)
-		if arm >= 0 {
-			m = sr.arms[arm].Multiplier
-		}
+	case pr.name == PolicyOracle, pr.name == PolicyCeiling:
+		m = rule.Ceiling
+	case pr.name == PolicyFloor:
+		m = rule.Floor
 	case pr.ml && rule.ML != policy.MLOff:
 		pl := experiments.Plan{Shadow: rule.ML != policy.MLOn}
 		if sr.plans != nil {
@@ -745,7 +827,7 @@ func (pr *policyRun) step(sh *shardState, t *tally, k, e int, inc incidentState)
 		m, block = pipeline.Enforced(rule, pl.Shadow, r, sr.s.Learning.BlockThreshold)
 	}
 	limit, m := rule.Budget(m)
-	if inc.redisShare < 1 {
+	if inc.redisShare < 1 && pr.name != PolicyOracle {
 		limit, fb = limit.Scale(inc.redisShare), true
 	}
 	if fb {
@@ -756,28 +838,45 @@ func (pr *policyRun) step(sh *shardState, t *tally, k, e int, inc incidentState)
 	start, span := sr.micros(e), sr.micros(e+1)-sr.micros(e)
 	_, capacity := limiter.AdmitSpread(pr.tat[k], start, span, limit, math.MaxInt64)
 	avail := float64(capacity)
-	var served, blocked float64
+	var served, blocked, legitServed, abuseServed float64
 	switch {
+	case pr.name == PolicyOracle:
+		// Only the legitimate demand reaches the limiter; the abuse is
+		// refused.
+		var admitted int64
+		pr.tat[k], admitted = limiter.AdmitSpread(pr.tat[k], start, span, limit, int64(legit))
+		served, legitServed = float64(admitted), float64(admitted)
 	case block:
 		blocked = n // a blocked request spends no budget
 	case pr.quota != nil:
-		// Seed-004, today's static system: a daily quota per endpoint
-		// is the key's whole budget. It predates tiers' floors and
-		// per-minute budgets, and that is what it is compared as.
-		served = math.Min(n, math.Max(0, math.Floor(pr.quota[ti]-float64(pr.dayServed[k]))))
-		pr.dayServed[k] += float32(served)
+		// Seed 004, today's static system: the fitted daily quota is the
+		// key's whole budget, a rolling 24h GCRA window. It predates
+		// tiers' floors and per-minute budgets, and that is what it is
+		// compared as.
 		pr.dayReq[k] += float32(n)
+		if q := pr.quota[ti]; math.IsInf(q, 1) {
+			served = n // no fit yet: no quota
+		} else {
+			r := max(1, int64(q))
+			var admitted int64
+			pr.tat[k], admitted = limiter.AdmitSpread(pr.tat[k], start, span, limiter.Limit{Rate: r, Period: 24 * time.Hour, Burst: r}, int64(n))
+			served = float64(admitted)
+		}
 	default:
 		var admitted int64
 		pr.tat[k], admitted = limiter.AdmitSpread(pr.tat[k], start, span, limit, int64(n))
 		served = float64(admitted)
 	}
+	if pr.name != PolicyOracle {
+		// The limiter cannot tell a key's requests apart: what it serves
+		// is legitimate and abusive in the epoch's proportions.
+		legitServed, abuseServed = served*(1-sev), served*sev
+	}
 	throttled := n - served - blocked
 	if pr.keyThrottled != nil {
 		pr.keyThrottled[k] += throttled + blocked
 	}
-	legitThr := (throttled + blocked) * (1 - sev)
-	abuseServed := served * sev
+	legitThr := legit - legitServed
 
 	t.legitReq += legit
 	t.legitThr += legitThr
@@ -804,12 +903,28 @@ func (pr *policyRun) step(sh *shardState, t *tally, k, e int, inc incidentState)
 	if tn.enterprise {
 		t.entReq += legit
 		t.entThr += legitThr
-		if throttled+blocked > 0 && served < math.Min(n, math.Floor(tn.floorAllow))-0.5 && sev == 0 {
-			t.floorViolations++
+		if sev == 0 {
+			t.entKeyEpochs++
+			if throttled+blocked > 0 && served < math.Min(n, math.Floor(tn.floorAllow))-0.5 {
+				t.floorViolations++
+			}
+		}
+	}
+	if kind := pop.kind[k]; kind == kindLegit && legit > 0 {
+		day := int32(e/int(sr.perDay)) + 1
+		if pr.dayActive[k] != day {
+			pr.dayActive[k] = day
+			t.legitKeyDays++
+		}
+		if legitThr > 0 && pr.dayThr[k] != day {
+			pr.dayThr[k] = day
+			t.legitKeyDaysThr++
 		}
 	}
 	o := rewards.Outcome{Served: int64(served), Throttled: int64(throttled), Blocked: int64(blocked), Multiplier: m}
-	t.reward += sr.s.Rewards.Reward(o, tn.tier, math.Max(1, tn.base), sev)
+	terms := sr.s.Rewards.TermsFor(o, policy.Tier{Name: rule.Tier, Class: rule.Class}, math.Max(1, tn.base), sev)
+	t.reward += terms.Sum()
+	t.terms.Add(terms)
 
 	if legitThr > 0 {
 		if kind == kindLegit {
@@ -855,11 +970,15 @@ func (pr *policyRun) observe(store *features.Store, k int, tn *tenantInfo, n, se
 	}
 	ips := max(1, pop.ips[k])
 	h := hash3(pop.seed, uint64(k), uint64(end.UnixMicro()))
-	legitServed := served * (1 - abuse/n)
+	legitServed, abuseServed := served*(1-abuse/n), served*(abuse/n)
+	// Both populations make errors and fail authentication, at their own
+	// rates: neither signal alone gives the abuse away.
+	h2 := mix(h)
 	o := features.Observation{Endpoint: tn.endpoint, Tier: tn.ftier,
 		BudgetUsed: float64(pr.lastUsed[k]),
-		Outcome: features.Outcome{Requests: int64(served), Errors: int64(legitServed * tn.errorRate),
-			AuthFailures: int64(served * (abuse / n) * float64(pop.authFail[k]))}}
+		Outcome: features.Outcome{Requests: int64(served),
+			Errors:       int64(count(legitServed*tn.errorRate+abuseServed*float64(pop.abuseErr[k]), unit(h2))),
+			AuthFailures: int64(count(legitServed*tn.authFailRate+abuseServed*float64(pop.authFail[k]), unit(mix(h2))))}}
 	span := pr.sr.s.Epoch / time.Duration(parts)
 	left := int64(n)
 	for j := 0; j < parts; j++ {
@@ -890,34 +1009,6 @@ func (pr *policyRun) maybeComplain(sh *shardState, k, e int) {
 		From: time.UnixMicro(from).UTC(), To: time.UnixMicro(to).UTC(), Source: "complaint", Severity: 1}})
 }
 
-// oracle picks the arm (or a block) with the best true reward for the
-// key-epoch, knowing its demand and its abusive share.
-func (pr *policyRun) oracle(k, e int, tn *tenantInfo, allowed bandit.ArmRange, n, sev, share float64) (arm int, block bool) {
-	sr := pr.sr
-	best := math.Inf(-1)
-	arm = -1
-	start, span := sr.micros(e), sr.micros(e+1)-sr.micros(e)
-	for a := allowed.Lo; a < allowed.Hi; a++ {
-		limit, m := tn.rule.Budget(sr.arms[a].Multiplier)
-		if share < 1 {
-			limit = limit.Scale(share)
-		}
-		_, admitted := limiter.AdmitSpread(pr.tat[k], start, span, limit, int64(n))
-		served := float64(admitted)
-		o := rewards.Outcome{Served: int64(served), Throttled: int64(n - served), Multiplier: m}
-		if r := sr.s.Rewards.Reward(o, tn.tier, math.Max(1, tn.base), sev); r > best {
-			best, arm = r, a
-		}
-	}
-	if tn.rule.AutoBlock && n > 0 {
-		o := rewards.Outcome{Blocked: int64(n), Multiplier: tn.rule.Floor}
-		if r := sr.s.Rewards.Reward(o, tn.tier, math.Max(1, tn.base), sev); r > best {
-			return arm, true
-		}
-	}
-	return arm, false
-}
-
 // closeDay is static-p99's day boundary: yesterday's usage joins the
 // history, and the quotas are refitted when due.
 func (pr *policyRun) closeDay(e int) error {
@@ -925,10 +1016,14 @@ func (pr *policyRun) closeDay(e int) error {
 	day := quotas.DayOf(time.UnixMicro(sr.micros(e - 1)).UTC())
 	for k := range pr.dayReq {
 		if v := pr.dayReq[k]; v > 0 {
-			pr.usage = append(pr.usage, quotas.UsageRow{Endpoint: sr.pop.tenants[sr.pop.tenant[k]].endpoint,
-				User: sr.pop.names[k], Day: day, Requests: int64(v), Malicious: pr.judged(k, day)})
+			t := &sr.pop.tenants[sr.pop.tenant[k]]
+			row := quotas.UsageRow{Endpoint: t.endpoint, User: sr.pop.names[k], Day: day, Requests: int64(v), Malicious: pr.judged(k, day)}
+			if pr.byTier {
+				row.Tier = t.rule.Tier
+			}
+			pr.usage = append(pr.usage, row)
 		}
-		pr.dayReq[k], pr.dayServed[k] = 0, 0
+		pr.dayReq[k] = 0
 	}
 	if time.Duration(sr.micros(e)-pr.lastFit)*time.Microsecond >= sr.s.Learning.RefitEvery {
 		return pr.refit(e)
@@ -971,13 +1066,17 @@ func (pr *policyRun) refit(e int) error {
 	for i, t := range sr.pop.tenants {
 		pr.quota[i] = math.Inf(1)
 		for _, q := range fit.Quotas {
-			if q.Endpoint == t.endpoint {
+			if q.Endpoint == t.endpoint && (!pr.byTier || q.Tier == t.rule.Tier) {
 				pr.quota[i] = q.Quota
 			}
 		}
 	}
 	for _, q := range fit.Quotas {
-		pr.quotaLog = append(pr.quotaLog, fmt.Sprintf("%s %s %s", until, q.Endpoint, quotas.FormatQuota(q.Quota)))
+		line := fmt.Sprintf("%s %s %s", until, q.Endpoint, quotas.FormatQuota(q.Quota))
+		if q.Tier != "" {
+			line = fmt.Sprintf("%s %s %s %s", until, q.Tier, q.Endpoint, quotas.FormatQuota(q.Quota))
+		}
+		pr.quotaLog = append(pr.quotaLog, line)
 	}
 	return nil
 }
@@ -998,16 +1097,32 @@ func (pr *policyRun) finish() (PolicyResult, *Series, *Details) {
 		}
 	}
 	r := PolicyResult{
-		LegitRequests:               int64(t.legitReq),
-		LegitThrottled:              int64(math.Round(t.legitThr)),
-		LegitThrottledFraction:      round6(frac(t.legitThr, t.legitReq)),
-		LegitKeysThrottledFraction:  round6(frac(float64(throttledKeys), float64(legitKeys))),
-		EnterpriseThrottledFraction: round6(frac(t.entThr, t.entReq)),
-		AbuseRequests:               int64(t.abuseReq),
-		AbuseServedFraction:         round6(frac(t.abuseServed, t.abuseReq)),
-		Reward:                      round6(t.reward),
-		FallbackEpochs:              t.fallback,
-		KeyEpochs:                   t.keyEpochs,
+		LegitRequests:                 int64(t.legitReq),
+		LegitThrottled:                int64(math.Round(t.legitThr)),
+		LegitThrottledFraction:        round6(frac(t.legitThr, t.legitReq)),
+		LegitKeysThrottledFraction:    round6(frac(float64(throttledKeys), float64(legitKeys))),
+		LegitKeyDaysThrottledFraction: round6(frac(float64(t.legitKeyDaysThr), float64(t.legitKeyDays))),
+		EnterpriseThrottledFraction:   round6(frac(t.entThr, t.entReq)),
+		EnterpriseKeyEpochsBelowFloor: t.floorViolations,
+		EnterpriseKeyEpochs:           t.entKeyEpochs,
+		AbuseRequests:                 int64(t.abuseReq),
+		AbuseServedFraction:           round6(frac(t.abuseServed, t.abuseReq)),
+		Reward:                        round6(t.reward),
+		RewardTerms: rewards.Terms{Served: round6(t.terms.Served), Throttled: round6(t.terms.Throttled),
+			Abuse: round6(t.terms.Abuse), Headroom: round6(t.terms.Headroom)},
+		FallbackEpochs: t.fallback,
+		KeyEpochs:      t.keyEpochs,
+		Tiers:          map[string]TierResult{},
+	}
+	for j, name := range pr.sr.tiers {
+		var tt tally
+		for i := range pr.sh {
+			tt.add(&pr.sh[i].tiers[j])
+		}
+		r.Tiers[name] = TierResult{LegitRequests: int64(tt.legitReq), LegitThrottledFraction: round6(frac(tt.legitThr, tt.legitReq)),
+			LegitKeyDaysThrottledFraction: round6(frac(float64(tt.legitKeyDaysThr), float64(tt.legitKeyDays))),
+			KeyEpochsBelowFloor:           tt.floorViolations, AbuseRequests: int64(tt.abuseReq),
+			AbuseServedFraction: round6(frac(tt.abuseServed, tt.abuseReq))}
 	}
 	if len(pr.sr.variants) > 0 {
 		r.Variants = map[string]VariantResult{}

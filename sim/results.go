@@ -46,19 +46,37 @@ type PolicyResult struct {
 	LegitThrottledFraction float64 `json:"legit_throttled_fraction"`
 	// LegitKeysThrottledFraction is the share of legitimate keys with at
 	// least one request throttled or blocked during the run.
-	LegitKeysThrottledFraction  float64 `json:"legit_keys_throttled_fraction"`
-	EnterpriseThrottledFraction float64 `json:"enterprise_throttled_fraction"`
-	AbuseRequests               int64   `json:"abuse_requests"`
-	AbuseServedFraction         float64 `json:"abuse_served_fraction"`
+	LegitKeysThrottledFraction float64 `json:"legit_keys_throttled_fraction"`
+	// LegitKeyDaysThrottledFraction is the share of legitimate keys'
+	// days with demand in which the key had a request throttled or
+	// blocked: "legitimate keys throttled at least once in a day".
+	LegitKeyDaysThrottledFraction float64 `json:"legit_key_days_throttled_fraction"`
+	EnterpriseThrottledFraction   float64 `json:"enterprise_throttled_fraction"`
+	// EnterpriseKeyEpochsBelowFloor counts the legitimate enterprise
+	// key-epochs (of EnterpriseKeyEpochs with demand) throttled while
+	// served less than the floor budget admits.
+	EnterpriseKeyEpochsBelowFloor int64 `json:"enterprise_key_epochs_below_floor"`
+	EnterpriseKeyEpochs           int64 `json:"enterprise_key_epochs"`
+	AbuseRequests                 int64 `json:"abuse_requests"`
+	// AbuseServedFraction is the abusive requests served over the abusive
+	// requests offered to this policy (adaptive abusers offer each policy
+	// what it lets through).
+	AbuseServedFraction float64 `json:"abuse_served_fraction"`
 	// Reward is the scenario's objective (rewards.Weights) summed over
 	// key-epochs, scored with the true abusive share, not the labels.
 	Reward float64 `json:"reward"`
-	// RegretVsOracle is the oracle's reward minus this one.
+	// RewardTerms is Reward split into its terms (rewards.Terms).
+	RewardTerms rewards.Terms `json:"reward_terms"`
+	// RegretVsOracle is the oracle's reward minus this one. The oracle is
+	// an outcome bound, not the reward's maximiser, so this may be
+	// negative: read the outcomes first.
 	RegretVsOracle float64 `json:"regret_vs_oracle"`
 	// FallbackEpochs are key-epochs decided on the deterministic budget
 	// because of an incident (stale model, Redis down).
 	FallbackEpochs int64 `json:"fallback_epochs"`
 	KeyEpochs      int64 `json:"key_epochs"`
+	// Tiers are the outcomes per tier.
+	Tiers map[string]TierResult `json:"tiers"`
 	// Variants are the outcomes of each experiment variant's keys, by
 	// "experiment/variant", for the learning policies run with the
 	// scenario's experiments file.
@@ -66,6 +84,16 @@ type PolicyResult struct {
 	// WallS is the wall time of the policy's run: the one field that
 	// differs between two runs of the same seed.
 	WallS float64 `json:"wall_s"`
+}
+
+// TierResult is what one tier's keys got under a policy.
+type TierResult struct {
+	LegitRequests                 int64   `json:"legit_requests"`
+	LegitThrottledFraction        float64 `json:"legit_throttled_fraction"`
+	LegitKeyDaysThrottledFraction float64 `json:"legit_key_days_throttled_fraction"`
+	KeyEpochsBelowFloor           int64   `json:"key_epochs_below_floor"` // enterprise-class tiers only
+	AbuseRequests                 int64   `json:"abuse_requests"`
+	AbuseServedFraction           float64 `json:"abuse_served_fraction"`
 }
 
 // VariantResult is what one experiment variant's keys got under a policy.

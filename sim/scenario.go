@@ -138,6 +138,11 @@ type Tenant struct {
 	IPs int `yaml:"ips"`
 	// ErrorRate is the share of responses that are errors. Default: 0.01.
 	ErrorRate float64 `yaml:"error_rate"`
+	// AuthFailureRate is the share of the legitimate keys' responses that
+	// fail authentication (expired tokens, clock skew, a bad deploy):
+	// legitimate traffic fails auth too, so the signal does not give the
+	// abusers away. Default: 0.002; 0 is allowed.
+	AuthFailureRate *float64 `yaml:"auth_failure_rate"`
 }
 
 // Volume is a lognormal distribution of daily requests over keys.
@@ -155,14 +160,15 @@ const (
 	AdaptiveProber     = "adaptive"            // probes its limit, stays just under it
 	Sleeper            = "sleeper"             // legitimate for days, then abusive
 	KeySharing         = "key_sharing"         // a legitimate key shared with many abusive users
+	Compromised        = "compromised"         // a legitimate key whose secret leaks: its owner's traffic goes on, abuse joins at start
 )
 
-var abuserKinds = []string{Scraper, CredentialStuffing, AdaptiveProber, Sleeper, KeySharing}
+var abuserKinds = []string{Scraper, CredentialStuffing, AdaptiveProber, Sleeper, KeySharing, Compromised}
 
 // Abusers are keys of one kind of abuse.
 type Abusers struct {
-	// Kind is scraper, credential_stuffing, adaptive, sleeper or
-	// key_sharing. Required.
+	// Kind is scraper, credential_stuffing, adaptive, sleeper,
+	// key_sharing or compromised. Required.
 	Kind string `yaml:"kind"`
 	// Tenant is whose keys they hold (they get its tier's policy).
 	// Required.
@@ -182,6 +188,10 @@ type Abusers struct {
 	// AuthFailures is the share of responses that fail authentication.
 	// Default: 0.9 for credential_stuffing, 0 otherwise.
 	AuthFailures float64 `yaml:"auth_failures"`
+	// ErrorRate is the share of the abusive responses that are errors
+	// (scrapers hit missing pages, probers malformed calls): errors come
+	// from both populations. Default: 0.02; 0 is allowed.
+	ErrorRate *float64 `yaml:"error_rate"`
 	// Target is the share of its observed limit an adaptive prober aims
 	// for. Default: 0.9.
 	Target float64 `yaml:"target"`
@@ -206,6 +216,15 @@ type Labels struct {
 	// epoch complains, which sends an abusive:false label for that day.
 	// Default: 0.05.
 	ComplaintRate float64 `yaml:"complaint_rate"`
+	// IntervalNoise is the standard deviation of the error in a label's
+	// start: an investigator dates the abuse roughly, so a label may
+	// start before it (and cover legitimate traffic) or after. Default:
+	// 2h; 0s is allowed.
+	IntervalNoise *time.Duration `yaml:"interval_noise"`
+	// SeverityNoise is the log-sd of the error in a shared or compromised
+	// key's label severity: the investigator estimates the abusive share,
+	// not knows it. Default: 0.3; 0 is allowed.
+	SeverityNoise *float64 `yaml:"severity_noise"`
 }
 
 // Kinds of incident.
@@ -214,14 +233,15 @@ const (
 	KafkaOutage  = "kafka_outage"  // decisions are lost, labels wait, the model is not updated
 	StaleModel   = "stale_model"   // the model is older than max_model_age: stage 2 falls back
 	RegionOutage = "region_outage" // one region's keys move to instances that have never seen them
+	FlashCrowd   = "flash_crowd"   // not a fault: one tenant's legitimate traffic × factor (a launch, a news spike)
 )
 
-var incidentKinds = []string{RedisOutage, KafkaOutage, StaleModel, RegionOutage}
+var incidentKinds = []string{RedisOutage, KafkaOutage, StaleModel, RegionOutage, FlashCrowd}
 
 // Incident is something going wrong for a while.
 type Incident struct {
-	// Kind is redis_outage, kafka_outage, stale_model or region_outage.
-	// Required.
+	// Kind is redis_outage, kafka_outage, stale_model, region_outage or
+	// flash_crowd. Required.
 	Kind string `yaml:"kind"`
 	// At is when it starts, from the run's start. Required.
 	At time.Duration `yaml:"at"`
@@ -234,6 +254,10 @@ type Incident struct {
 	// Region is, for region_outage, the region (0 to Regions−1) that
 	// fails. Default: 0.
 	Region int `yaml:"region"`
+	// Tenant is, for flash_crowd, the tenant whose legitimate traffic
+	// rises; Factor how much. Required for flash_crowd; Factor default 10.
+	Tenant string  `yaml:"tenant"`
+	Factor float64 `yaml:"factor"`
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
@@ -313,6 +337,8 @@ func (s *Scenario) checkVariants(add func([]string, string, ...any)) {
 		}
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 func firstKey[V any](m map[string]V) string {
 	best := ""
@@ -424,8 +450,12 @@ func (s *Scenario) check(add func([]string, string, ...any)) {
 		if t.ErrorRate == 0 {
 			t.ErrorRate = 0.01
 		}
+		if t.AuthFailureRate == nil {
+			t.AuthFailureRate = ptr(0.002)
+		}
 		share(add, at("diurnal"), "diurnal", t.Diurnal)
 		share(add, at("error_rate"), "error_rate", t.ErrorRate)
+		share(add, at("auth_failure_rate"), "auth_failure_rate", *t.AuthFailureRate)
 		if !(t.PeakHour >= 0 && t.PeakHour < 24) {
 			add(at("peak_hour"), "peak_hour %v must be in [0, 24)", t.PeakHour)
 		}
@@ -443,7 +473,7 @@ func (s *Scenario) check(add func([]string, string, ...any)) {
 		a := &s.Abusers[i]
 		at := func(field string) []string { return p("abusers", i, field) }
 		if !contains(abuserKinds, a.Kind) {
-			add(at("kind"), "unknown kind %q (want scraper, credential_stuffing, adaptive, sleeper or key_sharing)", a.Kind)
+			add(at("kind"), "unknown kind %q (want scraper, credential_stuffing, adaptive, sleeper, key_sharing or compromised)", a.Kind)
 		}
 		if _, ok := s.tenants[a.Tenant]; !ok {
 			add(at("tenant"), "unknown tenant %q", a.Tenant)
@@ -469,6 +499,10 @@ func (s *Scenario) check(add func([]string, string, ...any)) {
 			a.AuthFailures = 0.9
 		}
 		share(add, at("auth_failures"), "auth_failures", a.AuthFailures)
+		if a.ErrorRate == nil {
+			a.ErrorRate = ptr(0.02)
+		}
+		share(add, at("error_rate"), "error_rate", *a.ErrorRate)
 		if a.Target == 0 {
 			a.Target = 0.9
 		}
@@ -493,7 +527,7 @@ func (s *Scenario) check(add func([]string, string, ...any)) {
 		in := &s.Incidents[i]
 		at := func(field string) []string { return p("incidents", i, field) }
 		if !contains(incidentKinds, in.Kind) {
-			add(at("kind"), "unknown kind %q (want redis_outage, kafka_outage, stale_model or region_outage)", in.Kind)
+			add(at("kind"), "unknown kind %q (want redis_outage, kafka_outage, stale_model, region_outage or flash_crowd)", in.Kind)
 		}
 		if in.At < 0 || (s.Duration > 0 && in.At >= s.Duration) {
 			add(at("at"), "at %v must be within the run", in.At)
@@ -509,6 +543,19 @@ func (s *Scenario) check(add func([]string, string, ...any)) {
 		}
 		if in.Region < 0 || in.Region >= max(1, s.Regions) {
 			add(at("region"), "region %d must be between 0 and %d", in.Region, max(1, s.Regions)-1)
+		}
+		if in.Kind == FlashCrowd {
+			if _, ok := s.tenants[in.Tenant]; !ok {
+				add(at("tenant"), "flash_crowd needs the tenant whose traffic rises; unknown tenant %q", in.Tenant)
+			}
+			if in.Factor == 0 {
+				in.Factor = 10
+			}
+			if !(in.Factor >= 1 && in.Factor <= 1000) {
+				add(at("factor"), "factor %v must be between 1 and 1000", in.Factor)
+			}
+		} else if in.Tenant != "" || in.Factor != 0 {
+			add(at("tenant"), "tenant and factor are for flash_crowd only")
 		}
 	}
 }
@@ -593,6 +640,19 @@ func (l *Labels) check(add func([]string, string, ...any), p func(...any) []stri
 	}
 	if l.ComplaintRate == 0 {
 		l.ComplaintRate = 0.05
+	}
+	if l.IntervalNoise == nil {
+		d := 2 * time.Hour
+		l.IntervalNoise = &d
+	}
+	if *l.IntervalNoise < 0 || *l.IntervalNoise > 7*24*time.Hour {
+		add(p("labels", "interval_noise"), "interval_noise %v must be between 0 and 7 days", *l.IntervalNoise)
+	}
+	if l.SeverityNoise == nil {
+		l.SeverityNoise = ptr(0.3)
+	}
+	if !(*l.SeverityNoise >= 0 && *l.SeverityNoise <= 3) {
+		add(p("labels", "severity_noise"), "severity_noise %v must be between 0 and 3", *l.SeverityNoise)
 	}
 	share(add, p("labels", "coverage"), "coverage", l.Coverage)
 	if l.DelayMedian < 0 || l.DelayMedian > 30*24*time.Hour {

@@ -17,10 +17,16 @@ const (
 	kindAdaptive
 	kindSleeper
 	kindSharing
+	kindCompromised
+	numKinds
 )
 
 var kindOf = map[string]uint8{Scraper: kindScraper, CredentialStuffing: kindStuffing,
-	AdaptiveProber: kindAdaptive, Sleeper: kindSleeper, KeySharing: kindSharing}
+	AdaptiveProber: kindAdaptive, Sleeper: kindSleeper, KeySharing: kindSharing, Compromised: kindCompromised}
+
+// ownerStays reports whether a key of kind has its owner's legitimate
+// traffic beside the abuse: a shared or a compromised key.
+func ownerStays(kind uint8) bool { return kind == kindSharing || kind == kindCompromised }
 
 // tenantInfo is what every key of a tenant shares.
 type tenantInfo struct {
@@ -31,6 +37,7 @@ type tenantInfo struct {
 	diurnal, peakHour    float64
 	burst, growth        float64
 	errorRate            float64
+	authFailRate         float64 // legitimate responses that fail authentication
 	base                 float64 // requests the base budget (× 1) admits per epoch
 	floorAllow           float64 // requests the floor admits per epoch
 }
@@ -50,6 +57,7 @@ type population struct {
 	abuseDaily []float32
 	abuseStart []int32 // first abusive epoch; -1 for legitimate keys
 	authFail   []float32
+	abuseErr   []float32 // share of abusive responses that are errors
 	target     []float32
 	abuseBurst []float32
 	learn      []bool // the key's decisions reach the learner
@@ -70,7 +78,7 @@ func newPopulation(s *Scenario, seed uint64) *population {
 		names: make([]string, 0, n), tenant: make([]uint16, 0, n), kind: make([]uint8, 0, n),
 		region: make([]uint8, 0, n), ips: make([]uint32, 0, n), ipBase: make([]uint32, 0, n),
 		daily: make([]float32, 0, n), abuseDaily: make([]float32, 0, n), abuseStart: make([]int32, 0, n),
-		authFail: make([]float32, 0, n), target: make([]float32, 0, n), abuseBurst: make([]float32, 0, n),
+		authFail: make([]float32, 0, n), abuseErr: make([]float32, 0, n), target: make([]float32, 0, n), abuseBurst: make([]float32, 0, n),
 		learn: make([]bool, 0, n), seed: seed,
 	}
 	p.ipPool = make([]string, ipPoolSize)
@@ -84,6 +92,7 @@ func newPopulation(s *Scenario, seed uint64) *population {
 		p.tenants = append(p.tenants, tenantInfo{name: t.Name, endpoint: t.Endpoint, tier: t.Tier,
 			ftier: features.TierOf(r.Tier, r.Enterprise()), rule: r, enterprise: r.Enterprise(),
 			diurnal: t.Diurnal, peakHour: t.PeakHour, burst: t.Burstiness, growth: t.Growth, errorRate: t.ErrorRate,
+			authFailRate: authFailRate(t),
 			base: base, floorAllow: base * r.Floor})
 	}
 	add := func(name string, tenant int, kind uint8, ips int, daily, abuseDaily float64, start int32, a *Abusers) {
@@ -97,11 +106,15 @@ func newPopulation(s *Scenario, seed uint64) *population {
 		p.daily = append(p.daily, float32(daily))
 		p.abuseDaily = append(p.abuseDaily, float32(abuseDaily))
 		p.abuseStart = append(p.abuseStart, start)
-		var af, tg, b float32
+		var af, ae, tg, b float32
 		if a != nil {
 			af, tg, b = float32(a.AuthFailures), float32(a.Target), float32(a.Burstiness)
+			if a.ErrorRate != nil {
+				ae = float32(*a.ErrorRate)
+			}
 		}
 		p.authFail = append(p.authFail, af)
+		p.abuseErr = append(p.abuseErr, ae)
 		p.target = append(p.target, tg)
 		p.abuseBurst = append(p.abuseBurst, b)
 		p.learn = append(p.learn, unit(hash3(seed, uint64(k), 0x6c65)) < s.Learning.LearnSample)
@@ -132,11 +145,11 @@ func newPopulation(s *Scenario, seed uint64) *population {
 		for i := 0; i < a.Keys; i++ {
 			k := uint64(len(p.names))
 			legit := 0.0
-			if a.Kind == Sleeper || a.Kind == KeySharing { // a real customer's traffic, before or beside the abuse
+			if a.Kind == Sleeper || ownerStays(kindOf[a.Kind]) { // a real customer's traffic, before or beside the abuse
 				legit = lognormal(hash3(seed, k, 0x6461), t.Daily)
 			}
 			ips := a.IPs
-			if a.Kind == KeySharing {
+			if ownerStays(kindOf[a.Kind]) {
 				ips += t.IPs
 			}
 			add("k_"+t.Name+"_"+a.Kind+"_"+strconv.Itoa(ai)+"_"+strconv.Itoa(i), ti, kindOf[a.Kind], ips, legit,
@@ -162,8 +175,11 @@ func (p *population) demand(s *sharedRun, k, e int, probe float64) (legit, abuse
 	kind := p.kind[k]
 	h := hash3(p.seed, uint64(k), uint64(e)<<8|1)
 	abusive := kind != kindLegit && int32(e) >= p.abuseStart[k]
-	if kind == kindLegit || kind == kindSharing || (kind == kindSleeper && !abusive) {
+	if kind == kindLegit || ownerStays(kind) || (kind == kindSleeper && !abusive) {
 		mean := float64(p.daily[k]) / s.perDay * s.diurnal[p.tenant[k]][e%int(s.perDay)] * s.growth[p.tenant[k]][e/int(s.perDay)]
+		if f := s.flash[p.tenant[k]]; f != nil {
+			mean *= f[e]
+		}
 		legit = count(mean*noise(h, t.burst), unit(mix(h)))
 	}
 	if !abusive {
@@ -189,12 +205,21 @@ func (p *population) demand(s *sharedRun, k, e int, probe float64) (legit, abuse
 // (negative days are history), with day-to-day noise.
 func (p *population) dailyLegit(k, d int) float64 {
 	t := &p.tenants[p.tenant[k]]
-	if p.kind[k] != kindLegit && p.kind[k] != kindSleeper && p.kind[k] != kindSharing {
+	if p.kind[k] != kindLegit && p.kind[k] != kindSleeper && !ownerStays(p.kind[k]) {
 		return 0
 	}
 	h := hash3(p.seed, uint64(k), uint64(int64(d))<<8|4)
 	mean := float64(p.daily[k]) * math.Pow(1+t.growth, float64(d))
 	return count(mean*noise(h, t.burst/4), unit(mix(h)))
+}
+
+// authFailRate is a tenant's legitimate auth-failure rate, its default
+// applied.
+func authFailRate(t Tenant) float64 {
+	if t.AuthFailureRate == nil {
+		return 0
+	}
+	return *t.AuthFailureRate
 }
 
 // count rounds a mean to a whole count, up with probability its fraction,
