@@ -93,7 +93,7 @@ func newPopulation(s *Scenario, seed uint64) *population {
 			ftier: features.TierOf(r.Tier, r.Enterprise()), rule: r, enterprise: r.Enterprise(),
 			diurnal: t.Diurnal, peakHour: t.PeakHour, burst: t.Burstiness, growth: t.Growth, errorRate: t.ErrorRate,
 			authFailRate: authFailRate(t),
-			base: base, floorAllow: base * r.Floor})
+			base:         base, floorAllow: base * r.Floor})
 	}
 	add := func(name string, tenant int, kind uint8, ips int, daily, abuseDaily float64, start int32, a *Abusers) {
 		k := len(p.names)
