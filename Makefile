@@ -5,7 +5,7 @@ BENCHTIME ?= 1s
 # What flowguard version prints for make build: the commit, from git.
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: run build test test-short lint fuzz bench bench-go bench-wheel bench-load bench-cost check-rules chaos soak sim-small sim-default sim-trace sim-bench quotas-example clean
+.PHONY: run build test test-short lint fuzz bench bench-go bench-wheel bench-load bench-cost check-rules chaos soak sim-small sim-default sim-pack sim-trace sim-bench quotas-example clean
 
 run: ## start the service on the embedded default (http://localhost:8080)
 	$(GO) run ./cmd/flowguard serve
@@ -56,6 +56,9 @@ sim-small: ## the small scenario, every policy (a few seconds)
 
 sim-default: ## the default (DevFlow-like) scenario, every policy: about 2.5 minutes on 2 cores
 	$(GO) run ./cmd/flowguard sim --scenario examples/scenarios/default.yaml --seed 1 --out out/sim-default
+
+sim-pack: ## the scenario pack (examples/scenarios/pack) × seeds 1..3, every policy: one table with 95% intervals in out/sim-pack/pack.md
+	$(GO) run ./cmd/flowguard sim --scenario examples/scenarios/pack --seeds $${SIM_SEEDS:-1..3} --out out/sim-pack
 
 sim-trace: ## replay the 2015 Apache access log (examples/data) through the pipeline
 	$(GO) run ./cmd/flowguard sim --trace examples/data/apache_access_2015.log --out out/sim-trace

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/devflow/flowguard/quotas"
 	"github.com/devflow/flowguard/rewards"
 )
 
@@ -35,6 +36,7 @@ type Results struct {
 	Start        time.Time           `json:"-"`
 
 	throttledPerKey map[string][]float64
+	usage           map[string][]quotas.UsageRow // Options.KeepUsage
 }
 
 // PolicyResult is one policy's line of results.json (contract). Requests
@@ -275,6 +277,28 @@ func ratio(a, b float64) string {
 		return "∞"
 	}
 	return fmt.Sprintf("%.1f%%", 100*a/b)
+}
+
+// UsagePolicies are the policies whose usage was kept (Options.KeepUsage).
+func (r *Results) UsagePolicies() []string {
+	var out []string
+	for _, name := range r.Order {
+		if _, ok := r.usage[name]; ok {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// WriteUsageCSV writes the daily usage a static-p99 policy fitted on —
+// the history before the run and each simulated day, malicious as its
+// labels judged it — as a usage CSV file for flowguard quotas.
+func (r *Results) WriteUsageCSV(policy string, w io.Writer) error {
+	rows, ok := r.usage[policy]
+	if !ok {
+		return fmt.Errorf("sim: no usage kept for %s (Options.KeepUsage, static-p99 policies only)", policy)
+	}
+	return quotas.WriteUsageCSV(w, rows)
 }
 
 // WriteDir writes results.json, details.json, report.md and the plots

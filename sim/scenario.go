@@ -24,6 +24,8 @@ import (
 type Scenario struct {
 	// Name identifies the scenario in results. Default: the file name.
 	Name string `yaml:"name"`
+	// Description says what the scenario tests, for the report.
+	Description string `yaml:"description"`
 	// Start is the virtual time the run starts at, RFC 3339.
 	// Default: 2026-11-02T00:00:00Z (a Monday).
 	Start string `yaml:"start"`

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -9,6 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,7 +24,10 @@ import (
 
 const simUsage = `usage: flowguard sim wheel [--steps N] [--runs N] [--seed N] [--deltas D,…]
        flowguard sim --scenario FILE --policies A,B,… [--seed N] --out DIR
+       flowguard sim --scenario FILE|DIR [--scenario …] --seeds 1..N [--policies A,B,…] --out DIR
        flowguard sim --trace ACCESS_LOG [--policies A,B,…] [--seed N] [--out DIR]
+With --seeds, or a directory, or more than one --scenario: every scenario runs with every seed,
+and DIR/pack.md holds one table, scenario × policy × outcome, each a mean with its 95% interval.
 `
 
 func simCmd(args []string, stdout, stderr io.Writer) error {
@@ -95,7 +101,9 @@ func simRun(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, simUsage)
 		fs.PrintDefaults()
 	}
-	scenario := fs.String("scenario", "", "scenario `FILE` (YAML), or default or small for the embedded examples/scenarios")
+	var scenarios stringList
+	fs.Var(&scenarios, "scenario", "scenario `FILE` (YAML), default or small for the embedded examples/scenarios, or a directory of them; repeatable")
+	seedsFlag := fs.String("seeds", "", "seeds to run each scenario with: `1..N` or a comma-separated list; gives means and 95% intervals")
 	trace := fs.String("trace", "", "replay a combined-format access `LOG` instead of a scenario")
 	policies := fs.String("policies", "", "comma-separated policies: "+strings.Join(sim.AllPolicies, ", ")+" (default: all; with --trace: static-tier,lints)")
 	seed := fs.Uint64("seed", 1, "seed of the traffic, labels and every policy's draws")
@@ -103,6 +111,7 @@ func simRun(args []string, stdout, stderr io.Writer) error {
 	workers := fs.Int("workers", 0, "goroutines per policy run (default GOMAXPROCS); changes speed, never results")
 	epoch := fs.Duration("epoch", time.Minute, "with --trace: the key-epoch length")
 	noWall := fs.Bool("no-wall", false, "write wall_s as 0, so that two runs of one seed are byte-identical")
+	usageCSV := fs.Bool("usage-csv", false, "also write DIR/usage-<policy>.csv: the daily usage each static-p99 policy fitted on, for flowguard quotas")
 	progress := fs.String("progress", "auto", "progress bar on stderr: auto (when stderr is a terminal), on or off")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -110,7 +119,7 @@ func simRun(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("sim: unexpected argument %q", fs.Arg(0))
 	}
-	if (*scenario == "") == (*trace == "") {
+	if (len(scenarios) == 0) == (*trace == "") {
 		fs.Usage()
 		return errUsage
 	}
@@ -150,11 +159,46 @@ func simRun(args []string, stdout, stderr io.Writer) error {
 	if len(names) == 0 {
 		names = sim.AllPolicies
 	}
-	s, err := loadScenario(*scenario)
+	var files []string
+	for _, f := range scenarios {
+		if st, err := os.Stat(f); err == nil && st.IsDir() {
+			m, _ := filepath.Glob(filepath.Join(f, "*.yaml"))
+			if len(m) == 0 {
+				return fmt.Errorf("sim: %s: no *.yaml scenario in the directory", f)
+			}
+			files = append(files, m...)
+			continue
+		}
+		files = append(files, f)
+	}
+	if *seedsFlag != "" || len(files) > 1 {
+		seeds := []uint64{*seed}
+		if *seedsFlag != "" {
+			if seeds, err = parseSeeds(*seedsFlag); err != nil {
+				return err
+			}
+		}
+		var pack []*sim.Scenario
+		for _, f := range files {
+			s, err := loadScenario(f)
+			if err != nil {
+				return err
+			}
+			pack = append(pack, s)
+		}
+		res, err := sim.RunPack(ctx, pack, sim.PackOptions{Seeds: seeds, Policies: names, Workers: *workers,
+			Progress: bar.update, Out: *out, NoWall: *noWall})
+		bar.done()
+		if err != nil {
+			return err
+		}
+		return writePack(res, *out, stdout)
+	}
+	s, err := loadScenario(files[0])
 	if err != nil {
 		return err
 	}
-	res, err := sim.Run(ctx, s, sim.Options{Seed: *seed, Policies: names, Workers: *workers, Progress: bar.update})
+	res, err := sim.Run(ctx, s, sim.Options{Seed: *seed, Policies: names, Workers: *workers, Progress: bar.update, KeepUsage: *usageCSV})
 	bar.done()
 	if err != nil {
 		return err
@@ -168,9 +212,85 @@ func simRun(args []string, stdout, stderr io.Writer) error {
 	if err := res.WriteDir(*out); err != nil {
 		return err
 	}
+	for _, p := range res.UsagePolicies() {
+		if err := writeFileWith(filepath.Join(*out, "usage-"+p+".csv"), func(w io.Writer) error { return res.WriteUsageCSV(p, w) }); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintf(stdout, "%s: %d keys, %d epochs of %v, seed %d → %s\n", s.Name, s.Keys(), s.Epochs(), s.Epoch, *seed, *out)
 	return res.WriteReport(stdout, nil)
 }
+
+// writePack writes pack.md (the table, then per tier) and pack.json into
+// dir, and the table to stdout.
+func writePack(res *sim.PackResult, dir string, stdout io.Writer) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var md bytes.Buffer
+	if err := res.WriteTable(&md); err != nil {
+		return err
+	}
+	md.WriteString("\n## Per tier\n\n")
+	if err := res.WriteTierTable(&md); err != nil {
+		return err
+	}
+	var js bytes.Buffer
+	if err := res.WriteJSON(&js); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "pack.md"), md.Bytes(), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "pack.json"), js.Bytes(), 0o644); err != nil {
+		return err
+	}
+	if err := res.WriteTable(stdout); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(stdout, "\n→ %s (pack.md, pack.json, and each run under <scenario>/seed-N/)\n", dir)
+	return err
+}
+
+func writeFileWith(path string, write func(io.Writer) error) error {
+	var b bytes.Buffer
+	if err := write(&b); err != nil {
+		return err
+	}
+	return os.WriteFile(path, b.Bytes(), 0o644)
+}
+
+// parseSeeds reads --seeds: "1..N", "A..B" or "1,2,5".
+func parseSeeds(v string) ([]uint64, error) {
+	bad := fmt.Errorf("sim: --seeds %q: want 1..N or a comma-separated list of seeds", v)
+	if a, b, ok := strings.Cut(v, ".."); ok {
+		lo, err1 := strconv.ParseUint(strings.TrimSpace(a), 10, 64)
+		hi, err2 := strconv.ParseUint(strings.TrimSpace(b), 10, 64)
+		if err1 != nil || err2 != nil || hi < lo || hi-lo >= 1000 {
+			return nil, bad
+		}
+		var out []uint64
+		for s := lo; s <= hi; s++ {
+			out = append(out, s)
+		}
+		return out, nil
+	}
+	var out []uint64
+	for _, f := range strings.Split(v, ",") {
+		s, err := strconv.ParseUint(strings.TrimSpace(f), 10, 64)
+		if err != nil || slices.Contains(out, s) {
+			return nil, bad
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 // loadScenario reads a scenario file; a name that is not a file but an
 // embedded example (default, small) loads that.
