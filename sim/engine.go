@@ -383,7 +383,7 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Results, error) {
 			order = append(order, p)
 		}
 	}
-	res := &Results{Scenario: s.Name, Seed: o.Seed, Policies: map[string]PolicyResult{},
+	res := &Results{Scenario: s.Name, Seed: o.Seed, Policies: map[string]PolicyResult{}, scenario: s,
 		Series: map[string]*Series{}, Details: map[string]*Details{}, Epoch: s.Epoch, BucketEpochs: sr.bucket,
 		Start: s.start}
 	for _, p := range AllPolicies {
@@ -887,7 +887,7 @@ func (pr *policyRun) step(sh *shardState, t *tally, k, e int, inc incidentState)
 	if pr.keyThrottled != nil {
 		pr.keyThrottled[k] += throttled + blocked
 	}
-	legitThr := legit - legitServed
+	legitThr := math.Max(0, legit-legitServed) // rounding must not make it negative
 
 	t.legitReq += legit
 	t.legitThr += legitThr
