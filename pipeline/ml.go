@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"time"
 
@@ -206,7 +207,8 @@ func (p *Pipeline) score(key string, rule *policy.Rule, snap *bandit.Snapshot, n
 		if pl.Shadow {
 			e.Policy = rewards.PolicyShadow
 		}
-		e.ModelVersion, e.Context = snap.Version(), r.Context
+		// The context lives in this call's buffer; the log keeps the record.
+		e.ModelVersion, e.Context = snap.Version(), slices.Clone(r.Context)
 		p.dlog.Log(DecisionRecord(e))
 	}
 	return ec, nil
@@ -249,7 +251,7 @@ func (p *Pipeline) logDeterministic(key string, rule *policy.Rule, c epochChoice
 	c.risk, c.featuresHash = risk, hashVector(x)
 	e := p.keyEpoch(key, rule, at, time.Duration(c.expires-c.started)*time.Microsecond, c.plan, c.id)
 	e.Model = "" // the deterministic budget, drawn from no model
-	e.Policy, e.Arm, e.ArmName, e.Multiplier, e.Propensity, e.Context = rewards.PolicyStatic, arm, p.arms[arm].Name, mult, 1, x
+	e.Policy, e.Arm, e.ArmName, e.Multiplier, e.Propensity, e.Context = rewards.PolicyStatic, arm, p.arms[arm].Name, mult, 1, slices.Clone(x)
 	if snap := p.model.Load(); snap != nil {
 		e.ModelVersion = snap.Version()
 	}

@@ -107,6 +107,7 @@ type Decision struct {
 	Fallback     bool
 	Reason       string
 
+	At     time.Time // when the pipeline recorded it, by its clock
 	Rule   *policy.Rule
 	Budget limiter.Limit // what the limiter enforced
 	Source string        // SourceML, SourceDeterministic or SourceFallback
@@ -133,14 +134,14 @@ type DecisionLog interface {
 
 // Events are what the pipeline reports as it decides; any may be nil.
 type Events struct {
-	Fallback func(reason string)      // a decision fell back because of the ML layer
-	Shadow   func(arm string)         // a shadow epoch's would-be arm
-	Panic    func(p any, keyLen int)  // a bug was caught; the decision came from memory
-	Stage2   func(time.Duration)      // how long a stage-2 run took
-	Observed func(key string)         // the key's features changed
-	LocalRun func(reason string)      // stage 2 ran on features this instance alone holds
-	Local    func() (reason string)   // why features are local-only now; "": shared
-	Decided  func(*Request, Decision) // every decision, after its features were observed
+	Fallback func(reason string)     // a decision fell back because of the ML layer
+	Shadow   func(arm string)        // a shadow epoch's would-be arm
+	Panic    func(p any, keyLen int) // a bug was caught; the decision came from memory
+	Stage2   func(time.Duration)     // how long a stage-2 run took
+	Observed func(key string)        // the key's features changed
+	LocalRun func(reason string)     // stage 2 ran on features this instance alone holds
+	Local    func() (reason string)  // why features are local-only now; "": shared
+	Decided  func(Request, Decision) // every decision, after its features were observed (by value: nothing escapes)
 }
 
 // Options configure a Pipeline.
@@ -358,10 +359,11 @@ func (p *Pipeline) record(req *Request, d *Decision) {
 	if b := d.Budget.Burst; b > 0 && d.Action == ActionAllow {
 		used = 1 - float64(d.Remaining)/float64(b)
 	}
+	d.At = p.now()
 	p.feats.Observe(req.Key, features.Observation{
 		Endpoint: req.Endpoint, ClientIP: req.ClientIP, Cost: req.Cost, Tier: features.TierOf(d.Rule.Tier, d.Rule.Enterprise()),
 		Throttled: d.Action != ActionAllow, BudgetUsed: used, Outcome: req.Outcome(),
-	}, p.now())
+	}, d.At)
 	if p.ev.Observed != nil {
 		p.ev.Observed(req.Key)
 	}
@@ -369,7 +371,7 @@ func (p *Pipeline) record(req *Request, d *Decision) {
 		p.count(req.Key, d.Action)
 	}
 	if p.ev.Decided != nil {
-		p.ev.Decided(req, *d)
+		p.ev.Decided(*req, *d)
 	}
 }
 

@@ -133,7 +133,7 @@ func TestPanicAnswersFromMemory(t *testing.T) {
 	p := newTestPipeline(t, nil)
 	var panics atomic.Int64
 	p.ev.Panic = func(any, int) { panics.Add(1) }
-	p.ev.Decided = func(*Request, Decision) { panic("recording exploded") }
+	p.ev.Decided = func(Request, Decision) { panic("recording exploded") }
 	d := p.Decide(context.Background(), &Request{Key: "k_panic", Tenant: "acme", Cost: 1})
 	// The limiter spent a token before the panic, the answer from memory
 	// (the same store here) another.

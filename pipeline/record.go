@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"slices"
 	"time"
 
 	"github.com/devflow/flowguard/policy"
@@ -27,7 +26,7 @@ type KeyEpoch struct {
 	Multiplier   float64
 	Propensity   float64
 	ModelVersion uint64
-	Context      []float64 // copied
+	Context      []float64 // shared with the record: pass a copy when the buffer is reused
 	// Experiment, Variant and Model name the unit's experiment variant and
 	// its own model's key; "" when none.
 	Experiment, Variant, Model string
@@ -39,7 +38,7 @@ func DecisionRecord(e KeyEpoch) rewards.Record {
 	return rewards.Record{Type: rewards.TypeDecision, ID: e.ID, Key: e.Key, Tenant: e.Rule.Tenant, Tier: e.Rule.Tier, TierClass: e.Rule.Class,
 		Region: e.Region, At: e.Start.UTC(), Policy: e.Policy, Arm: e.Arm, ArmName: e.ArmName,
 		Multiplier: e.Multiplier, Propensity: e.Propensity, ModelVersion: e.ModelVersion,
-		Context: slices.Clone(e.Context), Floor: e.Rule.Floor, Ceiling: e.Rule.Ceiling,
+		Context: e.Context, Floor: e.Rule.Floor, Ceiling: e.Rule.Ceiling,
 		Base: EpochBase(e.Rule, e.Length), Experiment: e.Experiment, Variant: e.Variant, Model: e.Model}
 }
 

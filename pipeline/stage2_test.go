@@ -107,11 +107,11 @@ func TestDecisionRecord(t *testing.T) {
 	rec := DecisionRecord(KeyEpoch{ID: "d1", Key: "k", Rule: rule, Start: time.Unix(100, 0), Length: 10 * time.Second,
 		Policy: rewards.PolicyBandit, Arm: 3, ArmName: "x1.5", Multiplier: 1.5, Propensity: 0.4, ModelVersion: 7,
 		Context: ctx, Experiment: "e", Variant: "v", Model: "e/v@abc"})
-	ctx[0] = 9 // the record keeps its own copy
+	ctx[0] = 9 // the record shares the context: the simulator's learner copies it, serving passes a copy
 	want := rewards.Record{Type: rewards.TypeDecision, ID: "d1", Key: "k", Tenant: "acme", Tier: "enterprise",
 		At: time.Unix(100, 0).UTC(), Policy: rewards.PolicyBandit, Arm: 3, ArmName: "x1.5", Multiplier: 1.5,
 		Propensity: 0.4, ModelVersion: 7, Floor: 1, Ceiling: 4, Base: 10, Experiment: "e", Variant: "v", Model: "e/v@abc"}
-	if rec.Context[0] != 0.1 || len(rec.Context) != 3 {
+	if rec.Context[0] != 9 || len(rec.Context) != 3 {
 		t.Fatalf("context %v", rec.Context)
 	}
 	rec.Context = nil

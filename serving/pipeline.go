@@ -26,8 +26,8 @@ func (s *Server) decide(ctx context.Context, req *DecideRequest) Decision {
 // recordDecision is serving's part of a decision's aftermath, once the
 // pipeline has observed it: the key's recent decisions for explain and,
 // for a block or an audited throttle, the audit log.
-func (s *Server) recordDecision(req *DecideRequest, d Decision) {
-	now := s.pipe.Now()
+func (s *Server) recordDecision(req DecideRequest, d Decision) {
+	now := d.At
 	s.recent.add(req.Key, RecentDecision{
 		Time: now.UTC(), DecisionID: d.DecisionID, Endpoint: req.Endpoint,
 		Decision: d.Action, Reason: d.Reason, Limit: d.Limit, Remaining: d.Remaining,
