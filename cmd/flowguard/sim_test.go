@@ -59,14 +59,16 @@ func TestSimRunWritesResults(t *testing.T) {
 	var res struct {
 		Scenario string
 		Seed     uint64
-		Policies map[string]map[string]float64
+		Policies map[string]map[string]json.RawMessage
 	}
 	if err := json.Unmarshal(a, &res); err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range []string{"legit_requests", "legit_throttled", "legit_throttled_fraction", "legit_keys_throttled_fraction",
 		"enterprise_throttled_fraction", "abuse_requests", "abuse_served_fraction", "reward", "regret_vs_oracle",
-		"fallback_epochs", "key_epochs", "wall_s"} {
+		"fallback_epochs", "key_epochs", "wall_s",
+		// Added by issue 16, beside today's fields.
+		"legit_key_days_throttled_fraction", "enterprise_key_epochs_below_floor", "tiers", "reward_terms"} {
 		if _, ok := res.Policies["lints"][f]; !ok {
 			t.Errorf("results.json lacks %s", f)
 		}
