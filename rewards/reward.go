@@ -170,7 +170,6 @@ func (w Weights) TermsFor(o Outcome, t policy.Tier, base, severity float64) Term
 	}
 }
 
-
 // benign is the reward of a benign key-epoch.
 func (w Weights) benign(o Outcome, t policy.Tier, base float64) float64 {
 	return (w.Served*float64(o.Served)-w.throttle(t)*float64(o.Throttled+o.Blocked))/base + w.Headroom*o.Multiplier
