@@ -190,8 +190,9 @@ type Pipeline struct {
 	dlog   DecisionLog
 	idBase string
 	idSeq  atomic.Uint64
-	seed   maphash.Seed
-	shards [256]epochShard
+	seed     maphash.Seed
+	shards   [256]epochShard
+	labelled labelledKeys
 	draws  uint64
 	now    func() time.Time
 	hook   func(key string) // fault injection inside stage 2, for this package's tests
@@ -220,6 +221,7 @@ func New(set *policy.Set, o Options) (*Pipeline, error) {
 	}
 	p.policies.Store(set)
 	p.risk.Store(risk)
+	p.labelled.init(o.ML.MaxLabelledKeys)
 	for i := range p.shards {
 		p.shards[i].choices = make(map[uint64]epochChoice)
 		p.shards[i].inflight = make(map[uint64]chan struct{})
@@ -243,8 +245,9 @@ func (p *Pipeline) DecisionLog() DecisionLog { return p.dlog }
 // Decide runs the pipeline for one request. It does not fail: every path
 // ends in a decision.
 //
-//	stage 1: a deny-listed key is blocked; an allow-listed key or ml: off
-//	         gets the deterministic budget (base × 1, clamped).
+//	stage 1: a deny-listed key is blocked; a key an abusive label holds
+//	         gets its floor, or a block (labels.go); an allow-listed key or
+//	         ml: off gets the deterministic budget (base × 1, clamped).
 //	step 4:  experiments assignment: the unit's variant may make the epoch
 //	         static or shadow.
 //	stage 2: once per key per epoch, features → risk → bandit.Choose over
@@ -286,8 +289,26 @@ func (p *Pipeline) Decide(ctx context.Context, req *Request) (d Decision) {
 		p.record(req, &d)
 		return d
 	}
+	allowed := set.Allowed(req.Key)
+
+	// A key an abusive label holds: its floor, or a block; no stage 2.
+	labelled := false
+	if p.cfg.LabelAction != config.LabelActionOff && !allowed {
+		var sev float64
+		if sev, labelled = p.labelled.get(req.Key); labelled {
+			block, mult := LabelAction(rule, sev, p.cfg.LabelBlockSeverity)
+			d.Source = SourceLabel
+			if block {
+				d.Action, d.Reason, d.RetryAfterMS = ActionBlock, ReasonLabel, -1
+				p.record(req, &d)
+				return d
+			}
+			limit, m = rule.Budget(mult)
+			d.Limit, d.Multiplier, d.Budget, d.Reason = limit.Rate, m, limit, ReasonLabel
+		}
+	}
 	mode := rule.ML
-	if set.Allowed(req.Key) {
+	if allowed || labelled {
 		mode = policy.MLOff
 	}
 

@@ -97,7 +97,33 @@ func (s *Server) auditStop(st experiments.Stop) {
 	s.metrics.auditRecords.Inc()
 }
 
-// attributeLabels counts accepted labels against the variant of their key.
-func (s *Server) attributeLabels(labels []rewards.Label) {
+// applyLabels acts on accepted labels: each holds or releases its key in
+// the pipeline (ml.label_action), audited, and counts against its key's
+// experiment variant.
+func (s *Server) applyLabels(labels []rewards.Label) {
+	if s.cfg.ML.LabelAction == config.LabelActionOn {
+		for _, l := range labels {
+			changed, err := s.pipe.ApplyLabel(l)
+			if err != nil {
+				s.metrics.labelActions.WithLabelValues("refused").Inc()
+				s.log.Warn("a label cannot hold its key", "err", err, "held", s.pipe.LabelledKeys())
+				continue
+			}
+			if !changed {
+				continue
+			}
+			action := "hold"
+			if !l.Abusive {
+				action = "release"
+			}
+			s.metrics.labelActions.WithLabelValues(action).Inc()
+			if s.audit != nil {
+				s.audit.Record(AuditRecord{Time: s.pipe.Now().UTC().Format("2006-01-02T15:04:05.000000Z"), Key: l.Key,
+					Tenant: l.Tenant, Decision: "label_" + action, Reason: l.Source + " " + l.LabelID,
+					PolicyVersion: s.current.Load().Digest})
+				s.metrics.auditRecords.Inc()
+			}
+		}
+	}
 	s.exp.AttributeLabels(labels, s.pipe.LabelVariant)
 }

@@ -10,10 +10,12 @@ import (
 	"github.com/segmentio/kafka-go"
 )
 
-// followLabels attributes the labels produced straight to the labels
-// topic (by fraud tooling, kcat, another instance) to experiment variants,
-// as POST /v1/labels does, so that guardrails on abuse and complaints see
-// every label, not only the ones posted to this instance. Each instance
+// followLabels acts on the labels produced straight to the labels topic
+// (by fraud tooling, kcat, another instance) as POST /v1/labels does: each
+// holds or releases its key (ml.label_action) and counts against its
+// experiment variant, so that every instance sees every label, not only the
+// ones posted to it. Holds live in memory: after a restart an instance
+// holds only the keys labelled since. Each instance
 // reads every partition from its end when it starts, outside any consumer
 // group; label ids deduplicate the labels it posted itself. It returns
 // when ctx is done.
@@ -72,7 +74,7 @@ func (s *Server) followLabelPartition(ctx context.Context, k *config.Kafka, p in
 			continue
 		}
 		if l, err := rewards.ParseLabel(m.Value); err == nil {
-			s.attributeLabels([]rewards.Label{l})
+			s.applyLabels([]rewards.Label{l})
 		} // a malformed label is the learner's to send to the DLQ
 	}
 }

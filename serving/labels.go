@@ -86,7 +86,7 @@ func (s *Server) handleLabels(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	s.metrics.labels.WithLabelValues("accepted").Add(float64(len(labels)))
-	s.attributeLabels(labels)
+	s.applyLabels(labels)
 	ctx.SetStatusCode(fasthttp.StatusAccepted)
 	ctx.SetContentType("application/json")
 	ctx.SetBodyString(`{"accepted":` + strconv.Itoa(len(labels)) + `}`)

@@ -27,6 +27,7 @@ type metrics struct {
 	mlFallbacks   *prometheus.CounterVec
 	localOnly     *prometheus.CounterVec
 	labels        *prometheus.CounterVec
+	labelActions  *prometheus.CounterVec
 	shadowChoices *prometheus.CounterVec
 	stage2        prometheus.Histogram
 	auditRecords  prometheus.Counter
@@ -42,7 +43,7 @@ type metrics struct {
 
 var (
 	actions = [...]string{pipeline.ActionAllow, pipeline.ActionThrottle, pipeline.ActionBlock}
-	sources = [...]string{pipeline.SourceML, pipeline.SourceDeterministic, pipeline.SourceFallback}
+	sources = [...]string{pipeline.SourceML, pipeline.SourceDeterministic, pipeline.SourceFallback, pipeline.SourceLabel}
 )
 
 type tierCounters [len(actions)][len(sources)]prometheus.Counter
@@ -88,6 +89,13 @@ func newMetrics(remote *limiter.Resilient) *metrics {
 		Name: "flowguard_labels_received_total",
 		Help: "Labels received over POST /v1/labels, by result (accepted, invalid, unavailable).",
 	}, []string{"result"})
+	m.labelActions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flowguard_label_actions_total",
+		Help: "Labels that changed a key's hold (ml.label_action), by action: hold (an abusive label moved the key to its floor or a block), release (abusive: false cleared it), refused (ml.max_labelled_keys keys already held).",
+	}, []string{"action"})
+	for _, a := range []string{"hold", "release", "refused"} {
+		m.labelActions.WithLabelValues(a)
+	}
 	m.shadowChoices = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "flowguard_ml_shadow_choices_total",
 		Help: "Decisions under ml: shadow, by the arm the bandit would have enforced.",
@@ -106,6 +114,7 @@ func newMetrics(remote *limiter.Resilient) *metrics {
 	m.auditErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "flowguard_audit_write_errors_total", Help: "Failed writes or syncs of the audit file.",
 	})
+	reg.MustRegister(m.labelActions)
 	reg.MustRegister(m.decisions, m.latency, m.responses, m.reloads, m.panics,
 		m.mlFallbacks, m.shadowChoices, m.stage2, m.auditRecords, m.auditDropped, m.auditErrors)
 	m.reloads.WithLabelValues("success")
@@ -202,6 +211,8 @@ func sourceIndex(s string) int {
 		return 0
 	case pipeline.SourceDeterministic:
 		return 1
+	case pipeline.SourceLabel:
+		return 3
 	}
 	return 2
 }

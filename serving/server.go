@@ -323,7 +323,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		// epochs' outcomes reach it and its checkpoint.
 		defer func() { s.pipe.CloseEpochs(); stopLearner(); <-learned }()
 	}
-	if s.cfg.Kafka != nil && s.exp != nil && s.cfg.Experiments.File != "" {
+	if s.cfg.Kafka != nil && (s.cfg.Experiments.File != "" || s.cfg.ML.LabelAction == config.LabelActionOn) {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.followLabels(bg, s.cfg.Kafka) }()
 	}

@@ -106,7 +106,26 @@ type ML struct {
 	// its key's first record; at most attribution_window. Default: 24h, or
 	// attribution_window when shorter.
 	MaxHeldLabelAge time.Duration `yaml:"max_held_label_age"`
+	// LabelAction is what a confirmed abusive label does to its key: "on"
+	// moves it to its floor at once, or blocks it (auto_block tiers, with
+	// severity ≥ label_block_severity), until abusive: false clears it,
+	// whatever the bandit has learned; "off" leaves labels to the learner
+	// alone. Default: on.
+	LabelAction string `yaml:"label_action"`
+	// LabelBlockSeverity is the severity from which a label blocks a key
+	// of an auto_block tier instead of holding it at its floor. Default: 0.8.
+	LabelBlockSeverity float64 `yaml:"label_block_severity"`
+	// MaxLabelledKeys caps the keys abusive labels hold on an instance;
+	// beyond it a label still reaches the learner but moves no key.
+	// Default: 1000000.
+	MaxLabelledKeys int `yaml:"max_labelled_keys"`
 }
+
+// Label actions (ML.LabelAction).
+const (
+	LabelActionOn  = "on"
+	LabelActionOff = "off"
+)
 
 // Audit configures the audit log of blocks and audited throttles.
 type Audit struct {
@@ -182,6 +201,15 @@ func (m *ML) defaults() {
 	}
 	if m.MaxHeldLabelAge == 0 {
 		m.MaxHeldLabelAge = min(24*time.Hour, m.AttributionWindow)
+	}
+	if m.LabelAction == "" {
+		m.LabelAction = LabelActionOn
+	}
+	if m.LabelBlockSeverity == 0 {
+		m.LabelBlockSeverity = 0.8
+	}
+	if m.MaxLabelledKeys == 0 {
+		m.MaxLabelledKeys = 1_000_000
 	}
 }
 
@@ -281,6 +309,15 @@ func (m *ML) validate(d *yamlx.Doc) yamlx.Errors {
 	}
 	if m.RecentDecisions < 1 || m.RecentDecisions > 100 {
 		bad([]string{"recent_decisions"}, "%d must be between 1 and 100", m.RecentDecisions)
+	}
+	if m.LabelAction != LabelActionOn && m.LabelAction != LabelActionOff {
+		bad([]string{"label_action"}, "%q, want on or off", m.LabelAction)
+	}
+	if !(m.LabelBlockSeverity > 0 && m.LabelBlockSeverity <= 1) {
+		bad([]string{"label_block_severity"}, "%v must be in (0, 1]", m.LabelBlockSeverity)
+	}
+	if m.MaxLabelledKeys < 1 || m.MaxLabelledKeys > 100_000_000 {
+		bad([]string{"max_labelled_keys"}, "%d must be between 1 and 100000000", m.MaxLabelledKeys)
 	}
 	return errs
 }
