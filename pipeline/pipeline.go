@@ -186,16 +186,16 @@ type Pipeline struct {
 	// fresh is when the remote learners last published (µs; 0: never, or
 	// the embedded learner): with learner: remote, staleness counts from
 	// their heartbeat, not from the last change of the model.
-	fresh  atomic.Int64
-	dlog   DecisionLog
-	idBase string
-	idSeq  atomic.Uint64
+	fresh    atomic.Int64
+	dlog     DecisionLog
+	idBase   string
+	idSeq    atomic.Uint64
 	seed     maphash.Seed
 	shards   [256]epochShard
 	labelled labelledKeys
-	draws  uint64
-	now    func() time.Time
-	hook   func(key string) // fault injection inside stage 2, for this package's tests
+	draws    uint64
+	now      func() time.Time
+	hook     func(key string) // fault injection inside stage 2, for this package's tests
 }
 
 // New returns a pipeline deciding under set.
