@@ -32,9 +32,10 @@ func packScenarios(t *testing.T, d time.Duration) []*Scenario {
 
 // The oracle is a bound: no policy beats it on any outcome of any
 // scenario of the pack (here each cut to its first hours, and the small
-// scenario, whose incidents start early, cut to a day).
+// scenario, whose first incident starts at 14h, cut to 16h). make sim-pack
+// checks the whole pack the same way (pack.md, "Bound").
 func TestOracleIsABound(t *testing.T) {
-	scenarios := append(packScenarios(t, 12*time.Hour), shrink(smallScenario(t), 24*time.Hour))
+	scenarios := append(packScenarios(t, 6*time.Hour), shrink(smallScenario(t), 16*time.Hour))
 	res, err := RunPack(context.Background(), scenarios, PackOptions{Seeds: []uint64{1}, Policies: AllPolicies})
 	if err != nil {
 		t.Fatal(err)

@@ -235,6 +235,16 @@ func writePack(res *sim.PackResult, dir string, stdout io.Writer) error {
 	if err := res.WriteTierTable(&md); err != nil {
 		return err
 	}
+	plots, err := res.WritePlots(dir)
+	if err != nil {
+		return err
+	}
+	if len(plots) > 0 {
+		md.WriteString("\n## Plots\n\nPer scenario and tier, each policy's mean with its 95% interval.\n\n")
+		for _, p := range plots {
+			fmt.Fprintf(&md, "![%s](%s)\n", strings.TrimSuffix(p, ".png"), p)
+		}
+	}
 	var js bytes.Buffer
 	if err := res.WriteJSON(&js); err != nil {
 		return err
@@ -248,7 +258,7 @@ func writePack(res *sim.PackResult, dir string, stdout io.Writer) error {
 	if err := res.WriteTable(stdout); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(stdout, "\n→ %s (pack.md, pack.json, and each run under <scenario>/seed-N/)\n", dir)
+	_, err = fmt.Fprintf(stdout, "\n→ %s (pack.md, pack.json, and each run under <scenario>/seed-N/)\n", dir)
 	return err
 }
 
