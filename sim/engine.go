@@ -471,6 +471,7 @@ type policyRun struct {
 	byTier   bool      // static-p99-tier: fitted per tier × endpoint
 	usage    []quotas.UsageRow
 	known    map[int][]rewards.Label // labels received, per key
+	labelSev []float32               // the learning policies: the severity of the abusive label holding each key; 0: none
 	lastFit  int64
 	fits     int
 	quotaLog []string
@@ -564,6 +565,9 @@ func newPolicyRun(sr *sharedRun, name string, o Options) (*policyRun, error) {
 	switch name {
 	case PolicyLinTS, PolicyLinTSWait, PolicyEpsGreedy:
 		pr.ml = true
+		if sr.s.Learning.LabelAction == "on" {
+			pr.labelSev = make([]float32, n)
+		}
 		var err error
 		if pr.feats, err = features.NewStore(features.Config{IdleTTL: 24 * time.Hour}); err != nil {
 			return nil, err
@@ -705,6 +709,14 @@ func (pr *policyRun) deliverLabels(now int64, kafka bool) error {
 		default:
 			return nil
 		}
+		if pr.labelSev != nil {
+			switch sev := float32(l.label.Severity); {
+			case !l.label.Abusive:
+				pr.labelSev[l.key] = 0
+			case sev > pr.labelSev[l.key]:
+				pr.labelSev[l.key] = sev
+			}
+		}
 		switch {
 		case pr.part != nil:
 			if err := pr.part.Label(l.label, time.UnixMicro(now).UTC()); err != nil {
@@ -806,6 +818,10 @@ func (pr *policyRun) step(sh *shardState, t *tally, k, e int, inc incidentState)
 		m = rule.Ceiling
 	case pr.name == PolicyFloor:
 		m = rule.Floor
+	case pr.labelSev != nil && pr.labelSev[k] > 0:
+		// A key an abusive label holds: its floor, or a block (as
+		// serving's pipeline does), and no stage 2.
+		block, m = pipeline.LabelAction(rule, float64(pr.labelSev[k]), sr.s.Learning.LabelBlockSeverity)
 	case pr.ml && rule.ML != policy.MLOff:
 		pl := experiments.Plan{Shadow: rule.ML != policy.MLOn}
 		if sr.plans != nil {

@@ -161,3 +161,23 @@ func TestStepDoesNotAllocate(t *testing.T) {
 		t.Error("no key-epoch had traffic")
 	}
 }
+
+// Labels act on keys in the simulator as in serving: with
+// learning.label_action on, a labelled abuser is held at its floor or
+// blocked once its label arrives, so lints serves less abuse than with it
+// off, on the same traffic and labels.
+func TestLabelActionHoldsLabelledKeys(t *testing.T) {
+	run := func(action string) PolicyResult {
+		s := shrink(smallScenario(t), 24*time.Hour)
+		s.Learning.LabelAction = action
+		res, err := Run(context.Background(), s, Options{Seed: 2, Policies: []string{PolicyLinTS}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Policies[PolicyLinTS]
+	}
+	on, off := run("on"), run("off")
+	if !(on.AbuseServedFraction < off.AbuseServedFraction) {
+		t.Errorf("abuse served with labels acting %v, without %v: want less", on.AbuseServedFraction, off.AbuseServedFraction)
+	}
+}

@@ -361,6 +361,26 @@ func (p *PackResult) WriteTable(w io.Writer) error {
 		}
 	}
 	fmt.Fprintf(&b, "\n%d of %d targets met.\n", pass, all)
+	b.WriteString("\n## Bound\n\nThe oracle bounds every outcome of every policy on every scenario")
+	var beats []string
+	for _, s := range p.Scenarios {
+		o, ok := s.Policies[PolicyOracle]
+		if !ok {
+			continue
+		}
+		for _, name := range s.Order {
+			for _, m := range OutcomeMetrics {
+				if s.Policies[name][m].Mean < o[m].Mean-1e-12 {
+					beats = append(beats, fmt.Sprintf("%s: %s on %s", s.Scenario, name, m))
+				}
+			}
+		}
+	}
+	if len(beats) == 0 {
+		b.WriteString(": no policy beats it.\n")
+	} else {
+		b.WriteString(", except (a bug in the oracle or the metric): " + strings.Join(beats, "; ") + ".\n")
+	}
 	_, err := w.Write(b.Bytes())
 	return err
 }
