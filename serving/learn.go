@@ -108,7 +108,7 @@ func (l *Learner) Run(ctx context.Context) error {
 		default:
 			c.SetStatusCode(fasthttp.StatusNotFound)
 		}
-	}, Logger: fasthttpLogger{l.log}}
+	}, Logger: &fasthttpLogger{log: l.log}}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Shutdown()
 	l.log.Info("flowguard learning", "brokers", l.cfg.Kafka.Brokers, "group", l.cfg.Kafka.Group,

@@ -24,15 +24,18 @@ type metrics struct {
 	reloads   *prometheus.CounterVec
 	panics    prometheus.Counter
 
-	mlFallbacks   *prometheus.CounterVec
-	localOnly     *prometheus.CounterVec
-	labels        *prometheus.CounterVec
-	labelActions  *prometheus.CounterVec
-	shadowChoices *prometheus.CounterVec
-	stage2        prometheus.Histogram
-	auditRecords  prometheus.Counter
-	auditDropped  prometheus.Counter
-	auditErrors   prometheus.Counter
+	mlFallbacks  *prometheus.CounterVec
+	localOnly    *prometheus.CounterVec
+	labels       *prometheus.CounterVec
+	labelActions *prometheus.CounterVec
+	// acceptFailures counts accepts that failed for lack of descriptors or
+	// buffers and were retried.
+	acceptFailures prometheus.Counter
+	shadowChoices                *prometheus.CounterVec
+	stage2                       prometheus.Histogram
+	auditRecords                 prometheus.Counter
+	auditDropped                 prometheus.Counter
+	auditErrors                  prometheus.Counter
 
 	// cache of decision counters by tier, so the hot path does no label
 	// hashing; copy-on-write, since tiers only change on reload.
@@ -114,7 +117,9 @@ func newMetrics(remote *limiter.Resilient) *metrics {
 	m.auditErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "flowguard_audit_write_errors_total", Help: "Failed writes or syncs of the audit file.",
 	})
-	reg.MustRegister(m.labelActions)
+	m.acceptFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "flowguard_http_accept_failures_total",
+		Help: "Accepts that failed for lack of descriptors or buffers (EMFILE, ENFILE, ENOBUFS, ENOMEM) and were retried after a pause: the server stays up."})
+	reg.MustRegister(m.labelActions, m.acceptFailures)
 	reg.MustRegister(m.decisions, m.latency, m.responses, m.reloads, m.panics,
 		m.mlFallbacks, m.shadowChoices, m.stage2, m.auditRecords, m.auditDropped, m.auditErrors)
 	m.reloads.WithLabelValues("success")

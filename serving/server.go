@@ -11,8 +11,10 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 	"github.com/valyala/fasthttp"
@@ -261,17 +263,39 @@ func New(cfg *config.Loaded, opts Options) (_ *Server, err error) {
 		ErrorHandler:                 s.transportError,
 		Name:                         "flowguard",
 		MaxRequestBodySize:           max(cfg.Server.MaxBodyBytes, cfg.Server.MaxBatchBodyBytes, cfg.Server.AdminMaxBodyBytes),
-		ReadTimeout:                  10 * time.Second,
+		ReadTimeout:                  cfg.Server.ReadTimeout,
+		Concurrency:                  maxConns(cfg.Server.MaxConns, log),
+		MaxConnsPerIP:                cfg.Server.MaxConnsPerIP,
 		WriteTimeout:                 10 * time.Second,
-		IdleTimeout:                  90 * time.Second,
+		IdleTimeout:                  cfg.Server.IdleTimeout,
 		CloseOnShutdown:              true,
 		NoDefaultDate:                true,
 		NoDefaultContentType:         true,
-		Logger:                       fasthttpLogger{log},
+		Logger:                       &fasthttpLogger{log: log},
 		DisablePreParseMultipartForm: true,
 		SecureErrorLogMessage:        true,
 	}
+	h := s.http
+	s.metrics.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flowguard_http_conns_refused_total",
+			Help: "Connections closed at once because server.max_conns were open (per-address refusals, at max_conns_per_ip, are logged once a minute)."},
+			func() float64 { return float64(h.GetRejectedConnectionsCount()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "flowguard_http_open_conns", Help: "Client connections open now."},
+			func() float64 { return float64(h.GetOpenConnectionsCount()) }))
 	return s, nil
+}
+
+// maxConns is server.max_conns, lowered to stay below the process's
+// descriptor limit: Redis, Kafka, files and the listener need descriptors
+// too, so 128 are kept for them.
+func maxConns(want int, log *slog.Logger) int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > uint64(want)+128 {
+		return want
+	}
+	n := max(16, int(lim.Cur)-128)
+	log.Warn("server.max_conns is above the descriptor limit; lowered", "max_conns", want, "nofile", lim.Cur, "now", n)
+	return n
 }
 
 func newRedisClient(rc *config.Redis) redis.UniversalClient {
@@ -350,6 +374,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.log.Info("flowguard serving", "addr", ln.Addr().String(), "config", s.cfg.Name,
 		"limiter", s.backendName(), "tiers", s.cfg.Policies.Tiers(), "gomaxprocs", runtime.GOMAXPROCS(0))
 	errc := make(chan error, 1)
+	ln = &exhaustedListener{Listener: ln, log: s.log, failures: s.metrics.acceptFailures, sleep: time.Sleep}
 	go func() { errc <- s.http.Serve(ln) }()
 	select {
 	case err := <-errc:
@@ -468,11 +493,23 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// fasthttpLogger sends fasthttp's own messages to slog.
-type fasthttpLogger struct{ log *slog.Logger }
+// fasthttpLogger sends fasthttp's own messages to slog, at most one line
+// a second (a client flood must not become a log flood); the lines it
+// drops are counted in the next one's "suppressed".
+type fasthttpLogger struct {
+	log        *slog.Logger
+	last       atomic.Int64 // unix ns of the last line written
+	suppressed atomic.Int64
+}
 
-func (l fasthttpLogger) Printf(format string, args ...any) {
-	l.log.Warn(fmt.Sprintf(format, args...), "component", "http")
+func (l *fasthttpLogger) Printf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	now := time.Now().UnixNano()
+	if last := l.last.Load(); now-last < int64(time.Second) || !l.last.CompareAndSwap(last, now) {
+		l.suppressed.Add(1)
+		return
+	}
+	l.log.Warn(msg, "component", "http", "suppressed", l.suppressed.Swap(0))
 }
 
 func tlsConfig() *tls.Config { return &tls.Config{MinVersion: tls.VersionTLS12} }

@@ -54,6 +54,19 @@ type Server struct {
 	MaxCost int64 `yaml:"max_cost"`
 	// ShutdownTimeout bounds the drain on SIGTERM. Default: 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// MaxConns caps the open client connections; beyond it a new
+	// connection is closed at once (and counted). It is lowered at start to
+	// stay below the process's descriptor limit. Default: 10000.
+	MaxConns int `yaml:"max_conns"`
+	// MaxConnsPerIP caps one client address's open connections; 0: no
+	// cap (a gateway concentrates many clients on few addresses).
+	// Default: 0.
+	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
+	// ReadTimeout bounds reading a request, its header line by line
+	// included (slowloris); IdleTimeout closes a keep-alive connection
+	// without a request. Defaults: 10s and 90s.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// ReloadEvery is how often the file is checked for changes; negative
 	// turns the check off (SIGHUP still reloads). Default: 1s.
 	ReloadEvery time.Duration `yaml:"reload_every"`
@@ -247,6 +260,15 @@ func (s *Server) defaults() {
 	if s.ShutdownTimeout == 0 {
 		s.ShutdownTimeout = 10 * time.Second
 	}
+	if s.MaxConns == 0 {
+		s.MaxConns = 10_000
+	}
+	if s.ReadTimeout == 0 {
+		s.ReadTimeout = 10 * time.Second
+	}
+	if s.IdleTimeout == 0 {
+		s.IdleTimeout = 90 * time.Second
+	}
 	if s.ReloadEvery == 0 {
 		s.ReloadEvery = time.Second
 	}
@@ -289,6 +311,15 @@ func (s *Server) validate(d *yamlx.Doc) yamlx.Errors {
 	}
 	if s.ShutdownTimeout < 0 {
 		bad("shutdown_timeout", "%s must not be negative", s.ShutdownTimeout)
+	}
+	if s.MaxConns < 16 || s.MaxConns > 10_000_000 {
+		bad("max_conns", "%d must be between 16 and 10000000", s.MaxConns)
+	}
+	if s.MaxConnsPerIP < 0 || s.MaxConnsPerIP > s.MaxConns {
+		bad("max_conns_per_ip", "%d must be between 0 (no cap) and max_conns", s.MaxConnsPerIP)
+	}
+	if s.ReadTimeout < 100*time.Millisecond || s.IdleTimeout < 100*time.Millisecond {
+		bad("read_timeout", "read_timeout %s and idle_timeout %s must be at least 100ms", s.ReadTimeout, s.IdleTimeout)
 	}
 	switch s.LogLevel {
 	case "debug", "info", "warn", "error":
