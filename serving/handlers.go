@@ -159,19 +159,19 @@ func (s *Server) handleBatch(ctx *fasthttp.RequestCtx) {
 func (s *Server) handleCheck(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	h := &ctx.Request.Header
-	req := DecideRequest{
-		Key:      string(h.Peek("X-Api-Key")),
-		Tenant:   string(h.Peek("X-Tenant")),
-		Endpoint: checkEndpoint(h),
-		ClientIP: clientIP(ctx),
-		Cost:     1,
-	}
-	if req.Key == "" {
+	req := DecideRequest{ClientIP: clientIP(ctx), Cost: 1}
+	if len(h.Peek("X-Api-Key")) == 0 {
 		s.writeError(ctx, &apiError{status: 401, code: "missing_key", message: "X-Api-Key header is required"})
 		return
 	}
-	if len(req.Key) > maxKeyLen || len(req.Tenant) > maxFieldLen || len(req.Endpoint) > 2*maxFieldLen {
-		s.writeError(ctx, badRequest("field_too_long", "X-Api-Key, X-Tenant or the original URI is too long"))
+	var apiErr *apiError
+	if req.Key, apiErr = fieldValue("X-Api-Key", h.Peek("X-Api-Key"), maxKeyLen); apiErr == nil {
+		if req.Tenant, apiErr = fieldValue("X-Tenant", h.Peek("X-Tenant"), maxFieldLen); apiErr == nil {
+			req.Endpoint, apiErr = fieldValue("the original method and URI", []byte(checkEndpoint(h)), 2*maxFieldLen)
+		}
+	}
+	if apiErr != nil {
+		s.writeError(ctx, apiErr)
 		return
 	}
 	if c := h.Peek("X-Cost"); len(c) > 0 {

@@ -92,11 +92,18 @@ func stringField(name string, v *fastjson.Value, maxLen int) (string, *apiError)
 	if err != nil {
 		return "", badRequest("wrong_type", "\""+name+"\" must be a string, got "+v.Type().String())
 	}
+	return fieldValue("\""+name+"\"", b, maxLen)
+}
+
+// fieldValue validates one text field of a request, from a JSON body or a
+// header (/v1/check): at most maxLen bytes, valid UTF-8. One function, so
+// every entry point refuses the same input.
+func fieldValue(name string, b []byte, maxLen int) (string, *apiError) {
 	if len(b) > maxLen {
-		return "", badRequest("field_too_long", "\""+name+"\" is longer than "+strconv.Itoa(maxLen)+" bytes")
+		return "", badRequest("field_too_long", name+" is longer than "+strconv.Itoa(maxLen)+" bytes")
 	}
 	if !utf8.Valid(b) {
-		return "", badRequest("invalid_utf8", "\""+name+"\" is not valid UTF-8")
+		return "", badRequest("invalid_utf8", name+" is not valid UTF-8")
 	}
 	return string(b), nil
 }
@@ -122,6 +129,9 @@ func costField(v *fastjson.Value, maxCost int64) (int64, *apiError) {
 		switch {
 		case ferr == nil && f != math.Trunc(f):
 			return 0, badRequest("invalid_cost", "\"cost\" must be a whole number, got "+string(v.MarshalTo(nil)))
+		case ferr == nil && f >= 1 && f <= float64(maxCost):
+			return 0, badRequest("invalid_cost", "\"cost\" must be written as a whole number, without a fraction or an exponent: "+
+				strconv.FormatInt(int64(f), 10)+", not "+string(v.MarshalTo(nil)))
 		default:
 			return 0, badRequest("invalid_cost", "\"cost\" "+string(v.MarshalTo(nil))+" is out of range 1.."+strconv.FormatInt(maxCost, 10))
 		}
