@@ -31,11 +31,11 @@ type metrics struct {
 	// acceptFailures counts accepts that failed for lack of descriptors or
 	// buffers and were retried.
 	acceptFailures prometheus.Counter
-	shadowChoices                *prometheus.CounterVec
-	stage2                       prometheus.Histogram
-	auditRecords                 prometheus.Counter
-	auditDropped                 prometheus.Counter
-	auditErrors                  prometheus.Counter
+	shadowChoices  *prometheus.CounterVec
+	stage2         prometheus.Histogram
+	auditRecords   prometheus.Counter
+	auditDropped   prometheus.Counter
+	auditErrors    prometheus.Counter
 
 	// cache of decision counters by tier, so the hot path does no label
 	// hashing; copy-on-write, since tiers only change on reload.
