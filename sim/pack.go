@@ -307,12 +307,13 @@ func (p *PackResult) WriteJSON(w io.Writer) error {
 	return err
 }
 
-// iv formats a fraction's mean and interval in percent.
+// iv formats a fraction's mean and interval in percent, the interval
+// clipped to [0, 100%].
 func iv(s Stat) string {
 	if s.Lo == s.Hi {
 		return fmt.Sprintf("%.3f%%", 100*s.Mean)
 	}
-	return fmt.Sprintf("%.3f%% [%.3f, %.3f]", 100*s.Mean, 100*math.Max(0, s.Lo), 100*s.Hi)
+	return fmt.Sprintf("%.3f%% [%.3f, %.3f]", 100*s.Mean, 100*math.Max(0, s.Lo), 100*math.Min(1, s.Hi))
 }
 
 func ivCount(s Stat) string {
