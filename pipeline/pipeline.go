@@ -298,6 +298,15 @@ func (p *Pipeline) Decide(ctx context.Context, req *Request) (d Decision) {
 		if sev, labelled = p.labelled.get(req.Key); labelled {
 			block, mult := LabelAction(rule, sev, p.cfg.LabelBlockSeverity)
 			d.Source = SourceLabel
+			if rule.ML != policy.MLOff {
+				// The unit stays in its experiment variant (intention to
+				// treat): the hold applies to every variant alike.
+				d.plan = p.o.Experiments.Assign(experiments.Unit{Key: req.Key, Tenant: req.Tenant, Tier: rule.Tier, Region: req.Region},
+					rule.ML == policy.MLShadow)
+				if v := d.plan.Variant; v != nil {
+					d.Experiment, d.Variant = v.ID.Experiment, v.ID.Variant
+				}
+			}
 			if block {
 				d.Action, d.Reason, d.RetryAfterMS = ActionBlock, ReasonLabel, -1
 				p.record(req, &d)

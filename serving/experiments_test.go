@@ -230,7 +230,9 @@ func TestLabelsCountPerVariantAndComplaintsStop(t *testing.T) {
 	decideAs(t, ts, lintsKey, "")
 	label := func(id string, abusive bool, source string) {
 		t.Helper()
-		resp, b := post(t, ts.URL+"/v1/labels", fmt.Sprintf(`{"label_id":%q,"key":%q,"abusive":%v,"from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z","source":%q}`,
+		// Severity 0.5: the label holds the key at its floor (it would
+		// block it from 0.8), so its requests are still served.
+		resp, b := post(t, ts.URL+"/v1/labels", fmt.Sprintf(`{"label_id":%q,"key":%q,"abusive":%v,"severity":0.5,"from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z","source":%q}`,
 			id, lintsKey, abusive, source))
 		if resp.StatusCode != 202 {
 			t.Fatalf("labels: %d %s", resp.StatusCode, b)

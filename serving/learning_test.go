@@ -11,6 +11,10 @@ import (
 // learnPolicies: one tenant, 1 s epochs, a model published every 100 ms.
 const learnPolicies = `
 ml:
+  # What the learner learns from labels, alone: labels acting on keys
+  # would hold the labelled keys at their floor whatever it learned
+  # (TestLabelsActOnKeys).
+  label_action: "off"
   epoch: 1s
   publish_every: 100ms
   deadline: 500ms
