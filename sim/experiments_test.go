@@ -54,6 +54,9 @@ func TestSimRunsExperimentsAssignment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Labels acting on keys would hold labelled keys at their floor in
+	// every variant alike; off, a static variant is exactly static-tier.
+	s.Learning.LabelAction = "off"
 	res, err := Run(context.Background(), s, Options{Seed: 3, Policies: []string{PolicyStaticTier, PolicyLinTS}})
 	if err != nil {
 		t.Fatal(err)
