@@ -187,9 +187,16 @@ func (s *Server) handleCheck(ctx *fasthttp.RequestCtx) {
 	switch d.Action {
 	case pipeline.ActionThrottle:
 		status = fasthttp.StatusTooManyRequests
+		// NGINX's auth_request turns any status but 2xx, 401 and 403
+		// into a 500: its configuration asks for a 403 and maps it back
+		// to a 429 from X-Flowguard-Decision (examples/gateways/nginx.conf).
+		if string(h.Peek("X-Flowguard-Mode")) == "auth_request" {
+			status = fasthttp.StatusForbidden
+		}
 	case pipeline.ActionBlock:
 		status = fasthttp.StatusForbidden
 	}
+	ctx.Response.Header.Set("X-Flowguard-Decision", d.Action)
 	s.writeDecision(ctx, &d, status)
 	s.metrics.countDecision(&d)
 	s.metrics.latency.Observe(time.Since(start).Seconds())
