@@ -91,7 +91,7 @@ func newAdminGuard(cfg config.Server, token string, log *slog.Logger, reg promet
 	case g.hasToken:
 		log.Info("admin endpoints need a bearer token", "token_env", cfg.AdminTokenEnv)
 	case g.mode == config.AdminAuthLoopback:
-		log.Warn("no admin token: admin endpoints (labels, explain) answer loopback callers only; set $"+cfg.AdminTokenEnv+" to use them from elsewhere",
+		log.Warn("no admin token: admin endpoints (labels, explain) answer loopback callers only, so a proxy or sidecar on this host would let everyone it forwards in; set $"+cfg.AdminTokenEnv+" (or server.admin_auth: token) before putting anything in front of this instance",
 			"token_env", cfg.AdminTokenEnv)
 	default:
 		log.Warn("no admin token: admin endpoints (labels, explain) answer 401 to every call; set $"+cfg.AdminTokenEnv,
