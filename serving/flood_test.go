@@ -173,10 +173,12 @@ func TestExhaustedListenerWaits(t *testing.T) {
 	var slept []time.Duration
 	m := newMetrics(nil)
 	l := &exhaustedListener{Listener: inner, log: slog.New(slog.DiscardHandler), failures: m.acceptFailures, sleep: func(d time.Duration) { slept = append(slept, d) }}
+	held := make(chan struct{})
+	defer close(held)
 	go func() {
 		if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
 			defer c.Close()
-			time.Sleep(time.Second)
+			<-held
 		}
 	}()
 	c, err := l.Accept()
