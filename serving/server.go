@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"regexp"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -271,7 +273,7 @@ func New(cfg *config.Loaded, opts Options) (_ *Server, err error) {
 		CloseOnShutdown:              true,
 		NoDefaultDate:                true,
 		NoDefaultContentType:         true,
-		Logger:                       &fasthttpLogger{log: log},
+		Logger:                       &fasthttpLogger{log: log, secret: token},
 		DisablePreParseMultipartForm: true,
 		SecureErrorLogMessage:        true,
 	}
@@ -496,16 +498,38 @@ func (s *Server) Close() error {
 // fasthttpLogger sends fasthttp's own messages to slog, at most one line
 // a second (a client flood must not become a log flood); the lines it
 // drops are counted in the next one's "suppressed".
+//
+// A malformed request's bytes can reach these lines (a header line without
+// its colon, an obs-folded Authorization), so every line is redacted first:
+// the admin token wherever it appears, and whatever follows Bearer, Basic
+// or an Authorization, Cookie or X-Api-Key header name.
 type fasthttpLogger struct {
 	log        *slog.Logger
-	last       atomic.Int64 // unix ns of the last line written
+	secret     string        // the admin token; "": none
+	every      time.Duration // at most a line this often; 0: a second
+	last       atomic.Int64  // unix ns of the last line written
 	suppressed atomic.Int64
 }
 
+// secretRE matches what may carry a credential in a raw request.
+var secretRE = regexp.MustCompile(`(?i)((?:proxy-)?authorization\s*:?\s*|cookie\s*:?\s*|x-api-key\s*:?\s*|bearer\s+|basic\s+)(?:(?:bearer|basic)\s+)?[^\s"'\\]+`)
+
+// redact removes credentials from a log line.
+func (l *fasthttpLogger) redact(msg string) string {
+	if l.secret != "" {
+		msg = strings.ReplaceAll(msg, l.secret, "[redacted]")
+	}
+	return secretRE.ReplaceAllString(msg, "${1}[redacted]")
+}
+
 func (l *fasthttpLogger) Printf(format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
+	msg := l.redact(fmt.Sprintf(format, args...))
+	every := l.every
+	if every == 0 {
+		every = time.Second
+	}
 	now := time.Now().UnixNano()
-	if last := l.last.Load(); now-last < int64(time.Second) || !l.last.CompareAndSwap(last, now) {
+	if last := l.last.Load(); now-last < int64(every) || !l.last.CompareAndSwap(last, now) {
 		l.suppressed.Add(1)
 		return
 	}
