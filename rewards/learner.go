@@ -61,6 +61,11 @@ type KafkaLearner struct {
 	commitFailures                 atomic.Int64
 	applied                        atomic.Int64 // messages applied or sent to the DLQ
 
+	// partitions is the topics' partition count, set by checkTopics before
+	// any partition runs: a label's key must map to the partition it is
+	// read from, by the murmur2 mapping serving's writer uses.
+	partitions int
+
 	pace time.Duration // tests: a pause every 10 messages, to be killed mid-stream
 }
 
@@ -293,7 +298,23 @@ func (l *KafkaLearner) checkTopics(ctx context.Context) error {
 		return fmt.Errorf("rewards: learner: %s has %d partitions and %s %d; they must have the same count",
 			l.o.DecisionsTopic, d, l.o.LabelsTopic, lb)
 	}
+	l.partitions = d
 	return nil
+}
+
+// ErrWrongPartition is the error of a label read from a partition that does
+// not own its key (a producer that did not use the murmur2 partitioner):
+// the key's decisions live on another partition, so it could never apply.
+var ErrWrongPartition = errors.New("label on a partition that does not own its key")
+
+// KeyPartition is the partition of n that owns key: kafka-go's (and Java
+// Kafka's) murmur2 partitioner, which serving's writers use.
+func KeyPartition(key string, n int) int {
+	parts := make([]int, n)
+	for i := range parts {
+		parts[i] = i
+	}
+	return (&kafka.Murmur2Balancer{}).Balance(kafka.Message{Key: []byte(key)}, parts...)
 }
 
 func (l *KafkaLearner) startGeneration(gen *kafka.Generation) {
@@ -573,7 +594,13 @@ func (r *partitionRun) apply(s *topicStream, m *kafka.Message) {
 		}
 	} else {
 		var lb Label
-		if lb, err = ParseLabel(m.Value); err == nil {
+		if lb, err = ParseLabel(m.Value); err == nil && r.l.partitions > 0 {
+			if want := KeyPartition(lb.Key, r.l.partitions); want != m.Partition {
+				err = fmt.Errorf("%w: key %q belongs to partition %d, read from %d (produce with the murmur2 partitioner, keyed by the API key)",
+					ErrWrongPartition, lb.Key, want, m.Partition)
+			}
+		}
+		if err == nil {
 			err = r.part.Label(lb, m.Time)
 			if err == nil && r.l.o.LabelLag != nil {
 				r.l.o.LabelLag(r.l.o.Now().Sub(m.Time))
@@ -583,6 +610,7 @@ func (r *partitionRun) apply(s *topicStream, m *kafka.Message) {
 	if err != nil {
 		r.dlq = append(r.dlq, kafka.Message{Key: m.Key, Value: m.Value, Headers: []kafka.Header{
 			{Key: "reason", Value: []byte(err.Error())},
+			{Key: "code", Value: []byte(ErrorCode(err))},
 			{Key: "topic", Value: []byte(m.Topic)},
 			{Key: "partition", Value: []byte(strconv.Itoa(m.Partition))},
 			{Key: "offset", Value: []byte(strconv.FormatInt(m.Offset, 10))},

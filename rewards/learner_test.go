@@ -483,3 +483,79 @@ func produceRecords(t testing.TB, brokers []string, evs []event) {
 		t.Fatal(err)
 	}
 }
+
+// fixedPartition puts every message on one partition, as kcat does with
+// its default partitioner for keys murmur2 maps elsewhere.
+type fixedPartition int
+
+func (p fixedPartition) Balance(_ kafka.Message, _ ...int) int { return int(p) }
+
+// A label produced to a partition that does not own its key (kcat's
+// default partitioner) goes to the DLQ with code wrong_partition and is
+// never counted applied: its key's decisions live on another partition.
+func TestWrongPartitionLabelGoesToTheDLQ(t *testing.T) {
+	rs, brokers := teststack.Start(t)
+	rc := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	defer rc.Close()
+	l, err := NewKafkaLearner(LearnerOptions{Config: variantConfig(), Brokers: brokers, Group: "wrongpart",
+		Store: NewRedisStore(rc, "wp:"), CheckpointEvery: 100 * time.Millisecond, SessionTimeout: 6 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	key := "k_wrong_partition"
+	right := KeyPartition(key, 4)
+	wrong := (right + 1) % 4
+	label := func(id string, p int) {
+		t.Helper()
+		w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "flowguard.labels", Balancer: fixedPartition(p),
+			RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
+		defer w.Close()
+		v := fmt.Sprintf(`{"label_id":%q,"key":%q,"abusive":true,"from":"2026-11-20T00:00:00Z","to":"2026-11-21T00:00:00Z"}`, id, key)
+		wctx, wcancel := context.WithTimeout(context.Background(), time.Minute)
+		defer wcancel()
+		if err := w.WriteMessages(wctx, kafka.Message{Key: []byte(key), Value: []byte(v)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	label("lw-1", wrong)
+	label("lw-2", right)
+	labels := func(st LearnerStats) (n int64) {
+		for _, p := range st.Partitions {
+			n += p.Stats.Labels // held labels (unknown key) count here too
+		}
+		return n
+	}
+	// Both counters move at the next checkpoint.
+	deadline := time.Now().Add(time.Minute)
+	for st := l.Stats(); st.Messages < 2 || st.DLQ < 1 || labels(st) < 1; st = l.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after a minute: %d messages, DLQ %d, %d labels", st.Messages, st.DLQ, labels(st))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // three more checkpoints: nothing else may move
+	if st := l.Stats(); st.DLQ != 1 || labels(st) != 1 {
+		t.Errorf("DLQ %d and %d labels applied or held, want the label on the wrong partition in the DLQ and the other applied", st.DLQ, labels(st))
+	}
+	// The DLQ message says why, with its code.
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: "flowguard.labels.dlq", Partition: 0, MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer rcancel()
+	m, err := r.ReadMessage(rctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := map[string]string{}
+	for _, h := range m.Headers {
+		hs[h.Key] = string(h.Value)
+	}
+	if hs["code"] != "wrong_partition" || !strings.Contains(hs["reason"], fmt.Sprintf("belongs to partition %d", right)) {
+		t.Errorf("DLQ headers %v, want code wrong_partition and the right partition in the reason", hs)
+	}
+}
