@@ -141,6 +141,9 @@ func (l *KafkaLog) Written() int64 { return l.written.Load() }
 // Len returns the records waiting.
 func (l *KafkaLog) Len() int { return len(l.ch) }
 
+// Cap is the buffer's size (log_buffer).
+func (l *KafkaLog) Cap() int { return cap(l.ch) }
+
 // LastError returns the last write error, or "" after a success.
 func (l *KafkaLog) LastError() string {
 	if e := l.lastErr.Load(); e != nil {

@@ -2,6 +2,7 @@ package serving
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -54,13 +55,28 @@ func (s *Server) handleReady(ctx *fasthttp.RequestCtx) {
 			}
 		}
 	}
+	comps := map[string]componentStatus{"policy": pol, "limiter": lim, "features": feats}
+	if s.klog != nil {
+		// Decisions never wait on Kafka, so it degrades the instance, not
+		// its readiness: while writes fail, the decision log drops records
+		// and labels posted here get a 503 to resend.
+		k := componentStatus{Status: "ok", Detail: "decision log, labels and audit copies written"}
+		if e := s.klog.LastError(); e != "" {
+			k.Status, k.Detail = "degraded", "decision log writes failing, records dropped: "+e
+		} else if n := s.klog.Len(); n >= s.klog.Cap()/2 {
+			k.Status, k.Detail = "degraded", fmt.Sprintf("decision log backlog: %d of %d records waiting for Kafka", n, s.klog.Cap())
+		} else if e := s.kaudit.LastError(); e != "" {
+			k.Status, k.Detail = "degraded", "audit copies failing (the audit file keeps them): "+e
+		}
+		comps["kafka"] = k
+	}
 	status, code := "ready", fasthttp.StatusOK
 	if s.draining.Load() {
 		status, code = "draining", fasthttp.StatusServiceUnavailable
 	}
 	body, _ := json.Marshal(map[string]any{
 		"status":     status,
-		"components": map[string]componentStatus{"policy": pol, "limiter": lim, "features": feats},
+		"components": comps,
 	})
 	ctx.SetStatusCode(code)
 	ctx.SetContentType("application/json")

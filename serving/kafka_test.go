@@ -123,3 +123,37 @@ func TestKafkaDownNeverSlowsDecisions(t *testing.T) {
 		t.Errorf("a label with Kafka down: %d %s, want 503 so the sender retries", resp.StatusCode, b)
 	}
 }
+
+// With Kafka down, /readyz shows it: the kafka component is degraded, and
+// the instance stays ready, since decisions never wait on Kafka.
+func TestReadyzShowsKafka(t *testing.T) {
+	kc, err := devkafka.Start("127.0.0.1:0", devkafka.DefaultTopics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := startML(t, kafkaPolicies(kc.Addrs()[0]), Options{}, nil)
+	ready := func() (int, map[string]componentStatus) {
+		resp, err := client.Get(ts.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct {
+			Components map[string]componentStatus `json:"components"`
+		}
+		if err := decodeBody(resp, &body); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, body.Components
+	}
+	if code, c := ready(); code != 200 || c["kafka"].Status != "ok" {
+		t.Fatalf("Kafka up: %d %+v, want ready with kafka ok", code, c)
+	}
+	kc.Close()
+	waitUntil(t, 30*time.Second, "the kafka component to degrade", func() bool {
+		for i := range 200 {
+			post(t, ts.URL+"/v1/decide", fmt.Sprintf(`{"key":"k_ready_%d"}`, i))
+		}
+		code, c := ready()
+		return code == 200 && c["kafka"].Status == "degraded"
+	})
+}
