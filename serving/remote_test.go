@@ -30,6 +30,10 @@ kafka:
 redis:
   addrs: [%q]
 ml:
+  # What the learners learn from labels, alone: labels acting on keys would
+  # hold the labelled keys at their floor whatever they learned
+  # (TestLabelsActOnKeys tests that).
+  label_action: "off"
   learner: remote
   model_poll: 200ms
   publish_every: 200ms
