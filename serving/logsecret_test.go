@@ -35,6 +35,10 @@ func TestTokenNeverReachesTheLogs(t *testing.T) {
 		_, _ = bufio.NewReader(c).ReadString('\n')
 		c.Close()
 	}
+	// Each connection's error line is written when fasthttp gives up on it.
+	waitUntil(t, 5*time.Second, "fasthttp's three error lines", func() bool {
+		return strings.Count(logs.String(), "component=http") >= 3
+	})
 	ts.stop(t)
 	out := logs.String()
 	if strings.Contains(out, testAdminToken) {
