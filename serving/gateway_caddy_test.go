@@ -4,57 +4,15 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
-
-	"github.com/devflow/flowguard/internal/testenv"
 )
 
-// startCaddy runs examples/gateways/Caddyfile as written, but for its
-// three ports (8080 flowguard, 8081 Caddy, 8082 the API), in a real Caddy.
-func startCaddy(t *testing.T, flowguard, api string) (url string, log *syncBuffer) {
-	t.Helper()
-	bin := testenv.Need(t, "caddy", "caddy")
-	conf, err := os.ReadFile("../examples/gateways/Caddyfile")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := freePort(t)
-	c := strings.NewReplacer("127.0.0.1:8080", flowguard, "127.0.0.1:8082", api,
-		"127.0.0.1:8081", fmt.Sprintf("127.0.0.1:%d", port)).Replace(string(conf))
-	dir := t.TempDir()
-	path := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(path, []byte(c), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	log = &syncBuffer{}
-	cmd := exec.Command(bin, "run", "--config", path, "--adapter", "caddyfile")
-	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "HOME="+dir)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("caddy's log:\n%s", log)
-		}
+// startCaddy runs examples/gateways/Caddyfile in a real Caddy.
+func startCaddy(t *testing.T, flowguard, api string) (string, *syncBuffer) {
+	return startGateway(t, "caddy", "caddy", "Caddyfile", flowguard, api, func(_, path string) []string {
+		return []string{"run", "--config", path, "--adapter", "caddyfile"}
 	})
-	waitUntil(t, 15*time.Second, "caddy to listen", func() bool {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	return fmt.Sprintf("http://127.0.0.1:%d", port), log
 }
 
 // Through a real Caddy with examples/gateways/Caddyfile: an allowed request

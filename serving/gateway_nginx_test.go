@@ -42,12 +42,14 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
-// startNginx runs examples/gateways/nginx.conf as written, but for its
-// three ports (8080 flowguard, 8081 nginx, 8082 the API), in a real nginx.
-func startNginx(t *testing.T, flowguard, api string) (url string, log *syncBuffer) {
+// startGateway runs the example configuration file as written, but for
+// its three ports (8080 flowguard, 8081 the gateway, 8082 the API), in a
+// real gateway process: args builds its command line from its directory
+// and the rewritten file's path. It returns the gateway's URL and log.
+func startGateway(t *testing.T, bin, pkg, example, flowguard, api string, args func(dir, path string) []string) (url string, log *syncBuffer) {
 	t.Helper()
-	bin := testenv.Need(t, "nginx", "nginx")
-	conf, err := os.ReadFile("../examples/gateways/nginx.conf")
+	bin = testenv.Need(t, bin, pkg)
+	conf, err := os.ReadFile(filepath.Join("../examples/gateways", example))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,14 +57,15 @@ func startNginx(t *testing.T, flowguard, api string) (url string, log *syncBuffe
 	c := strings.NewReplacer("127.0.0.1:8080", flowguard, "127.0.0.1:8082", api,
 		"127.0.0.1:8081", fmt.Sprintf("127.0.0.1:%d", port)).Replace(string(conf))
 	dir := t.TempDir()
-	path := filepath.Join(dir, "nginx.conf")
+	path := filepath.Join(dir, example)
 	if err := os.WriteFile(path, []byte(c), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	log = &syncBuffer{}
-	cmd := exec.Command(bin, "-p", dir, "-c", path, "-g", "daemon off;")
+	cmd := exec.Command(bin, args(dir, path)...)
+	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "HOME="+dir)
 	cmd.Stdout, cmd.Stderr = log, log
-	// nginx's workers inherit the log pipe: the whole process group is
+	// A gateway's workers inherit the log pipe: the whole process group is
 	// stopped, or Wait would wait for them forever.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = 5 * time.Second
@@ -70,15 +73,26 @@ func startNginx(t *testing.T, flowguard, api string) (url string, log *syncBuffe
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
-	url = fmt.Sprintf("http://127.0.0.1:%d", port)
-	waitUntil(t, 10*time.Second, "nginx to listen", func() bool {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s's log:\n%s", bin, log)
+		}
+	})
+	waitUntil(t, 15*time.Second, bin+" to listen", func() bool {
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err == nil {
 			c.Close()
 		}
 		return err == nil
 	})
-	return url, log
+	return fmt.Sprintf("http://127.0.0.1:%d", port), log
+}
+
+// startNginx runs examples/gateways/nginx.conf in a real nginx.
+func startNginx(t *testing.T, flowguard, api string) (string, *syncBuffer) {
+	return startGateway(t, "nginx", "nginx", "nginx.conf", flowguard, api, func(dir, path string) []string {
+		return []string{"-p", dir, "-c", path, "-g", "daemon off;"}
+	})
 }
 
 type gatewayAnswer struct {
@@ -99,6 +113,9 @@ func gatewayGet(t *testing.T, url, key string) gatewayAnswer {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
+	t.Logf("%s key %q → %d Retry-After=%q RateLimit=%q RateLimit-Policy=%q X-Flowguard-Decision=%q body %q", url, key, resp.StatusCode,
+		resp.Header.Get("Retry-After"), resp.Header.Get("RateLimit"), resp.Header.Get("RateLimit-Policy"),
+		resp.Header.Get("X-Flowguard-Decision"), strings.TrimSpace(string(b)))
 	return gatewayAnswer{resp.StatusCode, resp.Header, string(b)}
 }
 
@@ -149,11 +166,6 @@ func TestNginxExample(t *testing.T) {
 	if a = gatewayGet(t, url+"/v1/payments/p1", "k_nginx2"); a.status != 503 {
 		t.Errorf("flowguard down, /v1/payments/: %d %q, want 503 (fail closed)", a.status, a.body)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("nginx's log:\n%s", log)
-		}
-	})
 	waitUntil(t, 5*time.Second, "the fail-open log line", func() bool {
 		return strings.Contains(log.String(), "flowguard unavailable: GET /v1/items passed to the API (fail open)")
 	})
