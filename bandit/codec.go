@@ -10,10 +10,10 @@ import (
 	"time"
 )
 
-// Snapshot wire format, little-endian, version 1:
+// Snapshot wire format, little-endian, version 2:
 //
 //	magic      "FGBS"
-//	format     uint16   1
+//	format     uint16   2
 //	length     uint32   bytes in the whole encoding, checksum included
 //	posterior  uint8
 //	flags      uint8    bit 0: intercept, bit 1: creation time set
@@ -21,11 +21,15 @@ import (
 //	arms       uint16
 //	version    uint64
 //	created    int64    Unix nanoseconds
+//	schema     uint64   the feature schema's fingerprint (Config.Schema); absent in format 1
 //	lambda, scale, prior shape, prior rate    float64 ×4
 //	model id   uint8 length, bytes
 //	per arm:   uint8 name length, name, float64 multiplier
 //	per arm:   uint64 count, float64 Σr², p(p+1)/2 float64 Σxxᵀ (packed lower), p float64 Σr·x
 //	checksum   uint32   CRC-32C (Castagnoli) of every byte before it
+//
+// Format 1 is format 2 without the schema field; it still decodes, with
+// schema 0 (unknown).
 //
 // A snapshot carries the sufficient statistics, not the factors: decoding
 // refactorizes every arm, so a decoded snapshot is checked the same way as
@@ -33,11 +37,12 @@ import (
 
 // SnapshotFormat is the snapshot encoding version this build writes and
 // reads.
-const SnapshotFormat = 1
+const SnapshotFormat = 2
 
 const (
 	snapshotMagic  = "FGBS"
-	snapHeaderLen  = 4 + 2 + 4 + 1 + 1 + 2 + 2 + 8 + 8 + 4*8
+	snapHeaderLen  = 4 + 2 + 4 + 1 + 1 + 2 + 2 + 8 + 8 + 8 + 4*8
+	snapHeaderLen1 = snapHeaderLen - 8 // format 1: no schema
 	flagIntercept  = 1 << 0
 	flagCreatedSet = 1 << 1
 	knownFlags     = flagIntercept | flagCreatedSet
@@ -88,6 +93,7 @@ func (s *Snapshot) AppendBinary(b []byte) ([]byte, error) {
 	b = binary.LittleEndian.AppendUint16(b, uint16(len(s.arms)))
 	b = binary.LittleEndian.AppendUint64(b, s.version)
 	b = binary.LittleEndian.AppendUint64(b, uint64(created))
+	b = binary.LittleEndian.AppendUint64(b, s.schema)
 	for _, v := range [...]float64{s.lambda, s.scale, s.a0, s.b0} {
 		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(v))
 	}
@@ -136,8 +142,13 @@ func DecodeSnapshot(data []byte) (*Snapshot, error) {
 	if len(data) < 10 {
 		return nil, fmt.Errorf("bandit: %w: %d bytes, the header alone is %d", ErrSnapshotTruncated, len(data), snapHeaderLen)
 	}
-	if f := binary.LittleEndian.Uint16(data[4:]); f != SnapshotFormat {
-		return nil, fmt.Errorf("bandit: %w: format %d, this build reads format %d", ErrSnapshotIncompatible, f, SnapshotFormat)
+	format := binary.LittleEndian.Uint16(data[4:])
+	if format != SnapshotFormat && format != 1 {
+		return nil, fmt.Errorf("bandit: %w: format %d, this build reads formats 1 and %d", ErrSnapshotIncompatible, format, SnapshotFormat)
+	}
+	headerLen := uint32(snapHeaderLen)
+	if format == 1 {
+		headerLen = snapHeaderLen1
 	}
 	total := binary.LittleEndian.Uint32(data[6:])
 	switch {
@@ -145,7 +156,7 @@ func DecodeSnapshot(data []byte) (*Snapshot, error) {
 		return nil, fmt.Errorf("bandit: %w: %d bytes of %d", ErrSnapshotTruncated, len(data), total)
 	case uint64(len(data)) > uint64(total):
 		return nil, fmt.Errorf("bandit: %w: %d bytes after the end", ErrSnapshotCorrupt, uint64(len(data))-uint64(total))
-	case total < snapHeaderLen+1+4:
+	case total < headerLen+1+4:
 		return nil, fmt.Errorf("bandit: %w: length %d is shorter than the header", ErrSnapshotCorrupt, total)
 	}
 	body := data[:len(data)-4]
@@ -159,7 +170,11 @@ func DecodeSnapshot(data []byte) (*Snapshot, error) {
 	nArms := int(d.u16())
 	version := d.u64()
 	created := int64(d.u64())
-	cfg := Config{Dim: dim, Posterior: post, NoIntercept: flags&flagIntercept == 0}
+	var schema uint64
+	if format != 1 {
+		schema = d.u64()
+	}
+	cfg := Config{Dim: dim, Posterior: post, NoIntercept: flags&flagIntercept == 0, Schema: schema}
 	cfg.Lambda, cfg.Scale, cfg.PriorShape, cfg.PriorRate = d.f64(), d.f64(), d.f64(), d.f64()
 	cfg.ModelID = d.str()
 	if flags&^knownFlags != 0 {

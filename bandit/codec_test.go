@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -163,7 +164,7 @@ func TestDecodeSnapshotRejectsBadData(t *testing.T) {
 // it accepts re-encodes to the same bytes.
 func FuzzDecodeSnapshot(f *testing.F) {
 	for _, post := range []Posterior{Gaussian, NormalInverseGamma} {
-		l, _ := NewLearner(Config{Dim: 2, Posterior: post, Arms: benchArms(2)})
+		l, _ := NewLearner(Config{Dim: 2, Posterior: post, Arms: benchArms(2), Schema: 0xabcdef})
 		l.Update([]float64{1, 2}, 0, 1)
 		s, _ := l.Snapshot(time.Unix(100, 0))
 		b, _ := s.MarshalBinary()
@@ -181,6 +182,18 @@ func FuzzDecodeSnapshot(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if binary.LittleEndian.Uint16(data[4:]) == 1 {
+			// Format 1 re-encodes in the current format, schema 0; that
+			// encoding must round-trip exactly.
+			s2, err := DecodeSnapshot(again)
+			if err != nil || s2.Schema() != 0 {
+				t.Fatalf("format 1 re-encoded does not decode: %v", err)
+			}
+			data, again = again, nil
+			if again, err = s2.MarshalBinary(); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if !bytes.Equal(again, data) {
 			t.Fatalf("accepted %x, re-encoded as %x", data, again)
 		}
@@ -189,6 +202,51 @@ func FuzzDecodeSnapshot(f *testing.F) {
 			t.Fatalf("decoded snapshot cannot choose: %v", err)
 		}
 	})
+}
+
+// A snapshot carries the feature schema it was trained on; one written in
+// format 1, before snapshots carried it, decodes with schema 0 (unknown)
+// and otherwise unchanged.
+func TestSnapshotSchemaAndFormat1(t *testing.T) {
+	l, err := NewLearner(Config{ModelID: "m", Dim: 2, Schema: 0x1234abcd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		if err := l.Update([]float64{float64(i % 3), 1}, i%len(l.Config().Arms), float64(i%5)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snap, err := l.Snapshot(time.Unix(1e9, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := snap.MarshalBinary()
+	got, err := DecodeSnapshot(data)
+	if err != nil || got.Schema() != 0x1234abcd || got.Config().Schema != 0x1234abcd {
+		t.Fatalf("decoded schema %x, err %v; want 1234abcd", got.Schema(), err)
+	}
+	// The same snapshot in format 1: no schema field, format 1, length and
+	// checksum rewritten.
+	const schemaAt = 4 + 2 + 4 + 1 + 1 + 2 + 2 + 8 + 8
+	old := append(append([]byte(nil), data[:schemaAt]...), data[schemaAt+8:len(data)-4]...)
+	binary.LittleEndian.PutUint16(old[4:], 1)
+	binary.LittleEndian.PutUint32(old[6:], uint32(len(old)+4))
+	old = binary.LittleEndian.AppendUint32(old, crc32.Checksum(old, castagnoli))
+	v1, err := DecodeSnapshot(old)
+	if err != nil {
+		t.Fatalf("format 1: %v", err)
+	}
+	if v1.Schema() != 0 || v1.Version() != snap.Version() || v1.Dim() != 2 {
+		t.Errorf("format 1 decoded as schema %x version %d dim %d", v1.Schema(), v1.Version(), v1.Dim())
+	}
+	for a := range snap.NumArms() {
+		p1, _ := v1.ArmPosterior(a)
+		p2, _ := snap.ArmPosterior(a)
+		if p1.Count != p2.Count || !slices.Equal(p1.Mean, p2.Mean) {
+			t.Errorf("arm %d differs after format 1", a)
+		}
+	}
 }
 
 // TestFuzzSeedsAreSnapshots keeps the checked-in corpus honest: the seeds

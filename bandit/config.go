@@ -41,6 +41,11 @@ type Config struct {
 	ModelID string
 	// Arms are the arms to choose from. Default: DefaultArms().
 	Arms ArmSet
+	// Schema is the fingerprint of the feature schema the contexts come
+	// from (features.Schema.Fingerprint): snapshots carry it, so that a
+	// model trained on one schema is not used to score another. 0 means
+	// unknown; Merge refuses parts of different schemas.
+	Schema uint64
 	// Dim is the number of context features, 1 to MaxDim. Required.
 	Dim int
 	// NoIntercept turns off the constant feature 1 the model appends to

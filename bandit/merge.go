@@ -31,11 +31,11 @@ func Merge(created time.Time, parts ...*Snapshot) (*Snapshot, error) {
 			return nil, fmt.Errorf("bandit: part %d is nil", i)
 		}
 		c := s.Config()
-		if c.ModelID != cfg.ModelID || c.Dim != cfg.Dim || c.NoIntercept != cfg.NoIntercept ||
+		if c.ModelID != cfg.ModelID || c.Schema != cfg.Schema || c.Dim != cfg.Dim || c.NoIntercept != cfg.NoIntercept ||
 			c.Posterior != cfg.Posterior || c.Lambda != cfg.Lambda || c.Scale != cfg.Scale ||
 			c.PriorShape != cfg.PriorShape || c.PriorRate != cfg.PriorRate || !c.Arms.Equal(cfg.Arms) {
-			return nil, fmt.Errorf("%w: part %d is %q/%d arms/dim %d, part 0 is %q/%d arms/dim %d",
-				ErrMergeMismatch, i, c.ModelID, len(c.Arms), c.Dim, cfg.ModelID, len(cfg.Arms), cfg.Dim)
+			return nil, fmt.Errorf("%w: part %d is %q/%d arms/dim %d/schema %016x, part 0 is %q/%d arms/dim %d/schema %016x",
+				ErrMergeMismatch, i, c.ModelID, len(c.Arms), c.Dim, c.Schema, cfg.ModelID, len(cfg.Arms), cfg.Dim, cfg.Schema)
 		}
 		version += s.version
 	}

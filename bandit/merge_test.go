@@ -63,10 +63,12 @@ func TestMergeRefusesOtherModels(t *testing.T) {
 	a, _ := NewLearner(Config{ModelID: "m", Dim: 3})
 	b, _ := NewLearner(Config{ModelID: "m", Dim: 4})
 	c, _ := NewLearner(Config{ModelID: "other", Dim: 3})
+	d, _ := NewLearner(Config{ModelID: "m", Dim: 3, Schema: 0xfeed})
 	sa, _ := a.Snapshot(now)
 	sb, _ := b.Snapshot(now)
 	sc, _ := c.Snapshot(now)
-	for name, s := range map[string]*Snapshot{"dim": sb, "model id": sc} {
+	sd, _ := d.Snapshot(now)
+	for name, s := range map[string]*Snapshot{"dim": sb, "model id": sc, "feature schema": sd} {
 		if _, err := Merge(now, sa, s); !errors.Is(err, ErrMergeMismatch) {
 			t.Errorf("%s: err = %v, want ErrMergeMismatch", name, err)
 		}

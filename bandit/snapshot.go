@@ -13,6 +13,7 @@ import (
 // current snapshot in a Current and swaps in new ones without locks.
 type Snapshot struct {
 	modelID   string
+	schema    uint64
 	version   uint64
 	created   time.Time
 	posterior Posterior
@@ -50,6 +51,7 @@ type armModel struct {
 func newSnapshotShell(c Config, version uint64, created time.Time) *Snapshot {
 	return &Snapshot{
 		modelID:   c.ModelID,
+		schema:    c.Schema,
 		version:   version,
 		created:   created,
 		posterior: c.Posterior,
@@ -141,6 +143,10 @@ func (s *Snapshot) buildArm(n uint64, gram, gramC, f, fC []float64, sumR2 float6
 // ModelID returns the model's name.
 func (s *Snapshot) ModelID() string { return s.modelID }
 
+// Schema is the fingerprint of the feature schema the model's contexts
+// come from (Config.Schema); 0 when unknown.
+func (s *Snapshot) Schema() uint64 { return s.schema }
+
 // Version returns the snapshot's version; a learner numbers its snapshots
 // 1, 2, 3, ...
 func (s *Snapshot) Version() uint64 { return s.version }
@@ -178,6 +184,7 @@ func (s *Snapshot) Allowed(floor, ceiling float64) (ArmRange, error) {
 func (s *Snapshot) Config() Config {
 	return Config{
 		ModelID:     s.modelID,
+		Schema:      s.schema,
 		Arms:        s.arms.clone(),
 		Dim:         s.dim,
 		NoIntercept: !s.intercept,

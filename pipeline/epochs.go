@@ -32,7 +32,7 @@ type epochChoice struct {
 	featuresHash [8]byte
 }
 
-var fallbackReasons = [...]string{"", ReasonNoModel, ReasonStaleModel, ReasonFeatureStoreDown, ReasonMLDeadline, ReasonMLError}
+var fallbackReasons = [...]string{"", ReasonNoModel, ReasonStaleModel, ReasonFeatureStoreDown, ReasonMLDeadline, ReasonMLError, ReasonSchemaMismatch}
 
 func fallbackIndex(reason string) uint8 {
 	for i, r := range fallbackReasons {
@@ -40,7 +40,7 @@ func fallbackIndex(reason string) uint8 {
 			return uint8(i)
 		}
 	}
-	return uint8(len(fallbackReasons) - 1)
+	return fallbackIndex(ReasonMLError)
 }
 
 // fallbackRetry is how long a fallback choice is kept before stage 2 is

@@ -51,6 +51,14 @@ func (p *Pipeline) Now() time.Time { return p.now() }
 // variant models are installed either way, since they can change while
 // the main model does not.
 func (p *Pipeline) Install(model rewards.Model) error {
+	if err := p.checkSchema(model.Bandit); err != nil {
+		return err
+	}
+	for _, v := range model.Variants {
+		if err := p.checkSchema(v); err != nil {
+			return err
+		}
+	}
 	vs := model.Variants
 	p.variants.Store(&vs)
 	if err := p.model.Store(model.Bandit); err != nil {
@@ -64,7 +72,34 @@ func (p *Pipeline) Install(model rewards.Model) error {
 
 // InstallBandit makes snap the main bandit model, the risk model and the
 // variant models unchanged: a model from a file, or one a test trained.
-func (p *Pipeline) InstallBandit(snap *bandit.Snapshot) error { return p.model.Store(snap) }
+func (p *Pipeline) InstallBandit(snap *bandit.Snapshot) error {
+	if err := p.checkSchema(snap); err != nil {
+		return err
+	}
+	return p.model.Store(snap)
+}
+
+// ErrSchemaMismatch is Install's refusal of a model trained on vectors of
+// another feature schema: its scores would be meaningless here. The model
+// in use, or the deterministic fallback before the first, stays.
+var ErrSchemaMismatch = errors.New("model trained on another feature schema")
+
+// checkSchema refuses snap if it names a feature schema other than the
+// store's. A snapshot of schema 0 (format 1, written before snapshots
+// carried it) is checked by dimension alone, when the bandit installs it.
+func (p *Pipeline) checkSchema(snap *bandit.Snapshot) error {
+	if snap == nil || snap.Schema() == 0 {
+		return nil
+	}
+	if want := p.feats.Schema(); snap.Schema() != want.Fingerprint() {
+		if p.ev.Fallback != nil {
+			p.ev.Fallback(ReasonSchemaMismatch) // counted once per refused model
+		}
+		return fmt.Errorf("pipeline: %w: model %q version %d has schema %016x, this build's features are schema v%d %016x",
+			ErrSchemaMismatch, snap.ModelID(), snap.Version(), snap.Schema(), want.Version(), want.Fingerprint())
+	}
+	return nil
+}
 
 // Heartbeat records that the remote learners were alive at t: with
 // learner: remote, a model's staleness counts from their last heartbeat.

@@ -49,6 +49,7 @@ const (
 	ReasonFeatureStoreDown = "feature_store_down" // the key's features cannot be tracked
 	ReasonMLDeadline       = "ml_deadline"        // stage 2 did not finish within ml.deadline
 	ReasonMLError          = "ml_error"           // stage 2 failed or panicked
+	ReasonSchemaMismatch   = "schema_mismatch"    // a published model of another feature schema was refused (counted once per model)
 )
 
 // FallbackReasons are the ML fallback reasons, for metrics to pre-create.

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"github.com/devflow/flowguard/experiments"
 	"github.com/devflow/flowguard/internal/config"
 	"github.com/devflow/flowguard/limiter"
+	"github.com/devflow/flowguard/rewards"
 )
 
 const testConfig = `
@@ -124,6 +126,43 @@ func TestDeadlineAndPanicFallBack(t *testing.T) {
 				t.Errorf("%d %s fallbacks reported after 21 requests, want 21", got, tc.reason)
 			}
 		})
+	}
+}
+
+// A model trained on vectors of another feature schema is refused, main
+// or variant, and the refusal is reported as a schema_mismatch fallback;
+// the model in use stays. A model of this build's schema installs.
+func TestModelOfAnotherSchemaIsRefused(t *testing.T) {
+	p := newTestPipeline(t, nil)
+	cfg, _ := config.Parse("test.yaml", []byte(testConfig))
+	inUse := p.Model()
+	if inUse.Schema() != p.Features().Schema().Fingerprint() {
+		t.Fatalf("the configured learner's snapshots carry schema %x, the store's is %x", inUse.Schema(), p.Features().Schema().Fingerprint())
+	}
+	other := cfg.LearnerConfig().Bandit
+	other.Schema ^= 1
+	l, err := bandit.NewLearner(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, _ := l.Snapshot(time.Now().Add(time.Second))
+	if err := p.InstallBandit(snap); !errors.Is(err, ErrSchemaMismatch) {
+		t.Fatalf("InstallBandit of another schema: err = %v, want ErrSchemaMismatch", err)
+	}
+	same, _ := bandit.NewLearner(cfg.LearnerConfig().Bandit)
+	_, _ = same.Snapshot(time.Now()) // the next is version 2: newer than the one in use
+	good, _ := same.Snapshot(time.Now().Add(time.Second))
+	if err := p.Install(rewards.Model{Bandit: good, Variants: map[string]*bandit.Snapshot{"v": snap}}); !errors.Is(err, ErrSchemaMismatch) {
+		t.Fatalf("Install with a variant of another schema: err = %v, want ErrSchemaMismatch", err)
+	}
+	if p.Model() != inUse {
+		t.Error("a refused model replaced the one in use")
+	}
+	if got := p.fallbacks[ReasonSchemaMismatch]; got != 2 {
+		t.Errorf("%d schema_mismatch fallbacks reported, want 2", got)
+	}
+	if err := p.Install(rewards.Model{Bandit: good}); err != nil {
+		t.Fatalf("a model of this schema: %v", err)
 	}
 }
 

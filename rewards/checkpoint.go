@@ -124,6 +124,10 @@ func RestorePartition(cfg Config, data []byte) (*Partition, error) {
 		return nil, fmt.Errorf("%w: bandit has %d features and %d arms, the configuration %d and %d",
 			ErrBadCheckpoint, got.Dim, len(got.Arms), want.Dim, len(want.Arms))
 	}
+	if got.Schema != 0 && want.Schema != 0 && got.Schema != want.Schema {
+		return nil, fmt.Errorf("%w: bandit was trained on feature schema %016x, the configuration's is %016x",
+			ErrBadCheckpoint, got.Schema, want.Schema)
+	}
 	if p.models[""].l, err = bandit.RestoreLearner(snap); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadCheckpoint, err)
 	}

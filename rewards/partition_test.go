@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -279,6 +280,18 @@ func TestRestoreRejectsDamage(t *testing.T) {
 	other.Risk.Dim = 2
 	if _, err := RestorePartition(other, data); !errors.Is(err, ErrBadCheckpoint) {
 		t.Errorf("restore under another bandit: err = %v", err)
+	}
+	// Trained on one feature schema, restored under another: refused.
+	a, b := testConfig(), testConfig()
+	a.Bandit.Schema, b.Bandit.Schema = 1, 2
+	pa, _ := NewPartition(a)
+	apply(t, pa, stream(4, 3, 3))
+	da, _ := pa.Checkpoint(t0)
+	if _, err := RestorePartition(b, da); !errors.Is(err, ErrBadCheckpoint) || !strings.Contains(err.Error(), "feature schema") {
+		t.Errorf("restore under another feature schema: err = %v", err)
+	}
+	if _, err := RestorePartition(a, da); err != nil {
+		t.Errorf("restore under its own schema: %v", err)
 	}
 }
 

@@ -577,7 +577,7 @@ func newPolicyRun(sr *sharedRun, name string, o Options) (*policyRun, error) {
 			mode = rewards.ModeWait
 		}
 		l := sr.s.Learning
-		cfg := rewards.Config{Bandit: bandit.Config{ModelID: "sim-" + name, Arms: sr.arms, Dim: features.Dim + 1, Scale: l.Scale},
+		cfg := rewards.Config{Bandit: bandit.Config{ModelID: "sim-" + name, Arms: sr.arms, Dim: features.Dim + 1, Schema: features.SchemaV1().Fingerprint(), Scale: l.Scale},
 			Risk: features.RiskConfig{Dim: features.Dim, Prior: l.RiskPrior}, Weights: sr.s.Rewards,
 			Window: l.AttributionWindow, Mode: mode}
 		if pr.part, err = rewards.NewPartition(cfg); err != nil {

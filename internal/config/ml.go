@@ -216,7 +216,7 @@ func (m *ML) defaults() {
 // RewardsConfig returns the learner's configuration for these settings.
 func (m *ML) RewardsConfig() rewards.Config {
 	return rewards.Config{
-		Bandit: bandit.Config{ModelID: "flowguard", Arms: m.Arms, Dim: features.Dim + 1,
+		Bandit: bandit.Config{ModelID: "flowguard", Arms: m.Arms, Dim: features.Dim + 1, Schema: features.SchemaV1().Fingerprint(),
 			Posterior: m.BanditPosterior(), Lambda: m.Lambda, Scale: m.Exploration},
 		Risk:    features.RiskConfig{Dim: features.Dim, Prior: m.RiskPrior},
 		Weights: m.Rewards,
@@ -365,7 +365,7 @@ func (m *ML) VariantModels(ec *experiments.Config) []rewards.VariantModel {
 			out = append(out, rewards.VariantModel{
 				ID: x.Name + "/" + v.Name,
 				// Scale 1: serving applies the variant's exploration per call.
-				Bandit: bandit.Config{Arms: b.Arms, Dim: features.Dim + 1, Posterior: b.BanditPosterior(),
+				Bandit: bandit.Config{Arms: b.Arms, Dim: features.Dim + 1, Schema: features.SchemaV1().Fingerprint(), Posterior: b.BanditPosterior(),
 					Lambda: b.Lambda, Scale: 1},
 				Mode: rewards.Mode(b.RewardMode),
 			})
