@@ -28,8 +28,9 @@ import (
 //	per arm:   uint64 count, float64 Σr², p(p+1)/2 float64 Σxxᵀ (packed lower), p float64 Σr·x
 //	checksum   uint32   CRC-32C (Castagnoli) of every byte before it
 //
-// Format 1 is format 2 without the schema field; it still decodes, with
-// schema 0 (unknown).
+// Format 1 is format 2 without the schema field. A snapshot of schema 0
+// (unknown) is written in format 1, and format 1 decodes with schema 0:
+// readers of format 1 read every snapshot that carries no schema.
 //
 // A snapshot carries the sufficient statistics, not the factors: decoding
 // refactorizes every arm, so a decoded snapshot is checked the same way as
@@ -85,15 +86,21 @@ func (s *Snapshot) AppendBinary(b []byte) ([]byte, error) {
 		flags |= flagCreatedSet
 		created = s.created.UnixNano()
 	}
+	format := uint16(SnapshotFormat)
+	if s.schema == 0 {
+		format = 1 // no schema to carry: byte for byte what format 1 readers read
+	}
 	b = append(b, snapshotMagic...)
-	b = binary.LittleEndian.AppendUint16(b, SnapshotFormat)
+	b = binary.LittleEndian.AppendUint16(b, format)
 	b = binary.LittleEndian.AppendUint32(b, uint32(n))
 	b = append(b, byte(s.posterior), flags)
 	b = binary.LittleEndian.AppendUint16(b, uint16(s.dim))
 	b = binary.LittleEndian.AppendUint16(b, uint16(len(s.arms)))
 	b = binary.LittleEndian.AppendUint64(b, s.version)
 	b = binary.LittleEndian.AppendUint64(b, uint64(created))
-	b = binary.LittleEndian.AppendUint64(b, s.schema)
+	if format != 1 {
+		b = binary.LittleEndian.AppendUint64(b, s.schema)
+	}
 	for _, v := range [...]float64{s.lambda, s.scale, s.a0, s.b0} {
 		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(v))
 	}
@@ -121,6 +128,9 @@ func (s *Snapshot) AppendBinary(b []byte) ([]byte, error) {
 // encodedLen returns the length of the snapshot's encoding.
 func (s *Snapshot) encodedLen() int {
 	n := snapHeaderLen + 1 + len(s.modelID)
+	if s.schema == 0 {
+		n = snapHeaderLen1 + 1 + len(s.modelID)
+	}
 	for _, a := range s.arms {
 		n += 1 + len(a.Name) + 8
 	}
