@@ -37,6 +37,19 @@ import (
 // learner killed at any point and restarted from its checkpoint therefore
 // reaches the model an uninterrupted run reaches over the same input.
 //
+// Offset gaps: when the offset to read next is outside the partition's
+// log — past its end, because the broker lost the log (an in-memory broker
+// restarted, an unclean leader election, a recreated topic), or before its
+// start, because retention deleted what was not read yet — the learner
+// resumes from the log's start and reports the gap (OffsetGap): counted in
+// Stats, logged at ERROR. It checks at start from a checkpoint, whenever a
+// fetch fails with OffsetOutOfRange, and while idle; kafka-go's Reader
+// would otherwise wait past the end, or skip to the start, silently. After
+// a gap past the end the new log is read whole, so labels are still
+// applied once each (label_id); decision records read before the gap and
+// read again are learned again, since a decision is deduplicated by its id
+// only while it waits for its outcome.
+//
 // Malformed messages, and messages the partition refuses, go to the DLQ
 // topic with the reason in headers; consumption goes on. DLQ writes are
 // flushed before each checkpoint, so a crash can repeat a DLQ message but
@@ -49,6 +62,10 @@ type KafkaLearner struct {
 
 	mu    sync.Mutex
 	parts map[int]PartitionStatus
+	gaps  map[gapKey]*gapTally
+
+	// kafkaErr is the last failure to reach Kafka, nil since a success.
+	kafkaErr atomic.Pointer[kafkaFailure]
 
 	// variants are the variant models in force; vgen counts SetVariants
 	// calls, so that each partition applies a change once.
@@ -139,6 +156,36 @@ type LearnerStats struct {
 	CheckpointFailures         int64
 	Published, PublishFailures int64 // model parts published to Redis
 	CommitFailures             int64 // offset commits Kafka refused (harmless: checkpoints hold the offsets)
+	// Gaps are the offset gaps seen since start, by topic, partition and
+	// kind, sorted.
+	Gaps []GapCount
+	// KafkaError is the last failure to reach Kafka (listing offsets,
+	// joining the group, fetching, writing the DLQ), "" once a call
+	// succeeded since; KafkaErrorSince is when the failures began.
+	KafkaError      string
+	KafkaErrorSince time.Time
+}
+
+// kafkaFailure is a run of failed Kafka calls.
+type kafkaFailure struct {
+	err   string
+	since time.Time
+}
+
+// kafkaFailed records a failure to reach Kafka.
+func (l *KafkaLearner) kafkaFailed(err error) {
+	f := &kafkaFailure{err: err.Error(), since: l.o.Now()}
+	if cur := l.kafkaErr.Load(); cur != nil {
+		f.since = cur.since
+	}
+	l.kafkaErr.Store(f)
+}
+
+// kafkaOK records a Kafka call that succeeded.
+func (l *KafkaLearner) kafkaOK() {
+	if l.kafkaErr.Load() != nil {
+		l.kafkaErr.Store(nil)
+	}
 }
 
 // NewKafkaLearner returns a learner; Run starts it.
@@ -184,7 +231,7 @@ func NewKafkaLearner(o LearnerOptions) (*KafkaLearner, error) {
 		c.Transport = o.Transport
 	}
 	l := &KafkaLearner{o: o, dlq: w(o.DLQTopic), models: w(o.ModelsTopic), client: c,
-		parts: map[int]PartitionStatus{}}
+		parts: map[int]PartitionStatus{}, gaps: map[gapKey]*gapTally{}}
 	vs := o.Config.Variants
 	l.variants.Store(&vs)
 	return l, nil
@@ -232,8 +279,24 @@ func (l *KafkaLearner) Stats() LearnerStats {
 	for _, p := range l.parts {
 		s.Partitions = append(s.Partitions, p)
 	}
+	for k, g := range l.gaps {
+		s.Gaps = append(s.Gaps, GapCount{Topic: k.topic, Partition: k.partition, Kind: k.kind, Gaps: g.n, Skipped: g.skipped, Last: g.last})
+	}
 	l.mu.Unlock()
 	sort.Slice(s.Partitions, func(i, j int) bool { return s.Partitions[i].Partition < s.Partitions[j].Partition })
+	sort.Slice(s.Gaps, func(i, j int) bool {
+		a, b := s.Gaps[i], s.Gaps[j]
+		if a.Topic != b.Topic {
+			return a.Topic < b.Topic
+		}
+		if a.Partition != b.Partition {
+			return a.Partition < b.Partition
+		}
+		return a.Kind < b.Kind
+	})
+	if f := l.kafkaErr.Load(); f != nil {
+		s.KafkaError, s.KafkaErrorSince = f.err, f.since
+	}
 	s.Messages, s.DLQ, s.Fenced, s.CheckpointFailures = l.applied.Load(), l.dlqCount.Load(), l.fenced.Load(), l.ckptFailures.Load()
 	s.Published, s.PublishFailures, s.CommitFailures = l.published.Load(), l.publishFailures.Load(), l.commitFailures.Load()
 	return s
@@ -246,6 +309,7 @@ func (l *KafkaLearner) Run(ctx context.Context) error {
 	defer l.dlq.Close()
 	defer l.models.Close()
 	if err := l.checkTopics(ctx); err != nil {
+		l.kafkaFailed(err)
 		return err
 	}
 	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
@@ -268,8 +332,10 @@ func (l *KafkaLearner) Run(ctx context.Context) error {
 				return nil
 			}
 			l.o.Logger.Warn("learner: joining the group", "group", l.o.Group, "err", err)
+			l.kafkaFailed(err)
 			continue
 		}
+		l.kafkaOK()
 		l.startGeneration(gen)
 	}
 }
@@ -357,11 +423,16 @@ type streamItem struct {
 	caughtUp bool
 	hwm      int64
 	err      error
+	// gap, when set, is an offset gap: reading resumes at gap.Resume.
+	gap *OffsetGap
 }
 
 func (s *topicStream) take(it streamItem) error {
 	if it.err != nil {
 		return it.err
+	}
+	if it.gap != nil {
+		s.hwm = it.gap.LogEnd // the old log's end means nothing now
 	}
 	if it.has {
 		m := it.msg
@@ -369,6 +440,38 @@ func (s *topicStream) take(it streamItem) error {
 	}
 	s.caughtUp, s.hwm = it.caughtUp, max(s.hwm, it.hwm)
 	return nil
+}
+
+// take passes it to s; a gap is counted and logged, and the partition's
+// offset moves to where reading resumes, so that the next checkpoint
+// holds it. A stream takes an item only while it has no head, so no
+// message read before the gap is still to be applied.
+func (r *partitionRun) take(s *topicStream, it streamItem) error {
+	if g := it.gap; g != nil {
+		r.l.noteGap(*g)
+		r.part.Offsets[s.topic] = g.Resume
+		r.dirty = true
+	}
+	return s.take(it)
+}
+
+// noteGap counts and logs an offset gap.
+func (l *KafkaLearner) noteGap(g OffsetGap) {
+	l.mu.Lock()
+	k := gapKey{topic: g.Topic, partition: g.Partition, kind: g.Kind}
+	t := l.gaps[k]
+	if t == nil {
+		t = &gapTally{}
+		l.gaps[k] = t
+	}
+	t.n++
+	t.skipped += g.Skipped
+	t.last = g
+	l.mu.Unlock()
+	l.o.Logger.Error("learner: offset gap: the offset to read is outside the partition's log",
+		"topic", g.Topic, "partition", g.Partition, "kind", string(g.Kind), "checkpoint_offset", g.Checkpoint,
+		"log_start", g.LogStart, "log_end", g.LogEnd, "resume_offset", g.Resume, "skipped_messages", g.Skipped,
+		"policy", g.Policy())
 }
 
 // partitionRun is one partition's consumption in one generation.
@@ -433,6 +536,8 @@ func (l *KafkaLearner) runPartition(ctx context.Context, gen *kafka.Generation, 
 }
 
 // read feeds s from Kafka, starting at offset from, until ctx is done.
+// An offset outside the partition's log, at start or later, is a gap: it
+// is sent on s.ch and reading resumes at the log's start.
 func (l *KafkaLearner) read(ctx context.Context, s *topicStream, p int, from int64) {
 	send := func(it streamItem) bool {
 		select {
@@ -442,24 +547,64 @@ func (l *KafkaLearner) read(ctx context.Context, s *topicStream, p int, from int
 			return false
 		}
 	}
-	first, end, err := l.offsets(ctx, s.topic, p)
-	if err != nil {
-		send(streamItem{err: err})
-		return
-	}
 	next := from
-	if next < 0 || next < first {
-		next = first // the checkpoint's offset was deleted by retention: what is left is all there is
+	for started := false; ; started = true {
+		first, end, err := l.offsets(ctx, s.topic, p)
+		if err != nil {
+			if !started {
+				// At start: the partition stops, as before any gap logic.
+				send(streamItem{err: err})
+				return
+			}
+			// After an OffsetOutOfRange: retry until the log answers.
+			l.o.Logger.Warn("learner: listing offsets", "topic", s.topic, "partition", p, "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		resume, kind := resumeOffset(next, first, end)
+		if kind != "" {
+			g := l.gap(s.topic, p, kind, next, first, end)
+			if !send(streamItem{gap: &g}) {
+				return
+			}
+		}
+		next = resume
+		if !send(streamItem{caughtUp: next >= end, hwm: end}) {
+			return
+		}
+		var out bool
+		if next, out = l.fetch(ctx, s, p, next, send); !out {
+			return
+		}
 	}
-	if !send(streamItem{caughtUp: next >= end, hwm: end}) {
-		return
+}
+
+// gap returns the gap of reading offset next of a log spanning [first, end).
+func (l *KafkaLearner) gap(topic string, p int, kind GapKind, next, first, end int64) OffsetGap {
+	g := OffsetGap{Topic: topic, Partition: p, Kind: kind, Checkpoint: next, LogStart: first, LogEnd: end,
+		Resume: first, At: l.o.Now()}
+	if kind == GapBeforeStart {
+		g.Skipped = first - next
 	}
+	return g
+}
+
+// fetch sends s the messages from offset next on, until ctx is done or a
+// reading error (sent on s.ch), and returns false then; it returns the
+// next offset to read and true when that offset is out of the log's range.
+func (l *KafkaLearner) fetch(ctx context.Context, s *topicStream, p int, next int64, send func(streamItem) bool) (int64, bool) {
+	// OffsetOutOfRangeError: without it kafka-go's Reader retries an
+	// offset past the end forever, and says nothing.
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: l.o.Brokers, Topic: s.topic, Partition: p, Dialer: l.o.Dialer,
-		MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond, QueueCapacity: 4096})
+		MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond, QueueCapacity: 4096, OffsetOutOfRangeError: true})
 	defer r.Close()
 	if err := r.SetOffset(next); err != nil {
 		send(streamItem{err: err})
-		return
+		return next, false
 	}
 	for {
 		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -467,23 +612,44 @@ func (l *KafkaLearner) read(ctx context.Context, s *topicStream, p int, from int
 		cancel()
 		switch {
 		case ctx.Err() != nil:
-			return
+			return next, false
+		case errors.Is(err, kafka.OffsetOutOfRange):
+			return next, true
 		case errors.Is(err, context.DeadlineExceeded):
-			// Nothing for a while: ask where the partition ends.
-			if _, end, err = l.offsets(ctx, s.topic, p); err != nil {
+			// Nothing for a while: ask where the partition is. A log
+			// that moved past next while idle is a gap, though the
+			// Reader may not have noticed yet.
+			first, end, err := l.offsets(ctx, s.topic, p)
+			if err != nil {
 				l.o.Logger.Warn("learner: listing offsets", "topic", s.topic, "partition", p, "err", err)
 				continue
 			}
+			if _, kind := resumeOffset(next, first, end); kind != "" {
+				return next, true
+			}
 			if !send(streamItem{caughtUp: next >= end, hwm: end}) {
-				return
+				return next, false
 			}
 		case err != nil:
+			l.kafkaFailed(err)
 			send(streamItem{err: fmt.Errorf("reading %s/%d: %w", s.topic, p, err)})
-			return
+			return next, false
 		default:
+			l.kafkaOK()
+			if m.Offset > next {
+				// The Reader skips to the log's start by itself when
+				// retention passed it: tell that from a hole in the
+				// offsets (compaction, transaction markers).
+				if first, end, err := l.offsets(ctx, s.topic, p); err == nil && first > next {
+					g := l.gap(s.topic, p, GapBeforeStart, next, first, end)
+					if !send(streamItem{gap: &g}) {
+						return next, false
+					}
+				}
+			}
 			next = m.Offset + 1
 			if !send(streamItem{msg: m, has: true, caughtUp: next >= m.HighWaterMark, hwm: m.HighWaterMark}) {
-				return
+				return next, false
 			}
 		}
 	}
@@ -491,6 +657,13 @@ func (l *KafkaLearner) read(ctx context.Context, s *topicStream, p int, from int
 
 // offsets returns the first and the next offset of a topic's partition.
 func (l *KafkaLearner) offsets(ctx context.Context, topic string, p int) (first, end int64, err error) {
+	defer func() {
+		if err != nil {
+			l.kafkaFailed(err)
+		} else {
+			l.kafkaOK()
+		}
+	}()
 	resp, err := l.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
 		topic: {kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p)}}})
 	if err != nil {
@@ -535,9 +708,9 @@ func (r *partitionRun) consume(ctx context.Context) error {
 			}
 			return err
 		case it := <-c0:
-			return dec.take(it)
+			return r.take(dec, it)
 		case it := <-c1:
-			return lab.take(it)
+			return r.take(lab, it)
 		}
 	}
 	for {
@@ -547,7 +720,7 @@ func (r *partitionRun) consume(ctx context.Context) error {
 				if s.caughtUp {
 					select {
 					case it := <-s.ch:
-						if err := s.take(it); err != nil {
+						if err := r.take(s, it); err != nil {
 							return err
 						}
 						continue
@@ -636,6 +809,7 @@ func (r *partitionRun) checkpoint(ctx context.Context, final bool) error {
 	now := l.o.Now()
 	if len(r.dlq) > 0 {
 		if err := l.dlq.WriteMessages(ctx, r.dlq...); err != nil {
+			l.kafkaFailed(err)
 			l.ckptFailures.Add(1)
 			return fmt.Errorf("writing %d messages to the DLQ: %w", len(r.dlq), err)
 		}

@@ -2,6 +2,7 @@ package serving
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,6 +34,16 @@ type Learner struct {
 	reg   *prometheus.Registry
 	log   *slog.Logger
 	addr  string
+	bound atomic.Pointer[string] // the address /metrics is served on, once listening
+}
+
+// Addr returns the address /metrics, /healthz and /readyz are served on
+// once Run listens (with Addr :0, the port picked), "" before.
+func (l *Learner) Addr() string {
+	if a := l.bound.Load(); a != nil {
+		return *a
+	}
+	return ""
 }
 
 // LearnerOptions configures NewLearner.
@@ -98,17 +110,16 @@ func (l *Learner) Run(ctx context.Context) error {
 		case "/healthz":
 			c.SetBodyString("ok\n")
 		case "/readyz":
-			st := l.kl.Stats()
-			if len(st.Partitions) == 0 {
-				c.SetStatusCode(fasthttp.StatusServiceUnavailable)
-				c.SetBodyString("no partitions assigned\n")
-				return
-			}
-			c.SetBodyString("ok: " + strconv.Itoa(len(st.Partitions)) + " partitions\n")
+			code, body := learnerReadiness(l.kl.Stats(), time.Now())
+			c.SetStatusCode(code)
+			c.SetContentType("application/json")
+			c.SetBody(body)
 		default:
 			c.SetStatusCode(fasthttp.StatusNotFound)
 		}
 	}, Logger: &fasthttpLogger{log: l.log}}
+	bound := ln.Addr().String()
+	l.bound.Store(&bound)
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Shutdown()
 	l.log.Info("flowguard learning", "brokers", l.cfg.Kafka.Brokers, "group", l.cfg.Kafka.Group,
@@ -124,6 +135,46 @@ func (l *Learner) Run(ctx context.Context) error {
 	return nil
 }
 
+// gapDegraded is how long after an offset gap the learner's /readyz shows
+// its offsets component degraded: long enough for a probe or a person to
+// see it; FlowguardLearnerOffsetGap is the lasting signal.
+const gapDegraded = 10 * time.Minute
+
+// learnerReadiness is the learner's /readyz at now: ready (200) while it
+// owns partitions, 503 otherwise, with a component per concern, as serve's
+// /readyz: partitions, kafka (degraded while the broker is unreachable)
+// and offsets (degraded for gapDegraded after an offset gap).
+func learnerReadiness(st rewards.LearnerStats, now time.Time) (int, []byte) {
+	parts := componentStatus{Status: "ok", Detail: strconv.Itoa(len(st.Partitions)) + " partitions"}
+	status, code := "ready", fasthttp.StatusOK
+	if len(st.Partitions) == 0 {
+		parts = componentStatus{Status: "down", Detail: "no partitions assigned"}
+		status, code = "not_ready", fasthttp.StatusServiceUnavailable
+	}
+	k := componentStatus{Status: "ok", Detail: "reachable"}
+	if st.KafkaError != "" {
+		k = componentStatus{Status: "degraded", Detail: fmt.Sprintf("unreachable since %s: %s",
+			st.KafkaErrorSince.UTC().Format(time.RFC3339), st.KafkaError)}
+	}
+	offs := componentStatus{Status: "ok", Detail: "no offset gap in the last " + gapDegraded.String()}
+	var last *rewards.OffsetGap
+	for i := range st.Gaps {
+		if g := &st.Gaps[i].Last; now.Sub(g.At) < gapDegraded && (last == nil || g.At.After(last.At)) {
+			last = g
+		}
+	}
+	if last != nil {
+		offs = componentStatus{Status: "degraded", Detail: fmt.Sprintf(
+			"offset gap at %s on %s/%d: offset %d %s the log [%d, %d); resumed at %d, %d messages skipped",
+			last.At.UTC().Format(time.RFC3339), last.Topic, last.Partition, last.Checkpoint,
+			map[rewards.GapKind]string{rewards.GapPastEnd: "past", rewards.GapBeforeStart: "before"}[last.Kind],
+			last.LogStart, last.LogEnd, last.Resume, last.Skipped)}
+	}
+	body, _ := json.Marshal(map[string]any{"status": status,
+		"components": map[string]componentStatus{"partitions": parts, "kafka": k, "offsets": offs}})
+	return code, body
+}
+
 // learnerCollector exports the learner's Stats at scrape time.
 type learnerCollector struct{ kl *rewards.KafkaLearner }
 
@@ -133,6 +184,11 @@ var (
 		"Messages not yet applied, by topic and partition: the consumer lag.", []string{"topic", "partition"}, nil)
 	learnerCkptAge = prometheus.NewDesc("flowguard_learner_checkpoint_age_seconds",
 		"Time since the partition's state was last checkpointed.", []string{"partition"}, nil)
+	learnerGaps = prometheus.NewDesc("flowguard_learner_offset_gaps_total",
+		"Offsets to read found outside their partition's log (kind past_end: the broker lost the log; before_start: retention deleted unread messages); the learner resumed from the log start.",
+		[]string{"topic", "partition", "kind"}, nil)
+	learnerGapMessages = prometheus.NewDesc("flowguard_learner_offset_gap_messages_total",
+		"Messages the learner could never read because of offset gaps (deleted before it read them).", []string{"topic", "partition"}, nil)
 	learnerPartCounters = map[string]*prometheus.Desc{}
 	learnerCounters     = map[string]*prometheus.Desc{}
 )
@@ -166,6 +222,8 @@ func (c learnerCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- learnerPartitions
 	ch <- learnerLag
 	ch <- learnerCkptAge
+	ch <- learnerGaps
+	ch <- learnerGapMessages
 	for _, d := range learnerPartCounters {
 		ch <- d
 	}
@@ -192,6 +250,15 @@ func (c learnerCollector) Collect(ch chan<- prometheus.Metric) {
 			"retired_outcomes": p.Retired} {
 			ch <- prometheus.MustNewConstMetric(learnerPartCounters[name], prometheus.CounterValue, float64(v), ps)
 		}
+	}
+	skipped := map[[2]string]int64{}
+	for _, g := range st.Gaps {
+		ps := strconv.Itoa(g.Partition)
+		ch <- prometheus.MustNewConstMetric(learnerGaps, prometheus.CounterValue, float64(g.Gaps), g.Topic, ps, string(g.Kind))
+		skipped[[2]string{g.Topic, ps}] += g.Skipped
+	}
+	for tp, n := range skipped {
+		ch <- prometheus.MustNewConstMetric(learnerGapMessages, prometheus.CounterValue, float64(n), tp[0], tp[1])
 	}
 	for name, v := range map[string]int64{"messages": st.Messages, "dlq": st.DLQ, "fenced": st.Fenced, "checkpoint_failures": st.CheckpointFailures,
 		"models_published": st.Published, "publish_failures": st.PublishFailures, "commit_failures": st.CommitFailures} {
