@@ -32,7 +32,7 @@ type epochChoice struct {
 	featuresHash [8]byte
 }
 
-var fallbackReasons = [...]string{"", ReasonNoModel, ReasonStaleModel, ReasonFeatureStoreDown, ReasonMLDeadline, ReasonMLError, ReasonSchemaMismatch}
+var fallbackReasons = [...]string{"", ReasonNoModel, ReasonStaleModel, ReasonFeatureStoreDown, ReasonMLDeadline, ReasonMLError, ReasonSchemaMismatch, ReasonDrift}
 
 func fallbackIndex(reason string) uint8 {
 	for i, r := range fallbackReasons {

@@ -153,8 +153,12 @@ func (p *Pipeline) run(key string, rule *policy.Rule, pl experiments.Plan) epoch
 func (p *Pipeline) stage2(key string, rule *policy.Rule, pl experiments.Plan) epochChoice {
 	start := p.now()
 	fail := func(reason string) epochChoice {
+		keep := min(fallbackRetry, p.cfg.Epoch)
+		if reason == ReasonDrift {
+			keep = p.cfg.Epoch // drift lasts; its monitor counts each key once an epoch
+		}
 		return p.logDeterministic(key, rule, epochChoice{started: start.UnixMicro(),
-			expires: start.Add(min(fallbackRetry, p.cfg.Epoch)).UnixMicro(), multiplier: 1,
+			expires: start.Add(keep).UnixMicro(), multiplier: 1,
 			propensity: 1, arm: -1, fallback: fallbackIndex(reason), plan: pl})
 	}
 	snap := p.snapshotFor(pl)
@@ -190,6 +194,9 @@ func (p *Pipeline) stage2(key string, rule *policy.Rule, pl experiments.Plan) ep
 			if errors.Is(r.err, errUntracked) {
 				return fail(ReasonFeatureStoreDown)
 			}
+			if errors.Is(r.err, errDrift) {
+				return fail(ReasonDrift)
+			}
 			return fail(ReasonMLError)
 		}
 		r.c.plan = pl
@@ -199,7 +206,13 @@ func (p *Pipeline) stage2(key string, rule *policy.Rule, pl experiments.Plan) ep
 	}
 }
 
-var errUntracked = errors.New("the feature store cannot track this key")
+var (
+	errUntracked = errors.New("the feature store cannot track this key")
+	errDrift     = errors.New("the features drifted from what the model learned on")
+)
+
+// Drift is the feature-drift monitor; nil with ml.drift.mode off.
+func (p *Pipeline) Drift() *Drift { return p.drift }
 
 // score is stage 2 proper: features → risk → bandit.Choose over the arms
 // the rule's [floor, ceiling] allows.
@@ -211,6 +224,12 @@ func (p *Pipeline) score(key string, rule *policy.Rule, snap *bandit.Snapshot, n
 	x, tracked := p.feats.VectorTracked(key, now, buf[:0])
 	if !tracked {
 		return epochChoice{}, errUntracked
+	}
+	if p.drift != nil {
+		p.drift.Observe(x)
+		if p.drift.Drifting() {
+			return epochChoice{}, errDrift
+		}
 	}
 	if p.ev.Local != nil && p.ev.LocalRun != nil {
 		if why := p.ev.Local(); why != "" {

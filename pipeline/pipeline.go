@@ -50,6 +50,7 @@ const (
 	ReasonMLDeadline       = "ml_deadline"        // stage 2 did not finish within ml.deadline
 	ReasonMLError          = "ml_error"           // stage 2 failed or panicked
 	ReasonSchemaMismatch   = "schema_mismatch"    // a published model of another feature schema was refused (counted once per model)
+	ReasonDrift            = "drift"              // the scored features drifted from what the model learned on (ml.drift)
 )
 
 // FallbackReasons are the ML fallback reasons, for metrics to pre-create.
@@ -194,6 +195,7 @@ type Pipeline struct {
 	seed     maphash.Seed
 	shards   [256]epochShard
 	labelled labelledKeys
+	drift    *Drift // nil with ml.drift.mode off
 	draws    uint64
 	now      func() time.Time
 	hook     func(key string) // fault injection inside stage 2, for this package's tests
@@ -223,6 +225,7 @@ func New(set *policy.Set, o Options) (*Pipeline, error) {
 	p.policies.Store(set)
 	p.risk.Store(risk)
 	p.labelled.init(o.ML.MaxLabelledKeys)
+	p.drift = DriftFor(feats.Schema(), o.ML.Drift)
 	for i := range p.shards {
 		p.shards[i].choices = make(map[uint64]epochChoice)
 		p.shards[i].inflight = make(map[uint64]chan struct{})

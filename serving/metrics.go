@@ -270,6 +270,7 @@ func (m *metrics) registerML(p *pipeline.Pipeline) {
 			return -1
 		}),
 		variantModelCollector{p},
+		driftCollector{p.Drift()},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "flowguard_features_keys", Help: "Keys whose features this instance holds.",
 		}, func() float64 { return float64(p.Features().Len()) }),
@@ -368,4 +369,36 @@ func (c variantModelCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descVariantModelVersion, prometheus.GaugeValue, float64(s.Version()), key)
 		ch <- prometheus.MustNewConstMetric(descVariantModelUpdates, prometheus.GaugeValue, float64(n), key)
 	}
+}
+
+var (
+	descDriftPSI = prometheus.NewDesc("flowguard_feature_drift_psi",
+		"Population stability index of each watched feature: the scored vectors of the last ml.drift.window against those of ml.drift.reference (what the model learned on).",
+		[]string{"feature"}, nil)
+	descDriftActive = prometheus.NewDesc("flowguard_drift_active",
+		"1 while the features have drifted past ml.drift.threshold; with ml.drift.mode fallback, ML decisions then get deterministic budgets (reason drift).",
+		nil, nil)
+)
+
+// driftCollector exports the drift monitor's last evaluation; nothing
+// with ml.drift.mode off.
+type driftCollector struct{ d *pipeline.Drift }
+
+func (c driftCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descDriftPSI
+	ch <- descDriftActive
+}
+
+func (c driftCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.d == nil {
+		return
+	}
+	for name, v := range c.d.PSI() {
+		ch <- prometheus.MustNewConstMetric(descDriftPSI, prometheus.GaugeValue, v, name)
+	}
+	active := 0.0
+	if c.d.Active() {
+		active = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descDriftActive, prometheus.GaugeValue, active)
 }

@@ -424,6 +424,28 @@ func (s *Server) maintainML(sweep bool) {
 	if sweep {
 		s.pipe.Sweep()
 	}
+	s.evaluateDrift()
+}
+
+// evaluateDrift folds the scored vectors of the last second into the
+// drift monitor and logs a change of state.
+func (s *Server) evaluateDrift() {
+	d := s.pipe.Drift()
+	if d == nil || !d.Evaluate(s.pipe.Now()) {
+		return
+	}
+	worst, psi := "", 0.0
+	for name, v := range d.PSI() {
+		if v > psi || worst == "" {
+			worst, psi = name, v
+		}
+	}
+	if d.Active() {
+		s.log.Warn("feature drift: the scored features moved away from what the model learned on",
+			"feature", worst, "psi", psi, "fallback", d.Drifting())
+	} else {
+		s.log.Info("feature drift over", "feature", worst, "psi", psi)
+	}
 }
 
 func (s *Server) checkRedis(ctx context.Context) {

@@ -462,6 +462,7 @@ type policyRun struct {
 	part     *rewards.Partition
 	model    *bandit.Snapshot
 	risk     *features.Risk
+	drift    *pipeline.Drift // nil with learning.drift.mode off
 	lastPub  int
 	labelPos int
 	extra    []pendingLabel // complaints, sorted by arrival
@@ -513,6 +514,7 @@ type tally struct {
 	reward                                    float64
 	terms                                     rewards.Terms
 	fallback, keyEpochs, blockedEpochs        int64
+	drift                                     int64 // of fallback: ml.drift
 	decisions                                 int64
 	floorViolations                           int64
 	entKeyEpochs                              int64 // legitimate enterprise key-epochs with demand
@@ -530,6 +532,7 @@ func (t *tally) add(o *tally) {
 	t.reward += o.reward
 	t.terms.Add(o.terms)
 	t.fallback += o.fallback
+	t.drift += o.drift
 	t.keyEpochs += o.keyEpochs
 	t.blockedEpochs += o.blockedEpochs
 	t.decisions += o.decisions
@@ -572,6 +575,7 @@ func newPolicyRun(sr *sharedRun, name string, o Options) (*policyRun, error) {
 		if pr.feats, err = features.NewStore(features.Config{IdleTTL: 24 * time.Hour}); err != nil {
 			return nil, err
 		}
+		pr.drift = pipeline.DriftFor(pr.feats.Schema(), sr.s.Learning.Drift)
 		mode := rewards.ModeProvisional
 		if name == PolicyLinTSWait {
 			mode = rewards.ModeWait
@@ -646,6 +650,9 @@ func (pr *policyRun) epoch(e int) error {
 		if err := pr.closeDay(e); err != nil {
 			return err
 		}
+	}
+	if pr.drift != nil {
+		pr.drift.Evaluate(time.UnixMicro(now))
 	}
 	if pr.ml {
 		if inc.region >= 0 && pr.cold == nil {
@@ -834,8 +841,16 @@ func (pr *policyRun) step(sh *shardState, t *tally, k, e int, inc incidentState)
 			fb = true
 			break
 		}
-		in := pipeline.Stage2Input{Features: store.Vector(pop.names[k], now, sh.buf[:0]), Risk: pr.risk,
-			Model: pr.model, Allowed: allowed}
+		fv := store.Vector(pop.names[k], now, sh.buf[:0])
+		if pr.drift != nil {
+			pr.drift.Observe(fv)
+			if pr.drift.Drifting() {
+				fb = true
+				t.drift++
+				break
+			}
+		}
+		in := pipeline.Stage2Input{Features: fv, Risk: pr.risk, Model: pr.model, Allowed: allowed}
 		switch v := pl.Variant; {
 		case pr.name == PolicyEpsGreedy:
 			in.Model = bandit.EpsilonGreedy{Snapshot: pr.model, Epsilon: sr.s.Learning.Epsilon}
@@ -1138,6 +1153,7 @@ func (pr *policyRun) finish() (PolicyResult, *Series, *Details) {
 		RewardTerms: rewards.Terms{Served: round6(t.terms.Served), Throttled: round6(t.terms.Throttled),
 			Abuse: round6(t.terms.Abuse), Headroom: round6(t.terms.Headroom)},
 		FallbackEpochs: t.fallback,
+		DriftEpochs:    t.drift,
 		KeyEpochs:      t.keyEpochs,
 		Tiers:          map[string]TierResult{},
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -78,7 +79,10 @@ type PolicyResult struct {
 	// FallbackEpochs are key-epochs decided on the deterministic budget
 	// because of an incident (stale model, Redis down).
 	FallbackEpochs int64 `json:"fallback_epochs"`
-	KeyEpochs      int64 `json:"key_epochs"`
+	// DriftEpochs are the fallback key-epochs of learning.drift: the
+	// features had drifted from what the model learned on.
+	DriftEpochs int64 `json:"drift_epochs"`
+	KeyEpochs   int64 `json:"key_epochs"`
 	// Tiers are the outcomes per tier.
 	Tiers map[string]TierResult `json:"tiers"`
 	// Variants are the outcomes of each experiment variant's keys, by
@@ -207,10 +211,14 @@ func (r *Results) WriteReport(w io.Writer, plots []string) error {
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, name := range r.Order {
 		p := r.Policies[name]
-		fmt.Fprintf(&b, "| %s | %s (%d of %d) | %s | %s | %s | %d of %d | %s (of %d) | %d |\n", name,
+		fb := strconv.FormatInt(p.FallbackEpochs, 10)
+		if p.DriftEpochs > 0 {
+			fb += fmt.Sprintf(" (drift %d)", p.DriftEpochs)
+		}
+		fmt.Fprintf(&b, "| %s | %s (%d of %d) | %s | %s | %s | %d of %d | %s (of %d) | %s |\n", name,
 			pct(p.LegitThrottledFraction), p.LegitThrottled, p.LegitRequests, pct(p.LegitKeysThrottledFraction),
 			pct(p.LegitKeyDaysThrottledFraction), pct(p.EnterpriseThrottledFraction), p.EnterpriseKeyEpochsBelowFloor,
-			p.EnterpriseKeyEpochs, pct(p.AbuseServedFraction), p.AbuseRequests, p.FallbackEpochs)
+			p.EnterpriseKeyEpochs, pct(p.AbuseServedFraction), p.AbuseRequests, fb)
 	}
 	var tiers []string
 	for _, name := range r.Order {

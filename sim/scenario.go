@@ -109,6 +109,10 @@ type Learning struct {
 	// false clears it; "off" leaves labels to the learner. Default: on.
 	LabelAction        string  `yaml:"label_action"`
 	LabelBlockSeverity float64 `yaml:"label_block_severity"`
+	// Drift is ml.drift for the learning policies: past its threshold,
+	// decisions get deterministic budgets (reason drift), as in serving.
+	// Default: ml.drift's defaults.
+	Drift config.Drift `yaml:"drift"`
 	// LearnSample is the share of keys whose decisions reach the learner,
 	// chosen by key hash: 1 is every key, as in serving; a smaller share
 	// keeps the learner's memory bounded in very large runs.
@@ -610,6 +614,10 @@ func (l *Learning) check(add func([]string, string, ...any), p func(...any) []st
 	}
 	if l.LabelBlockSeverity == 0 {
 		l.LabelBlockSeverity = 0.8
+	}
+	l.Drift = l.Drift.WithDefaults()
+	for _, pr := range l.Drift.Problems() {
+		add(p("learning", "drift", pr[0]), "%s", pr[1])
 	}
 	if !(l.LabelBlockSeverity > 0 && l.LabelBlockSeverity <= 1) {
 		add(p("learning", "label_block_severity"), "label_block_severity %v must be in (0, 1]", l.LabelBlockSeverity)

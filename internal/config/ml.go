@@ -119,7 +119,41 @@ type ML struct {
 	// beyond it a label still reaches the learner but moves no key.
 	// Default: 1000000.
 	MaxLabelledKeys int `yaml:"max_labelled_keys"`
+	// Drift configures feature-drift detection: the scored feature
+	// vectors against the distribution the model learned on
+	// (docs/pipeline.md, "Drift").
+	Drift Drift `yaml:"drift"`
 }
+
+// Drift configures feature-drift detection (ML.Drift).
+type Drift struct {
+	// Mode is "fallback" (past the threshold, decisions get deterministic
+	// budgets, reason drift), "observe" (measured and alerted, decisions
+	// unchanged) or "off". Default: fallback.
+	Mode string `yaml:"mode"`
+	// Threshold is the largest per-feature PSI past which drift starts;
+	// it ends below 80% of it. Default: 0.25.
+	Threshold float64 `yaml:"threshold"`
+	// Window is the time constant of the current distribution. Default: 1h.
+	Window time.Duration `yaml:"window"`
+	// Reference is the time constant of the reference distribution, what
+	// the model learned on; longer than window. Default: 24h.
+	Reference time.Duration `yaml:"reference"`
+	// MinSamples is the key-epochs both distributions must hold (decayed)
+	// before drift is judged. Default: 1000.
+	MinSamples int `yaml:"min_samples"`
+	// MinKeyAge is how long the store must have known a key before its
+	// vectors count: a new key's features take up to an hour to settle.
+	// Default: 1h.
+	MinKeyAge time.Duration `yaml:"min_key_age"`
+}
+
+// Drift modes (Drift.Mode).
+const (
+	DriftFallback = "fallback"
+	DriftObserve  = "observe"
+	DriftOff      = "off"
+)
 
 // Label actions (ML.LabelAction).
 const (
@@ -211,6 +245,59 @@ func (m *ML) defaults() {
 	if m.MaxLabelledKeys == 0 {
 		m.MaxLabelledKeys = 1_000_000
 	}
+	m.Drift = m.Drift.WithDefaults()
+}
+
+// WithDefaults fills d's zero fields with their defaults.
+func (d Drift) WithDefaults() Drift {
+	if d.Mode == "" {
+		d.Mode = DriftFallback
+	}
+	if d.Threshold == 0 {
+		d.Threshold = 0.25
+	}
+	if d.Window == 0 {
+		d.Window = time.Hour
+	}
+	if d.Reference == 0 {
+		d.Reference = 24 * time.Hour
+	}
+	if d.MinSamples == 0 {
+		d.MinSamples = 1000
+	}
+	if d.MinKeyAge == 0 {
+		d.MinKeyAge = time.Hour
+	}
+	return d
+}
+
+// Problems returns what is wrong with d, as field and message.
+func (d Drift) Problems() [][2]string {
+	var out [][2]string
+	bad := func(field, format string, args ...any) {
+		out = append(out, [2]string{field, fmt.Sprintf(format, args...)})
+	}
+	switch d.Mode {
+	case DriftFallback, DriftObserve, DriftOff:
+	default:
+		bad("mode", "%q, want fallback, observe or off", d.Mode)
+	}
+	if !(d.Threshold > 0 && d.Threshold <= 10) {
+		bad("threshold", "%v must be in (0, 10]", d.Threshold)
+	}
+	if d.Window < time.Second || d.Window > 7*24*time.Hour {
+		bad("window", "%s must be between 1s and 168h0m0s", d.Window)
+	}
+	if d.Reference <= d.Window || d.Reference > 90*24*time.Hour {
+		bad("reference", "%s must be longer than window (%s) and at most 2160h0m0s", d.Reference, d.Window)
+	}
+	if d.MinKeyAge < 0 || d.MinKeyAge > 30*24*time.Hour {
+		bad("min_key_age", "%s must be between 0s and 720h0m0s", d.MinKeyAge)
+	}
+	if d.MinSamples < 1 || d.MinSamples > 1_000_000_000 {
+		bad("min_samples", "%d must be between 1 and 1000000000", d.MinSamples)
+	}
+	return out
 }
 
 // RewardsConfig returns the learner's configuration for these settings.
@@ -318,6 +405,9 @@ func (m *ML) validate(d *yamlx.Doc) yamlx.Errors {
 	}
 	if m.MaxLabelledKeys < 1 || m.MaxLabelledKeys > 100_000_000 {
 		bad([]string{"max_labelled_keys"}, "%d must be between 1 and 100000000", m.MaxLabelledKeys)
+	}
+	for _, pr := range m.Drift.Problems() {
+		bad([]string{"drift", pr[0]}, "%s", pr[1])
 	}
 	return errs
 }
