@@ -43,6 +43,8 @@ Usage:
                                                        resume a variant a guardrail stopped
   flowguard experiments report (--file LOG | --brokers HOST:PORT,…) …
                                                        per-variant results, SRM and off-policy estimates from the decision log
+  flowguard import envoy-ratelimit [--out FILE] [--key K=MEANING]… FILE
+                                                       convert an envoyproxy/ratelimit configuration into policies
   flowguard dev kafka [--listen HOST:PORT]             a local Kafka-protocol broker with flowguard's topics
   flowguard version                                    print the version (also: flowguard --version)
 
@@ -95,6 +97,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = quotasCmd(args[1:], stdout, stderr)
 	case "experiments":
 		err = experimentsCmd(args[1:], stdout, stderr)
+	case "import":
+		err = importCmd(args[1:], stdout, stderr)
 	case "dev":
 		err = devCmd(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
