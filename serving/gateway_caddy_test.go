@@ -47,6 +47,7 @@ func TestCaddyExample(t *testing.T) {
 	if a = gatewayGet(t, url+"/v1/items", ""); a.status != 401 {
 		t.Fatalf("no key: %d %q, want 401", a.status, a.body)
 	}
+	spoofedAddresses(t, ts, url, "k_caddy_spoof")
 	ts.stop(t)
 	if a = gatewayGet(t, url+"/v1/items", "k_caddy2"); a.status != 503 || !strings.Contains(a.body, "flowguard_unavailable") {
 		t.Errorf("flowguard down: %d %q, want 503 (fail closed)", a.status, a.body)

@@ -101,11 +101,14 @@ type gatewayAnswer struct {
 	body   string
 }
 
-func gatewayGet(t *testing.T, url, key string) gatewayAnswer {
+func gatewayGet(t *testing.T, url, key string, header ...string) gatewayAnswer {
 	t.Helper()
 	req, _ := http.NewRequest("GET", url, nil)
 	if key != "" {
 		req.Header.Set("X-Api-Key", key)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
 	}
 	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
 	if err != nil {
@@ -154,6 +157,7 @@ func TestNginxExample(t *testing.T) {
 	if a = gatewayGet(t, url+"/v1/items", ""); a.status != 401 {
 		t.Fatalf("no key: %d %q, want 401", a.status, a.body)
 	}
+	spoofedAddresses(t, ts, url, "k_nginx_spoof")
 	if strings.Contains(log.String(), "unexpected status") {
 		t.Errorf("nginx logged an unexpected auth status:\n%s", log)
 	}
@@ -169,4 +173,20 @@ func TestNginxExample(t *testing.T) {
 	waitUntil(t, 5*time.Second, "the fail-open log line", func() bool {
 		return strings.Contains(log.String(), "flowguard unavailable: GET /v1/items passed to the API (fail open)")
 	})
+}
+
+// spoofedAddresses sends three requests of a fresh key through the
+// gateway at url, each with a client-chosen X-Real-IP and X-Forwarded-For,
+// and checks that flowguard saw one address, the gateway's peer: a client
+// cannot pick the address its budget and features are keyed on.
+func spoofedAddresses(t *testing.T, ts *testServer, url, key string) {
+	t.Helper()
+	for _, ip := range []string{"203.0.113.1", "203.0.113.2", "203.0.113.3"} {
+		if a := gatewayGet(t, url+"/v1/items", key, "X-Real-IP", ip, "X-Forwarded-For", ip); a.status != 200 {
+			t.Fatalf("spoofed %s: %d %q", ip, a.status, a.body)
+		}
+	}
+	if ips := explainOf(t, ts, key, "").Explanation.Features["distinct_ips"]; ips < 0.5 || ips > 1.5 {
+		t.Errorf("distinct_ips %g after three client-chosen X-Real-IP values, want 1: the gateway must set the address", ips)
+	}
 }
