@@ -276,6 +276,11 @@ func (m *descriptorMapping) request(i int, d *rlv3.RateLimitDescriptor) (DecideR
 	for _, e := range entries {
 		k, ok := m.lookup(e.GetKey())
 		if !ok {
+			// Not ours, but checked as the wire would: in-process callers
+			// get the answer a gRPC client gets.
+			if !utf8.ValidString(e.GetKey()) || !utf8.ValidString(e.GetValue()) {
+				return DecideRequest{}, badRequest("invalid_utf8", descriptorName(i)+" has an entry that is not valid UTF-8")
+			}
 			continue
 		}
 		v := e.GetValue()
