@@ -2,6 +2,7 @@ package serving
 
 import (
 	"context"
+	"runtime"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -51,6 +52,10 @@ func newGRPCService(s *Server, sc config.Server) *grpcService {
 	g.srv = grpc.NewServer(
 		grpc.MaxRecvMsgSize(sc.GRPC.MaxMessageBytes),
 		grpc.ForceServerCodecV2(grpcCodec{proto: encoding.GetCodecV2("proto")}),
+		// A pool of stream workers, not a goroutine per call, whose new
+		// stack grows on every call: BenchmarkGRPCvsHTTP's grpc/http
+		// went from about 0.45 to 0.54 with it.
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 	)
 	g.srv.RegisterService(&rateLimitServiceDesc, g)
 	healthpb.RegisterHealthServer(g.srv, g.health)
