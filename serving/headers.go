@@ -22,33 +22,52 @@ import (
 // whole-second window with its quota scaled to match.
 func setRateLimitHeaders(h *fasthttp.ResponseHeader, d *Decision) {
 	var buf [160]byte
-	q, w := quotaWindow(d.Budget.Rate, d.Budget.Period)
-	reset := (d.ResetMS + 999) / 1000
+	q, _ := quotaWindow(d.Budget.Rate, d.Budget.Period)
+	h.SetBytesV("RateLimit-Policy", appendRateLimitPolicy(buf[:0], d))
+	h.SetBytesV("RateLimit", appendRateLimit(buf[:0], d))
+	h.SetBytesV("RateLimit-Limit", strconv.AppendInt(buf[:0], q, 10))
+	h.SetBytesV("RateLimit-Remaining", strconv.AppendInt(buf[:0], d.Remaining, 10))
+	h.SetBytesV("RateLimit-Reset", strconv.AppendInt(buf[:0], resetSeconds(d), 10))
+	if retry, ok := retryAfter(d); ok {
+		h.SetBytesV("Retry-After", strconv.AppendInt(buf[:0], retry, 10))
+	}
+}
 
-	b := appendSFString(buf[:0], d.Rule.Name)
+// appendRateLimitPolicy appends the RateLimit-Policy value: "free";q=60;w=60.
+// The gRPC API sends the same value (grpc.go).
+func appendRateLimitPolicy(b []byte, d *Decision) []byte {
+	q, w := quotaWindow(d.Budget.Rate, d.Budget.Period)
+	b = appendSFString(b, d.Rule.Name)
 	b = append(b, ";q="...)
 	b = strconv.AppendInt(b, q, 10)
 	b = append(b, ";w="...)
-	b = strconv.AppendInt(b, w, 10)
-	h.SetBytesV("RateLimit-Policy", b)
+	return strconv.AppendInt(b, w, 10)
+}
 
-	b = appendSFString(buf[:0], d.Rule.Name)
+// appendRateLimit appends the RateLimit value: "free";r=19;t=1.
+func appendRateLimit(b []byte, d *Decision) []byte {
+	b = appendSFString(b, d.Rule.Name)
 	b = append(b, ";r="...)
 	b = strconv.AppendInt(b, d.Remaining, 10)
 	b = append(b, ";t="...)
-	b = strconv.AppendInt(b, reset, 10)
-	h.SetBytesV("RateLimit", b)
+	return strconv.AppendInt(b, resetSeconds(d), 10)
+}
 
-	h.SetBytesV("RateLimit-Limit", strconv.AppendInt(buf[:0], q, 10))
-	h.SetBytesV("RateLimit-Remaining", strconv.AppendInt(buf[:0], d.Remaining, 10))
-	h.SetBytesV("RateLimit-Reset", strconv.AppendInt(buf[:0], reset, 10))
-	if d.Action == pipeline.ActionThrottle {
-		retry := (d.RetryAfterMS + 999) / 1000
-		if d.RetryAfterMS < 0 { // never passes at this cost: point at the window
-			retry = w
-		}
-		h.SetBytesV("Retry-After", strconv.AppendInt(buf[:0], max(retry, 1), 10))
+// resetSeconds is the decision's reset, rounded up to whole seconds.
+func resetSeconds(d *Decision) int64 { return (d.ResetMS + 999) / 1000 }
+
+// retryAfter is the Retry-After value of a throttle, in whole seconds; ok
+// is false for a decision that is not a throttle (a block has no time
+// after which a retry passes).
+func retryAfter(d *Decision) (seconds int64, ok bool) {
+	if d.Action != pipeline.ActionThrottle {
+		return 0, false
 	}
+	retry := (d.RetryAfterMS + 999) / 1000
+	if d.RetryAfterMS < 0 { // never passes at this cost: point at the window
+		_, retry = quotaWindow(d.Budget.Rate, d.Budget.Period)
+	}
+	return max(retry, 1), true
 }
 
 // quotaWindow restates rate per period as a quota over whole seconds.

@@ -36,6 +36,11 @@ type metrics struct {
 	auditRecords   prometheus.Counter
 	auditDropped   prometheus.Counter
 	auditErrors    prometheus.Counter
+	// grpcRequests and grpcLatency are the gRPC API's (grpc.go), registered
+	// by registerGRPC when it is on.
+	grpcRequests *prometheus.CounterVec
+	grpcLatency  prometheus.Histogram
+	grpcCodes    sync.Map // code → prometheus.Counter
 
 	// cache of decision counters by tier, so the hot path does no label
 	// hashing; copy-on-write, since tiers only change on reload.
@@ -248,6 +253,34 @@ func (m *metrics) response(handler string, code int) prometheus.Counter {
 	next[k] = c
 	m.respCache.Store(&next)
 	return c
+}
+
+// registerGRPC adds the gRPC API's metrics: calls by code, and their
+// latency, decode to response.
+func (m *metrics) registerGRPC() {
+	m.grpcRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flowguard_grpc_requests_total",
+		Help: "ShouldRateLimit calls, by code: the response's overall code (OK, OVER_LIMIT) or, for a refused call, the gRPC status (InvalidArgument, ResourceExhausted, …).",
+	}, []string{"code"})
+	m.grpcLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "flowguard_grpc_request_duration_seconds",
+		Help:    "Server-side time of one ShouldRateLimit call, decode to response, all its descriptors decided.",
+		Buckets: []float64{5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3},
+	})
+	for _, c := range []string{"OK", "OVER_LIMIT", "InvalidArgument"} {
+		m.grpcRequest(c)
+	}
+	m.reg.MustRegister(m.grpcRequests, m.grpcLatency)
+}
+
+// grpcRequest returns the gRPC call counter of code, without label
+// hashing once the code has been seen.
+func (m *metrics) grpcRequest(code string) prometheus.Counter {
+	if c, ok := m.grpcCodes.Load(code); ok {
+		return c.(prometheus.Counter)
+	}
+	c, _ := m.grpcCodes.LoadOrStore(code, m.grpcRequests.WithLabelValues(code))
+	return c.(prometheus.Counter)
 }
 
 // registerML adds gauges read from the ML stage at scrape time.

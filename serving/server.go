@@ -48,6 +48,10 @@ type Options struct {
 	// config.Server.AdminAuth). Default: the environment variable
 	// server.admin_token_env names.
 	AdminToken string
+	// GRPCListener, when set, serves the gRPC API (grpc.go) on it, with or
+	// without server.grpc_addr; Serve closes it. Default: nil, listen on
+	// server.grpc_addr when it is set.
+	GRPCListener net.Listener
 	// Reloads, when set, reloads the configuration file on every receive:
 	// the CLI sends one per SIGHUP. Default: nil, reload on file changes
 	// only (server.reload_every).
@@ -92,6 +96,8 @@ type Server struct {
 	bufs    sync.Pool
 
 	http       *fasthttp.Server
+	grpc       *grpcService // nil: the gRPC API is off
+	grpcLn     net.Listener // Options.GRPCListener
 	draining   atomic.Bool
 	reloads    <-chan struct{}
 	reloadErr  atomic.Pointer[string]
@@ -277,6 +283,10 @@ func New(cfg *config.Loaded, opts Options) (_ *Server, err error) {
 		DisablePreParseMultipartForm: true,
 		SecureErrorLogMessage:        true,
 	}
+	if cfg.Server.GRPCAddr != "" || opts.GRPCListener != nil {
+		s.metrics.registerGRPC()
+		s.grpc, s.grpcLn = newGRPCService(s, cfg.Server), opts.GRPCListener
+	}
 	h := s.http
 	s.metrics.reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flowguard_http_conns_refused_total",
@@ -328,8 +338,17 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
-// Serve is Run on a listener the caller made; it closes ln.
+// Serve is Run on a listener the caller made; it closes ln. The gRPC API,
+// when on, listens on Options.GRPCListener or server.grpc_addr.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	gln := s.grpcLn
+	if s.grpc != nil && gln == nil {
+		var err error
+		if gln, err = net.Listen("tcp", s.cfg.Server.GRPCAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s (server.grpc_addr): %w", s.cfg.Server.GRPCAddr, err)
+		}
+	}
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer func() { stopBG(); wg.Wait() }()
@@ -378,18 +397,35 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	ln = &exhaustedListener{Listener: ln, log: s.log, failures: s.metrics.acceptFailures, sleep: time.Sleep}
 	go func() { errc <- s.http.Serve(ln) }()
+	grpcErr := make(chan error, 1)
+	if s.grpc != nil {
+		s.log.Info("flowguard serving gRPC", "addr", gln.Addr().String(), "service", rateLimitServiceName, "domain", s.grpc.domain)
+		go func() { grpcErr <- s.grpc.srv.Serve(gln) }()
+	}
+	var served error
 	select {
 	case err := <-errc:
+		if s.grpc != nil {
+			s.grpc.srv.Stop()
+		}
 		return err
+	case served = <-grpcErr: // the gRPC listener failed: stop HTTP too
+		s.log.Error("gRPC server stopped; shutting down", "err", served)
+		served = fmt.Errorf("grpc: %w", served)
 	case <-ctx.Done():
 	}
 	s.draining.Store(true)
 	s.log.Info("draining", "timeout", s.cfg.Server.ShutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.Server.ShutdownTimeout)
 	defer cancel()
+	if s.grpc != nil {
+		stopped := make(chan struct{})
+		go func() { s.grpc.stop(sctx); close(stopped) }()
+		defer func() { <-stopped }()
+	}
 	if err := s.http.ShutdownWithContext(sctx); err != nil {
 		s.log.Warn("drain deadline passed; closing remaining connections", "err", err)
-		return nil
+		return served
 	}
 	// A shutdown that came before fasthttp registered the listener (a stop
 	// right after start) does not close it: close it here, or Serve would
@@ -397,7 +433,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	_ = ln.Close()
 	<-errc
 	s.log.Info("stopped")
-	return nil
+	return served
 }
 
 // maintain evicts idle leases and checks Redis for readiness, once a second.

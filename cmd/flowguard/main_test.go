@@ -21,6 +21,7 @@ func TestCLI(t *testing.T) {
 		"version":               {[]string{"version"}, 0, "flowguard", ""},
 		"validate good file":    {[]string{"config", "validate", "../../examples/policies.yaml"}, 0, "../../examples/policies.yaml: ok (3 tiers, in-memory limiter", ""},
 		"validate redis file":   {[]string{"config", "validate", "../../examples/redis.yaml"}, 0, "redis limiter", ""},
+		"validate grpc file":    {[]string{"config", "validate", "../../examples/grpc.yaml"}, 0, "examples/grpc.yaml: ok (3 tiers, in-memory limiter", ""},
 		"validate kafka file":   {[]string{"config", "validate", "../../examples/kafka.yaml"}, 0, "examples/kafka.yaml: ok", ""},
 		"validate scaled-out":   {[]string{"config", "validate", "../../examples/scaled-out.yaml"}, 0, "examples/scaled-out.yaml: ok (3 tiers, redis limiter", ""},
 		"learn without config":  {[]string{"learn"}, 2, "", "usage: flowguard learn --config FILE"},

@@ -42,6 +42,11 @@ type File struct {
 type Server struct {
 	// Addr is the listen address. Default: ":8080".
 	Addr string `yaml:"addr"`
+	// GRPCAddr is the listen address of the Envoy rate-limit gRPC API
+	// (see GRPC); "" turns it off. Default: "".
+	GRPCAddr string `yaml:"grpc_addr"`
+	// GRPC configures the gRPC API when GRPCAddr is set.
+	GRPC GRPC `yaml:"grpc"`
 	// Region is stamped on decisions. Default: "local".
 	Region string `yaml:"region"`
 	// MaxBodyBytes caps a /v1/decide body; larger is a 413. Default: 65536.
@@ -290,6 +295,7 @@ func (s *Server) defaults() {
 	if s.AdminMaxBodyBytes == 0 {
 		s.AdminMaxBodyBytes = 512 << 10
 	}
+	s.GRPC.defaults()
 }
 
 func (s *Server) validate(d *yamlx.Doc) yamlx.Errors {
@@ -344,6 +350,10 @@ func (s *Server) validate(d *yamlx.Doc) yamlx.Errors {
 	if s.AdminMaxBodyBytes < 64 || s.AdminMaxBodyBytes > 64<<20 {
 		bad("admin_max_body_bytes", "%d must be between 64 and 67108864", s.AdminMaxBodyBytes)
 	}
+	if s.GRPCAddr != "" && s.GRPCAddr == s.Addr {
+		bad("grpc_addr", "%q is addr too: HTTP and gRPC need their own ports", s.GRPCAddr)
+	}
+	errs = append(errs, s.GRPC.validate(d)...)
 	return errs
 }
 
