@@ -13,13 +13,23 @@ import (
 // Weights is the business objective the bandit maximises, per key-epoch:
 //
 //	reward = (Served·served_legit − throttle(tier)·throttled_legit − Abuse·served_abusive) / base
-//	         + Headroom·multiplier·(1 − severity)
+//	         + Headroom·multiplier·(1 − severity) − Deviation·|ln multiplier|
 //
 // where base is the requests the key's base budget admits in the epoch, so
 // that keys of every size weigh alike. Blocked requests count as throttled.
 // A key judged abusive with severity s has the share s of its traffic
 // abusive. Throttling abusive traffic is neither a cost nor a value: the
 // value is in not serving it.
+//
+// The headroom term pays for generosity alone: a benign key earns it for a
+// multiplier it does not use. It is kept by default because, on the
+// scenario pack, it measurably lowers legitimate throttling: the room it
+// buys covers bursts that one epoch's outcome has not shown yet
+// (docs/pipeline.md, "Rewards", has the table). With headroom 0, the
+// Deviation term makes ×1 the choice when the outcomes cannot tell the
+// arms apart (an uninformative context), so that the bandit moves a key
+// off its base budget only where serving more of its legitimate traffic,
+// or less abuse, pays for it.
 type Weights struct {
 	// Served is the value of a legitimate request served. Default: 1.
 	Served float64 `yaml:"served"`
@@ -35,16 +45,40 @@ type Weights struct {
 	// Abuse is the cost of an abusive request served. Default: 5.
 	Abuse float64 `yaml:"abuse"`
 	// Headroom is the value, per unit of multiplier, of the budget a
-	// legitimate key holds: a key that is never throttled still gains from
-	// room for its next burst, so the bandit keeps benign keys generous
-	// instead of shrinking everyone to the floor. Default: 0.25.
-	Headroom float64 `yaml:"headroom"`
+	// legitimate key holds, used or not. nil: the default, 0.25; 0 turns
+	// it off.
+	Headroom *float64 `yaml:"headroom"`
+	// Deviation is the cost, per unit of |ln multiplier|, of moving a key
+	// off its base budget: a tie-break toward ×1. nil: the default, 0.
+	Deviation *float64 `yaml:"deviation"`
 }
+
+// Defaults of the Headroom and Deviation weights.
+const (
+	DefaultHeadroom  = 0.25
+	DefaultDeviation = 0.0
+)
 
 // DefaultWeights returns the default objective.
 func DefaultWeights() Weights {
-	return Weights{Served: 1, Abuse: 5, Headroom: 0.25,
+	h, dev := DefaultHeadroom, DefaultDeviation
+	return Weights{Served: 1, Abuse: 5, Headroom: &h, Deviation: &dev,
 		Throttle: map[string]float64{string(policy.ClassEnterprise): 20, "free": 0.5, "pro": 2, "default": 1}}
+}
+
+// headroom and deviation are the weights, their defaults when unset.
+func (w Weights) headroom() float64 {
+	if w.Headroom == nil {
+		return DefaultHeadroom
+	}
+	return *w.Headroom
+}
+
+func (w Weights) deviation() float64 {
+	if w.Deviation == nil {
+		return DefaultDeviation
+	}
+	return *w.Deviation
 }
 
 // WithDefaults fills the zero fields of w, and the Throttle entries w
@@ -57,8 +91,11 @@ func (w Weights) WithDefaults() Weights {
 	if w.Abuse == 0 {
 		w.Abuse = d.Abuse
 	}
-	if w.Headroom == 0 {
+	if w.Headroom == nil {
 		w.Headroom = d.Headroom
+	}
+	if w.Deviation == nil {
+		w.Deviation = d.Deviation
 	}
 	t := make(map[string]float64, len(d.Throttle)+len(w.Throttle))
 	for k, v := range w.Throttle {
@@ -76,8 +113,8 @@ func (w Weights) WithDefaults() Weights {
 // Validate reports the first invalid weight.
 func (w Weights) Validate() error {
 	ok := func(v float64) bool { return v >= 0 && v <= 1e6 } // NaN fails
-	if !ok(w.Served) || !ok(w.Abuse) || !ok(w.Headroom) {
-		return errors.New("rewards: served, abuse and headroom weights must be in [0, 1e6]")
+	if !ok(w.Served) || !ok(w.Abuse) || !ok(w.headroom()) || !ok(w.deviation()) {
+		return errors.New("rewards: served, abuse, headroom and deviation weights must be in [0, 1e6]")
 	}
 	tiers := make([]string, 0, len(w.Throttle))
 	for tier := range w.Throttle {
@@ -149,14 +186,16 @@ type Terms struct {
 	Throttled float64 `json:"throttled"` // − tier's throttle weight × legitimate share of the refused requests
 	Abuse     float64 `json:"abuse"`     // − abuse weight × abusive share of the served requests
 	Headroom  float64 `json:"headroom"`  // + headroom weight × multiplier × legitimate share: pays for generosity alone
+	Deviation float64 `json:"deviation"` // − deviation weight × |ln multiplier|: the tie-break toward ×1
 }
 
 // Sum is the reward the terms make up.
-func (t Terms) Sum() float64 { return t.Served + t.Throttled + t.Abuse + t.Headroom }
+func (t Terms) Sum() float64 { return t.Served + t.Throttled + t.Abuse + t.Headroom + t.Deviation }
 
 // Add adds u's terms to t's.
 func (t *Terms) Add(u Terms) {
 	t.Served, t.Throttled, t.Abuse, t.Headroom = t.Served+u.Served, t.Throttled+u.Throttled, t.Abuse+u.Abuse, t.Headroom+u.Headroom
+	t.Deviation += u.Deviation
 }
 
 // TermsFor is RewardFor split into its terms.
@@ -166,19 +205,29 @@ func (w Weights) TermsFor(o Outcome, t policy.Tier, base, severity float64) Term
 		Served:    w.Served * legit * float64(o.Served) / base,
 		Throttled: -w.throttle(t) * legit * float64(o.Throttled+o.Blocked) / base,
 		Abuse:     -w.Abuse * severity * float64(o.Served) / base,
-		Headroom:  w.Headroom * o.Multiplier * legit,
+		Headroom:  w.headroom() * o.Multiplier * legit,
+		Deviation: -w.deviation() * absLog(o.Multiplier),
 	}
+}
+
+// absLog is |ln m|, 0 for a multiplier that is not positive and finite.
+func absLog(m float64) float64 {
+	if !(m > 0) || math.IsInf(m, 1) {
+		return 0
+	}
+	return math.Abs(math.Log(m))
 }
 
 // benign is the reward of a benign key-epoch.
 func (w Weights) benign(o Outcome, t policy.Tier, base float64) float64 {
-	return (w.Served*float64(o.Served)-w.throttle(t)*float64(o.Throttled+o.Blocked))/base + w.Headroom*o.Multiplier
+	return (w.Served*float64(o.Served)-w.throttle(t)*float64(o.Throttled+o.Blocked))/base + w.headroom()*o.Multiplier -
+		w.deviation()*absLog(o.Multiplier)
 }
 
 // slope is d reward / d severity: the reward changes linearly with the
 // judged share of abuse, so a label's correction is slope × Δseverity.
 func (w Weights) slope(o Outcome, t policy.Tier, base float64) float64 {
-	return (-(w.Abuse+w.Served)*float64(o.Served)+w.throttle(t)*float64(o.Throttled+o.Blocked))/base - w.Headroom*o.Multiplier
+	return (-(w.Abuse+w.Served)*float64(o.Served)+w.throttle(t)*float64(o.Throttled+o.Blocked))/base - w.headroom()*o.Multiplier
 }
 
 // NormBase guards the normalisation of rewards by the epoch's base
