@@ -474,6 +474,8 @@ type policyRun struct {
 	known    map[int][]rewards.Label // labels received, per key
 	labelSev []float32               // the learning policies: the severity of the abusive label holding each key; 0: none
 	lastFit  int64
+	daily    bool    // lints with learning.daily_quota fitted: the quota is a second window
+	tatDay   []int64 // its GCRA state per key
 	fits     int
 	quotaLog []string
 
@@ -590,25 +592,42 @@ func newPolicyRun(sr *sharedRun, name string, o Options) (*policyRun, error) {
 		if err := pr.publish(0); err != nil {
 			return nil, err
 		}
-	case PolicyStaticP99, PolicyStaticP99Tier:
-		pr.dayReq = make([]float32, n)
-		pr.quota = make([]float64, len(sr.pop.tenants))
-		for i := range pr.quota {
-			pr.quota[i] = math.Inf(1)
-		}
-		pr.known = map[int][]rewards.Label{}
-		pr.usage = slices.Clone(sr.history)
-		pr.byTier = name == PolicyStaticP99Tier
-		if !pr.byTier {
-			for i := range pr.usage {
-				pr.usage[i].Tier = "" // one quota per endpoint, pooled over the tiers
+		if l.DailyQuota == DailyQuotaFitted {
+			// The deterministic base's second window: seed 004's quota per
+			// tier × endpoint, fitted as static-p99-tier fits it, scaled by
+			// the multiplier like the per-minute budget.
+			pr.daily = true
+			if err := pr.initQuotas(true); err != nil {
+				return nil, err
 			}
+			pr.tatDay = make([]int64, n)
 		}
-		if err := pr.refit(0); err != nil {
+	case PolicyStaticP99, PolicyStaticP99Tier:
+		if err := pr.initQuotas(name == PolicyStaticP99Tier); err != nil {
 			return nil, err
 		}
 	}
 	return pr, nil
+}
+
+// initQuotas sets up the seed-004 quota fit: per tier × endpoint, or
+// pooled over the tiers; the first fit is on the history before the run.
+func (pr *policyRun) initQuotas(byTier bool) error {
+	sr, n := pr.sr, len(pr.sr.pop.names)
+	pr.dayReq = make([]float32, n)
+	pr.quota = make([]float64, len(sr.pop.tenants))
+	for i := range pr.quota {
+		pr.quota[i] = math.Inf(1)
+	}
+	pr.known = map[int][]rewards.Label{}
+	pr.usage = slices.Clone(sr.history)
+	pr.byTier = byTier
+	if !pr.byTier {
+		for i := range pr.usage {
+			pr.usage[i].Tier = "" // one quota per endpoint, pooled over the tiers
+		}
+	}
+	return pr.refit(0)
 }
 
 // publish makes the learner's current model the one serving chooses
@@ -646,7 +665,7 @@ func (pr *policyRun) epoch(e int) error {
 			return err
 		}
 	}
-	if pr.quota != nil && e > 0 && e%int(sr.perDay) == 0 {
+	if pr.dayReq != nil && e > 0 && e%int(sr.perDay) == 0 {
 		if err := pr.closeDay(e); err != nil {
 			return err
 		}
@@ -729,7 +748,8 @@ func (pr *policyRun) deliverLabels(now int64, kafka bool) error {
 			if err := pr.part.Label(l.label, time.UnixMicro(now).UTC()); err != nil {
 				return err
 			}
-		case pr.known != nil:
+		}
+		if pr.known != nil {
 			pr.known[l.key] = append(pr.known[l.key], l.label)
 		}
 	}
@@ -890,6 +910,18 @@ func (pr *policyRun) step(sh *shardState, t *tally, k, e int, inc incidentState)
 		served, legitServed = legit, legit
 	case block:
 		blocked = n // a blocked request spends no budget
+	case pr.daily:
+		// Two windows: the per-minute budget, then the fitted daily
+		// quota, both scaled by the multiplier. A request the daily
+		// window refuses has spent its per-minute token, as in serving.
+		pr.dayReq[k] += float32(n)
+		var admitted int64
+		pr.tat[k], admitted = limiter.AdmitSpread(pr.tat[k], start, span, limit, int64(n))
+		if q := pr.quota[ti]; !math.IsInf(q, 1) && admitted > 0 {
+			r := max(1, int64(q*m))
+			pr.tatDay[k], admitted = limiter.AdmitSpread(pr.tatDay[k], start, span, limiter.Limit{Rate: r, Period: 24 * time.Hour, Burst: r}, admitted)
+		}
+		served = float64(admitted)
 	case pr.quota != nil:
 		// Seed 004, today's static system: the fitted daily quota is the
 		// key's whole budget, a rolling 24h GCRA window. It predates

@@ -181,3 +181,31 @@ func TestLabelActionHoldsLabelledKeys(t *testing.T) {
 		t.Errorf("abuse served with labels acting %v, without %v: want less", on.AbuseServedFraction, off.AbuseServedFraction)
 	}
 }
+
+// learning.daily_quota: fitted gives lints seed 004's fitted quota as a
+// second window beside the per-minute budget: it is refitted (the quota
+// log shows the fits) and, on scrapers whose daily volume the per-minute
+// budget lets through, serves less abuse than the per-minute budget
+// alone.
+func TestDailyQuotaSecondWindow(t *testing.T) {
+	run := func(mode string) (PolicyResult, *Details) {
+		s := shrink(smallScenario(t), 36*time.Hour)
+		s.Learning.DailyQuota = mode
+		res, err := Run(context.Background(), s, Options{Seed: 2, Policies: []string{PolicyLinTS}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Policies[PolicyLinTS], res.Details[PolicyLinTS]
+	}
+	fitted, d := run(DailyQuotaFitted)
+	off, _ := run(DailyQuotaOff)
+	if d == nil || len(d.Quotas) == 0 {
+		t.Fatal("lints with a fitted daily quota logged no fit")
+	}
+	if !(fitted.AbuseServedFraction < off.AbuseServedFraction) {
+		t.Errorf("abuse served with the daily window %v, without %v: want less", fitted.AbuseServedFraction, off.AbuseServedFraction)
+	}
+	if fitted.EnterpriseKeyEpochsBelowFloor != 0 {
+		t.Errorf("%d enterprise key-epochs below floor with the daily window", fitted.EnterpriseKeyEpochsBelowFloor)
+	}
+}

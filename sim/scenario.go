@@ -109,6 +109,12 @@ type Learning struct {
 	// false clears it; "off" leaves labels to the learner. Default: on.
 	LabelAction        string  `yaml:"label_action"`
 	LabelBlockSeverity float64 `yaml:"label_block_severity"`
+	// DailyQuota is the learning policies' second window: "fitted" adds
+	// seed 004's daily quota, fitted per tier × endpoint as
+	// static-p99-tier fits it, scaled by the multiplier like the
+	// per-minute budget; "off" keeps the per-minute budget alone.
+	// Default: off.
+	DailyQuota string `yaml:"daily_quota"`
 	// Drift is ml.drift for the learning policies: past its threshold,
 	// decisions get deterministic budgets (reason drift), as in serving.
 	// Default: ml.drift's defaults.
@@ -119,6 +125,12 @@ type Learning struct {
 	// Default: 1.
 	LearnSample float64 `yaml:"learn_sample"`
 }
+
+// Values of Learning.DailyQuota.
+const (
+	DailyQuotaOff    = "off"
+	DailyQuotaFitted = "fitted"
+)
 
 // Tenant is a tenant's legitimate keys.
 type Tenant struct {
@@ -614,6 +626,12 @@ func (l *Learning) check(add func([]string, string, ...any), p func(...any) []st
 	}
 	if l.LabelBlockSeverity == 0 {
 		l.LabelBlockSeverity = 0.8
+	}
+	if l.DailyQuota == "" {
+		l.DailyQuota = DailyQuotaOff
+	}
+	if l.DailyQuota != DailyQuotaOff && l.DailyQuota != DailyQuotaFitted {
+		add(p("learning", "daily_quota"), "%q, want fitted or off", l.DailyQuota)
 	}
 	l.Drift = l.Drift.WithDefaults()
 	for _, pr := range l.Drift.Problems() {

@@ -38,6 +38,8 @@ func TestParseScenarioErrors(t *testing.T) {
 		"bad_incident_time.yaml":     `testdata/bad_incident_time.yaml:9: incidents.0.at: at 5h0m0s must be within the run`,
 		"bad_keys_type.yaml":         `testdata/bad_keys_type.yaml:7: "lots" is not a whole number`,
 		"bad_learn_sample.yaml":      `testdata/bad_learn_sample.yaml:9: learning.learn_sample: learn_sample 2 must be in (0, 1]`,
+		"bad_daily_quota.yaml":       `testdata/bad_daily_quota.yaml:9: learning.daily_quota: "always", want fitted or off`,
+		"bad_drift.yaml":             `testdata/bad_drift.yaml:11: learning.drift.reference: 1h0m0s must be longer than window (2h0m0s) and at most 2160h0m0s`,
 		"bad_region.yaml":            `testdata/bad_region.yaml:9: incidents.0.region: region 7 must be between 0 and 2`,
 		"bad_tenant_tier.yaml":       `testdata/bad_tenant_tier.yaml:7: tenants.0.tier: unknown tier "gold"`,
 		"bad_tier_no_rate.yaml":      `testdata/bad_tier_no_rate.yaml:5: tiers.free: rate is required for a tier`,
