@@ -102,7 +102,10 @@ func TestLabelsLowerAbusiveMultipliers(t *testing.T) {
 		t.Errorf("abusive keys' multiplier %.2f → %.2f: did not drop by 40%%", badBefore, badAfter)
 	}
 	if goodAfter < 0.8*goodBefore {
-		t.Errorf("benign keys' multiplier %.2f → %.2f: the labels of other keys cost them", goodBefore, goodAfter)
+		// What the model saw for one benign key: its features, risk and
+		// arms, so that a rare failure says why.
+		_, b := get(t, ts.URL+"/v1/keys/good-0/explain?tenant=devco")
+		t.Errorf("benign keys' multiplier %.2f → %.2f: the labels of other keys cost them; explain good-0: %s", goodBefore, goodAfter, b)
 	}
 	if v := metricValue(t, ts, "flowguard_learner_labels_applied_total"); v != 4 {
 		t.Errorf("labels applied = %v, want 4", v)

@@ -181,7 +181,8 @@ func TestRemoteLearnerLowersAbusiveMultipliers(t *testing.T) {
 	// more data; this test is about the scaled-out loop carrying labels to
 	// serving.
 	if goodAfter < 3*badAfter {
-		t.Errorf("benign keys' multiplier %.2f → %.2f (abusive %.2f): the labels of other keys cost them", goodBefore, goodAfter, badAfter)
+		_, b := get(t, st.ts.URL+"/v1/keys/good-0/explain?tenant=devco")
+		t.Errorf("benign keys' multiplier %.2f → %.2f (abusive %.2f): the labels of other keys cost them; explain good-0: %s", goodBefore, goodAfter, badAfter, b)
 	}
 	var applied, dups int64
 	for _, p := range st.learner.kl.Stats().Partitions {
