@@ -3,13 +3,15 @@ package limiter
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// remoteStore is what LeasedStore needs of the shared store: take up to upTo
-// ≥ n when n fits. *RedisStore implements it.
+// remoteStore is what LeasedStore needs of the shared store: run a batch of
+// takes, each of up to upTo ≥ n when n fits, in one round trip. *RedisStore
+// implements it.
 type remoteStore interface {
-	take(ctx context.Context, key Key, l Limit, n, upTo int64) (Result, error)
+	takeBatch(ctx context.Context, reqs []takeReq)
 }
 
 // LeaseOptions configures a LeasedStore.
@@ -27,6 +29,12 @@ type LeaseOptions struct {
 	// never exceeds Burst/(4·Instances), so all instances together hold at
 	// most a quarter of any burst. Default: 1.
 	Instances int
+	// MaxBatch caps how many keys one pipeline leases for. Leases are
+	// fetched by one goroutine, one pipeline at a time, the keys a decision
+	// waits for first: a rush of expired leases (at start, or when the
+	// circuit closes) becomes a queue drained at a pipeline per round trip
+	// rather than a round trip per key. Default: 128.
+	MaxBatch int
 	// Clock returns the current time. Default: time.Now.
 	Clock func() time.Time
 }
@@ -45,17 +53,53 @@ type LeaseOptions struct {
 // key using less than Window/TTL of its budget can lose, and the Burst/(4N)
 // cap leaves three quarters of every burst to whichever instance needs it.
 //
-// Concurrent misses of one key share one remote call. It is safe for
-// concurrent use.
+// Concurrent misses of one key share one remote call, and the calls of all
+// keys are batched. A decision waits for its key's first lease at most the
+// remote store's timeout. Leases expire with a per-key jitter of up to a
+// quarter of the TTL, so leases granted together are not renewed together.
+// It is safe for concurrent use.
 type LeasedStore struct {
 	remote    remoteStore
 	window    int64 // µs
 	ttl       int64 // µs
 	maxChunk  int64
 	instances int64
+	maxBatch  int
+	wait      time.Duration // longest a decision waits for a lease: 4× the remote's timeout
 	clock     func() time.Time
 	shards    [256]leaseShard
+
+	qmu      sync.Mutex
+	urgent   []*leaseReq // a decision waits for these
+	refills  []*leaseReq // top-ups nobody waits for
+	flushers int         // goroutines sending batches, at most maxFlushers
 }
+
+// maxFlushers is how many pipelines can be in flight at once: enough that
+// one slow round trip does not hold every lease up, few enough that a rush
+// is a queue.
+const maxFlushers = 8
+
+// leaseReq is a lease asked of the batcher: a first lease (or one after a
+// refusal or expiry) for a waiting decision of cost n that reserved held
+// tokens, or a background top-up (n = 0).
+type leaseReq struct {
+	sh    *leaseShard
+	key   Key
+	le    *lease
+	l     Limit
+	n     int64
+	held  int64
+	state atomic.Int32 // reqWaiting, reqServed, reqAbandoned
+	res   Result
+	err   error
+}
+
+const (
+	reqWaiting int32 = iota
+	reqServed
+	reqAbandoned
+)
 
 type leaseShard struct {
 	mu     sync.Mutex
@@ -80,7 +124,14 @@ func NewLeasedStore(remote *RedisStore, opts LeaseOptions) *LeasedStore {
 
 func newLeasedStore(remote remoteStore, opts LeaseOptions) *LeasedStore {
 	s := &LeasedStore{remote: remote, window: opts.Window.Microseconds(), ttl: opts.TTL.Microseconds(),
-		maxChunk: opts.MaxChunk, instances: int64(opts.Instances), clock: opts.Clock}
+		maxChunk: opts.MaxChunk, instances: int64(opts.Instances), maxBatch: opts.MaxBatch, clock: opts.Clock,
+		wait: 20 * 5 * time.Millisecond}
+	if rs, ok := remote.(interface{ storeTimeout() time.Duration }); ok {
+		s.wait = 20 * rs.storeTimeout()
+	}
+	if s.maxBatch <= 0 {
+		s.maxBatch = 512
+	}
 	if s.window <= 0 {
 		s.window = (50 * time.Millisecond).Microseconds()
 	}
@@ -136,9 +187,8 @@ func (s *LeasedStore) Allow(ctx context.Context, key Key, l Limit, n int64) (Res
 			if le.fetching == nil && (le.tokens < s.chunk(l)/2 || now > le.expires-s.ttl/4) {
 				// Running low or old: top up in the background, so a key
 				// with steady traffic never waits on Redis.
-				done := make(chan struct{})
-				le.fetching = done
-				go s.refill(sh, key, le, l, done)
+				le.fetching = make(chan struct{})
+				s.enqueue(&leaseReq{sh: sh, key: key, le: le, l: l}, false)
 			}
 			sh.mu.Unlock()
 			return res, nil
@@ -150,48 +200,150 @@ func (s *LeasedStore) Allow(ctx context.Context, key Key, l Limit, n int64) (Res
 		}
 		if wait := le.fetching; wait != nil {
 			sh.mu.Unlock()
+			timer := time.NewTimer(s.wait)
 			select {
 			case <-wait:
+				timer.Stop()
 				continue
+			case <-timer.C:
+				return Result{}, errLeaseWait
 			case <-ctx.Done():
+				timer.Stop()
 				return Result{}, ctx.Err()
 			}
 		}
-		done := make(chan struct{})
-		le.fetching = done
-		held := le.tokens // reserved for this request while the call is out
-		le.tokens = 0
+		req := &leaseReq{sh: sh, key: key, le: le, l: l, n: n, held: le.tokens}
+		le.tokens = 0 // reserved for this request while the call is out
+		le.fetching = make(chan struct{})
+		done := le.fetching
 		sh.mu.Unlock()
+		s.enqueue(req, true)
 
-		need := n - held
-		res, err := s.remote.take(ctx, key, l, need, max(need, s.chunk(l)))
-
-		sh.mu.Lock()
-		le.fetching = nil
-		close(done)
-		if err != nil {
-			le.tokens += held
-			sh.mu.Unlock()
-			return Result{}, err
+		timer := time.NewTimer(s.wait)
+		select {
+		case <-done:
+		case <-timer.C:
+		case <-ctx.Done():
 		}
-		now = s.clock().UnixMicro()
-		le.resetAt = now + res.ResetAfter.Microseconds()
-		le.remaining = res.Remaining
-		if res.Allowed == 0 {
-			if res.RetryAfter > 0 {
-				le.deniedUntil, le.deniedCost = now+res.RetryAfter.Microseconds(), n
+		timer.Stop()
+		if req.state.CompareAndSwap(reqWaiting, reqAbandoned) {
+			// The batch will credit the lease with what it brings; this
+			// decision falls back.
+			if err := ctx.Err(); err != nil {
+				return Result{}, err
 			}
-			le.tokens += held
-			res.Remaining += le.tokens
-			sh.mu.Unlock()
-			return res, nil
+			return Result{}, errLeaseWait
 		}
-		le.deniedUntil = 0
-		le.tokens += held + res.Allowed - n
-		le.expires = now + s.ttl
-		out := Result{Allowed: n, Remaining: le.tokens + res.Remaining, ResetAfter: res.ResetAfter}
-		sh.mu.Unlock()
-		return out, nil
+		<-done
+		return req.res, req.err
+	}
+}
+
+// enqueue hands req to the batcher, starting it when it is idle.
+func (s *LeasedStore) enqueue(req *leaseReq, urgent bool) {
+	s.qmu.Lock()
+	if urgent {
+		s.urgent = append(s.urgent, req)
+	} else {
+		s.refills = append(s.refills, req)
+	}
+	start := s.flushers < maxFlushers
+	if start {
+		s.flushers++
+	}
+	s.qmu.Unlock()
+	if start {
+		go s.flush()
+	}
+}
+
+// flush sends the queued leases, urgent ones first, MaxBatch per pipeline,
+// one pipeline at a time, until the queue is empty. Up to maxFlushers run.
+func (s *LeasedStore) flush() {
+	var batch []*leaseReq
+	var reqs []takeReq
+	for {
+		batch = batch[:0]
+		s.qmu.Lock()
+		k := min(len(s.urgent), s.maxBatch)
+		batch = append(batch, s.urgent[:k]...)
+		s.urgent = s.urgent[k:]
+		k = min(len(s.refills), s.maxBatch-len(batch))
+		batch = append(batch, s.refills[:k]...)
+		s.refills = s.refills[k:]
+		if len(batch) == 0 {
+			s.flushers--
+			if s.flushers == 0 {
+				s.urgent, s.refills = nil, nil
+			}
+			s.qmu.Unlock()
+			return
+		}
+		s.qmu.Unlock()
+
+		reqs = reqs[:0]
+		for _, r := range batch {
+			chunk := s.chunk(r.l)
+			need := max(1, r.n-r.held)
+			reqs = append(reqs, takeReq{key: r.key, l: r.l, n: need, upTo: max(need, chunk)})
+		}
+		s.remote.takeBatch(context.Background(), reqs)
+		for i, r := range batch {
+			s.apply(r, reqs[i].res, reqs[i].err)
+		}
+	}
+}
+
+// apply credits r's lease with what the remote store granted and answers
+// r's decision, if it still waits.
+func (s *LeasedStore) apply(r *leaseReq, res Result, err error) {
+	sh, le := r.sh, r.le
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	done := le.fetching
+	le.fetching = nil
+	defer close(done)
+	// A decision still waiting gets the answer; one that gave up has
+	// fallen back, so nothing is spent for it.
+	serve := r.n > 0 && r.state.CompareAndSwap(reqWaiting, reqServed)
+	le.tokens += r.held
+	if err != nil {
+		r.err = err
+		return
+	}
+	now := s.clock().UnixMicro()
+	le.resetAt = now + res.ResetAfter.Microseconds()
+	le.remaining = res.Remaining
+	if res.Allowed == 0 {
+		if r.n > 0 && res.RetryAfter > 0 {
+			le.deniedUntil, le.deniedCost = now+res.RetryAfter.Microseconds(), r.n
+		}
+		res.Remaining += le.tokens
+		r.res = res
+		return
+	}
+	le.deniedUntil = 0
+	if now >= le.expires {
+		le.tokens = r.held
+	}
+	le.tokens += res.Allowed
+	le.expires = now + s.ttl - s.jitter(r.key)
+	if serve {
+		le.tokens -= r.n
+		r.res = Result{Allowed: r.n, Remaining: le.tokens + res.Remaining, ResetAfter: res.ResetAfter}
+	}
+}
+
+// jitter shortens a key's leases by up to a quarter of the TTL, the same for
+// every lease of the key, so keys leased at once do not expire at once.
+func (s *LeasedStore) jitter(key Key) int64 {
+	return int64(fnv32(key.Name)>>8) % (s.ttl/4 + 1)
+}
+
+// feed makes the remote store report every call's outcome to b.
+func (s *LeasedStore) feed(b *Breaker) {
+	if f, ok := s.remote.(breakerFed); ok {
+		f.feed(b)
 	}
 }
 
@@ -213,28 +365,6 @@ func (s *LeasedStore) SpendLeased(key Key, l Limit, n int64) (Result, bool) {
 	}
 	le.tokens -= n
 	return Result{Allowed: n, Remaining: le.tokens + le.remaining, ResetAfter: micros(max(le.resetAt-now, 0))}, true
-}
-
-// refill tops a lease up with one chunk. A failure is not reported: the
-// next decision that finds the lease empty calls the store itself and sees
-// the error.
-func (s *LeasedStore) refill(sh *leaseShard, key Key, le *lease, l Limit, done chan struct{}) {
-	res, err := s.remote.take(context.Background(), key, l, 1, s.chunk(l))
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	le.fetching = nil
-	close(done)
-	if err != nil || res.Allowed == 0 {
-		return
-	}
-	now := s.clock().UnixMicro()
-	if now >= le.expires {
-		le.tokens = 0
-	}
-	le.tokens += res.Allowed
-	le.expires = now + s.ttl
-	le.remaining = res.Remaining
-	le.resetAt = now + res.ResetAfter.Microseconds()
 }
 
 // Sweep drops leases that are spent or expired and have no call in flight.

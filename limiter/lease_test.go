@@ -16,9 +16,9 @@ type countingRemote struct {
 	calls atomic.Int64
 }
 
-func (c *countingRemote) take(ctx context.Context, key Key, l Limit, n, upTo int64) (Result, error) {
-	c.calls.Add(1)
-	return c.RedisStore.take(ctx, key, l, n, upTo)
+func (c *countingRemote) takeBatch(ctx context.Context, reqs []takeReq) {
+	c.calls.Add(int64(len(reqs)))
+	c.RedisStore.takeBatch(ctx, reqs)
 }
 
 func TestLeasedInstancesNeverExceedTheSharedBudget(t *testing.T) {
@@ -138,11 +138,11 @@ type gatedRemote struct {
 	calls atomic.Int64
 }
 
-func (g *gatedRemote) take(ctx context.Context, key Key, l Limit, n, upTo int64) (Result, error) {
-	if g.calls.Add(1) > 1 {
+func (g *gatedRemote) takeBatch(ctx context.Context, reqs []takeReq) {
+	if g.calls.Add(int64(len(reqs))) > 1 {
 		<-g.gate
 	}
-	return g.RedisStore.take(ctx, key, l, n, upTo)
+	g.RedisStore.takeBatch(ctx, reqs)
 }
 
 // TestLeaseRefillsInBackground: a key with steady traffic tops its lease up

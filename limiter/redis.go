@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -31,9 +32,16 @@ type RedisOptions struct {
 // server. It is safe for concurrent use.
 type RedisStore struct {
 	client  redis.Scripter // the only go-redis methods the store calls
+	pipe    pipeliner      // nil when client cannot pipeline: batches go one call at a time
 	prefix  string
 	timeout time.Duration
 	clock   func() time.Time
+	breaker atomic.Pointer[Breaker] // fed with every call's outcome, when set
+}
+
+// pipeliner is the go-redis method batches use.
+type pipeliner interface {
+	Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error)
 }
 
 // ErrRedisReply is returned when Redis answers with something the script
@@ -44,6 +52,7 @@ var ErrRedisReply = errors.New("limiter: unexpected reply from redis")
 // ClusterClient or any redis.UniversalClient.
 func NewRedisStore(client redis.Scripter, opts RedisOptions) *RedisStore {
 	s := &RedisStore{client: client, prefix: opts.Prefix, timeout: opts.Timeout, clock: opts.Clock}
+	s.pipe, _ = client.(pipeliner)
 	if s.prefix == "" {
 		s.prefix = "fg:"
 	}
@@ -73,16 +82,115 @@ func (s *RedisStore) take(ctx context.Context, key Key, l Limit, n, upTo int64) 
 	if n < 1 {
 		return Result{}, ErrInvalidCost
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	v, err := gcraScript.Run(ctx, s.client, []string{key.redisKey(s.prefix)}, s.args(l, n, upTo)...).Int64Slice()
+	s.report(err, 1)
+	if err != nil {
+		return Result{}, err
+	}
+	return parseGCRA(v)
+}
+
+// takeReq is one key's take in a batch.
+type takeReq struct {
+	key     Key
+	l       Limit
+	n, upTo int64
+	res     Result
+	err     error
+}
+
+// takeBatch runs every take of reqs in one pipeline, one round trip, and
+// sets each one's res or err. Its I/O is bounded by the connection's read
+// and write timeouts (twice the store's Timeout, from TuneOptions), which
+// go-redis sets just before each read and write; the whole call, waiting
+// for a CPU, a connection or a dial included, by 20 times the Timeout.
+// Cancelling ctx abandons it.
+func (s *RedisStore) takeBatch(ctx context.Context, reqs []takeReq) {
+	if s.pipe == nil {
+		for i := range reqs {
+			r := &reqs[i]
+			r.res, r.err = s.take(ctx, r.key, r.l, r.n, r.upTo)
+		}
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*s.timeout)
+	defer cancel()
+	cmds := make([]*redis.Cmd, len(reqs))
+	run := func(only func(i int) bool) {
+		_, _ = s.pipe.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i := range reqs {
+				if only(i) {
+					cmds[i] = gcraScript.EvalSha(ctx, p, []string{reqs[i].key.redisKey(s.prefix)}, s.args(reqs[i].l, reqs[i].n, reqs[i].upTo)...)
+				}
+			}
+			return nil
+		})
+	}
+	run(func(int) bool { return true })
+	noScript := func(i int) bool { return cmds[i] != nil && redis.HasErrorPrefix(cmds[i].Err(), "NOSCRIPT") }
+	if slicesContainsFunc(len(reqs), noScript) {
+		// Redis lost its script cache (a restart): load it and send again
+		// only the commands that did not run.
+		if err := gcraScript.Load(ctx, s.client).Err(); err == nil {
+			run(noScript)
+		}
+	}
+	// The breaker counts round trips: the pipeline is one call, failed
+	// when any of its commands failed because of Redis.
+	var fault error
+	for i := range reqs {
+		r := &reqs[i]
+		v, err := cmds[i].Int64Slice()
+		if err == nil {
+			r.res, r.err = parseGCRA(v)
+			continue
+		}
+		r.err = err
+		if fault == nil && redisFault(err) {
+			fault = err
+		}
+	}
+	s.report(fault, 1)
+}
+
+func slicesContainsFunc(n int, f func(int) bool) bool {
+	for i := range n {
+		if f(i) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *RedisStore) args(l Limit, n, upTo int64) []any {
 	var now int64
 	if s.clock != nil {
 		now = s.clock().UnixMicro()
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	v, err := gcraScript.Run(ctx, s.client, []string{key.redisKey(s.prefix)}, now, l.interval(), l.Burst, n, upTo).Int64Slice()
-	if err != nil {
-		return Result{}, err
+	return []any{now, l.interval(), l.Burst, n, upTo}
+}
+
+// report feeds the breaker, when set, with the outcome of calls round
+// trips that ended in err.
+func (s *RedisStore) report(err error, calls int) {
+	b := s.breaker.Load()
+	switch {
+	case b == nil:
+	case err == nil:
+		b.Record(calls, 0)
+	case redisFault(err):
+		b.Record(0, calls)
 	}
+}
+
+func (s *RedisStore) storeTimeout() time.Duration { return s.timeout }
+
+// feed makes the store report every call's outcome to b.
+func (s *RedisStore) feed(b *Breaker) { s.breaker.Store(b) }
+
+func parseGCRA(v []int64) (Result, error) {
 	if len(v) != 4 {
 		return Result{}, fmt.Errorf("%w: %d values, want 4", ErrRedisReply, len(v))
 	}
@@ -95,8 +203,13 @@ func (s *RedisStore) take(ctx context.Context, key Key, l Limit, n, upTo int64) 
 
 // TuneOptions sets the go-redis options a decision path needs on o: calls
 // bounded by their context (so the store's Timeout holds, including while
-// dialling), no retries (a retry would break the budget; the caller falls
-// back instead) and a pool that fails fast rather than queueing.
+// dialling), each read and write bounded by twice timeout from when it
+// starts (so time spent before the I/O does not eat the I/O's budget), no
+// retries (a retry would break the budget; the caller falls back instead),
+// a pool that fails fast rather than queueing, and, unless o
+// has a Dialer of its own, connections that tell a slow Redis from a
+// timeout the client caused (see redisFault): only the first is a failure
+// for the breaker.
 func TuneOptions(o *redis.UniversalOptions, timeout time.Duration) {
 	if timeout <= 0 {
 		timeout = 5 * time.Millisecond
@@ -105,8 +218,13 @@ func TuneOptions(o *redis.UniversalOptions, timeout time.Duration) {
 	o.MaxRetries = -1
 	o.DialerRetries = 1
 	o.PoolTimeout = timeout
+	o.ReadTimeout = 2 * timeout
+	o.WriteTimeout = 2 * timeout
 	if o.DialTimeout == 0 {
 		o.DialTimeout = time.Second
 	}
 	o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	if o.Dialer == nil {
+		o.Dialer = watchedDialer(o, timeout)
+	}
 }

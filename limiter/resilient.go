@@ -27,6 +27,14 @@ type leaseSpender interface {
 	SpendLeased(key Key, l Limit, n int64) (Result, bool)
 }
 
+// breakerFed is a remote store that reports the outcome of each call it
+// makes to Redis to the breaker itself: only it knows which decisions
+// called Redis (a lease answers most without a call) and which calls
+// failed because of Redis.
+type breakerFed interface {
+	feed(*Breaker)
+}
+
 // Decision is a Result and where it came from.
 type Decision struct {
 	Result
@@ -54,6 +62,7 @@ type ResilientOptions struct {
 // concurrent use.
 type Resilient struct {
 	remote  allower
+	fed     bool // remote reports to the breaker itself
 	local   *MemoryStore
 	breaker *Breaker
 	share   float64
@@ -75,6 +84,11 @@ func NewResilient(remote allower, local *MemoryStore, opts ResilientOptions) *Re
 		opts.Share = 1
 	}
 	r := &Resilient{remote: remote, local: local, breaker: NewBreaker(opts.Breaker), share: opts.Share}
+	r.breaker.opens = &r.stats.CircuitOpens
+	if f, ok := remote.(breakerFed); ok {
+		f.feed(r.breaker)
+		r.fed = true
+	}
 	r.stats.FallbackByReason = map[string]*atomic.Int64{
 		ReasonRedisTimeout: new(atomic.Int64),
 		ReasonRedisError:   new(atomic.Int64),
@@ -106,8 +120,15 @@ func (r *Resilient) Decide(ctx context.Context, key Key, l Limit, n int64) (Deci
 		return r.fallback(key, l, n, ReasonCircuitOpen)
 	}
 	res, err := r.remote.Allow(ctx, key, l, n)
+	if !r.fed {
+		switch {
+		case err == nil:
+			r.breaker.Success()
+		case redisFault(err):
+			r.breaker.Failure()
+		}
+	}
 	if err == nil {
-		r.breaker.Success()
 		return Decision{Result: res}, nil
 	}
 	reason := ReasonRedisError
@@ -116,9 +137,6 @@ func (r *Resilient) Decide(ctx context.Context, key Key, l Limit, n int64) (Deci
 		r.stats.Timeouts.Add(1)
 	} else {
 		r.stats.Errors.Add(1)
-	}
-	if r.breaker.Failure() {
-		r.stats.CircuitOpens.Add(1)
 	}
 	return r.fallback(key, l, n, reason)
 }

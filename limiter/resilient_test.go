@@ -8,39 +8,73 @@ import (
 	"github.com/devflow/flowguard/internal/testredis"
 )
 
-func TestBreakerOpensProbesAndCloses(t *testing.T) {
+func TestBreakerOpensOnFailureRateAndRampsBack(t *testing.T) {
 	clock := newFakeClock()
-	b := NewBreaker(BreakerOptions{Failures: 3, OpenFor: time.Second, Clock: clock.Now})
-	for i := range 2 {
+	b := NewBreaker(BreakerOptions{FailureRate: 0.5, MinCalls: 8, Window: time.Second, OpenFor: time.Second, Clock: clock.Now})
+	// Below MinCalls nothing opens it, however many fail.
+	for i := range 7 {
 		if !b.Allow() || b.Failure() {
-			t.Fatalf("failure %d opened the breaker early", i+1)
+			t.Fatalf("failure %d of 7 opened the breaker below MinCalls", i+1)
 		}
 	}
-	if !b.Allow() || !b.Failure() {
-		t.Fatal("third consecutive failure must open the breaker")
+	clock.Advance(1100 * time.Millisecond) // those leave the window
+	// Under the failure rate it stays closed: 3 failures in 10 calls.
+	for i := range 10 {
+		if i%3 == 0 {
+			b.Failure()
+		} else {
+			b.Success()
+		}
+	}
+	if b.Open() {
+		t.Fatal("30% failures opened a breaker set at 50%")
+	}
+	for !b.Failure() {
+		if b.Open() {
+			t.Fatal("opened without Failure saying so")
+		}
 	}
 	if b.Allow() {
 		t.Fatal("open breaker let a call through")
 	}
 	clock.Advance(time.Second)
-	if !b.Allow() {
-		t.Fatal("no probe after OpenFor")
+	// Half-open: 1 call in 8, then 4, then 2; each step closes on 2
+	// successes (MinCalls/4).
+	for _, every := range []int{8, 4, 2} {
+		allowed := 0
+		for range 2 * every {
+			if b.Allow() {
+				allowed++
+			}
+		}
+		if allowed != 2 {
+			t.Fatalf("ramp step 1/%d let %d of %d calls through, want 2", every, allowed, 2*every)
+		}
+		if !b.Open() {
+			t.Fatal("closed before the ramp ended")
+		}
+		b.Success()
+		b.Success()
 	}
-	if b.Allow() {
-		t.Fatal("two probes at once")
+	if b.Open() || !b.Allow() {
+		t.Fatal("a ramp whose calls all succeeded must close the breaker")
 	}
-	b.Failure() // failed probe: open for 2s now
+
+	// A failing ramp reopens, for twice as long.
+	for !b.Failure() {
+	}
+	clock.Advance(time.Second)
+	for !b.Allow() {
+	}
+	b.Failure()
+	b.Failure()
 	clock.Advance(1500 * time.Millisecond)
 	if b.Allow() {
-		t.Fatal("backoff did not double after a failed probe")
+		t.Fatal("backoff did not double after a failed ramp")
 	}
 	clock.Advance(500 * time.Millisecond)
 	if !b.Allow() {
-		t.Fatal("no probe after the doubled backoff")
-	}
-	b.Success()
-	if b.Open() || !b.Allow() {
-		t.Fatal("successful probe must close the breaker")
+		t.Fatal("no ramp after the doubled backoff")
 	}
 }
 
@@ -51,7 +85,7 @@ func TestResilientFallsBackAndRecovers(t *testing.T) {
 	// can take longer than the 5ms default on a busy CI box under -race.
 	r := NewResilient(NewRedisStore(srv.Client(), RedisOptions{Timeout: 100 * time.Millisecond}), mem, ResilientOptions{
 		Share:   0.5,
-		Breaker: BreakerOptions{Failures: 2, OpenFor: 20 * time.Millisecond, MaxOpenFor: 20 * time.Millisecond},
+		Breaker: BreakerOptions{MinCalls: 2, OpenFor: 20 * time.Millisecond, MaxOpenFor: 20 * time.Millisecond},
 	})
 	l := Limit{Rate: 100, Burst: 10, Period: time.Second}
 	ctx := context.Background()
@@ -90,8 +124,10 @@ func TestResilientFallsBackAndRecovers(t *testing.T) {
 	srv.Restart()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
+		// The half-open ramp lets a growing share of the calls through;
+		// the circuit closes once they succeed.
 		d, _ := r.Decide(ctx, Key{Name: "k3"}, l, 1)
-		if !d.Fallback {
+		if !d.Fallback && !r.FallbackActive() {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -103,7 +139,7 @@ func TestResilientFallsBackAndRecovers(t *testing.T) {
 		t.Fatal("FallbackActive still true after recovery")
 	}
 	st := r.Stats()
-	if st.Errors.Load()+st.Timeouts.Load() < 2 || st.CircuitOpens.Load() < 1 || st.FallbackByReason[ReasonCircuitOpen].Load() < 1 {
+	if st.Errors.Load()+st.Timeouts.Load() < 1 || st.CircuitOpens.Load() < 1 || st.FallbackByReason[ReasonCircuitOpen].Load() < 1 {
 		t.Fatalf("stats errors=%d opens=%d", st.Errors.Load(), st.CircuitOpens.Load())
 	}
 }
@@ -135,7 +171,7 @@ func TestLeasesAreSpentWhileTheCircuitIsOpen(t *testing.T) {
 	leased := newLeasedStore(remote, LeaseOptions{Clock: clock.Now, Instances: 1, TTL: time.Second})
 	r := NewResilient(leased, NewMemoryStore(MemoryOptions{SweepEvery: -1, Clock: clock.Now}), ResilientOptions{
 		Share:   0.5,
-		Breaker: BreakerOptions{Failures: 2, OpenFor: time.Hour, MaxOpenFor: time.Hour},
+		Breaker: BreakerOptions{MinCalls: 2, OpenFor: time.Hour, MaxOpenFor: time.Hour},
 	})
 	l := Limit{Rate: 1000, Burst: 200, Period: time.Second}
 	chunk := leased.chunk(l)

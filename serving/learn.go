@@ -75,7 +75,7 @@ func NewLearner(cfg *config.Loaded, o LearnerOptions) (*Learner, error) {
 	if err != nil {
 		return nil, err
 	}
-	rc := newRedisClient(cfg.Redis)
+	rc := newRedisClient(cfg.Redis, false)
 	l := &Learner{cfg: cfg, redis: rc, reg: prometheus.NewRegistry(), log: o.Logger, addr: o.Addr}
 	lag := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "flowguard_learner_label_lag_seconds",
 		Help:    "From a label's Kafka timestamp to its application by the learner.",

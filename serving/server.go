@@ -70,8 +70,10 @@ type Server struct {
 	local   *limiter.MemoryStore // the in-memory store: the limiter itself, or Redis's fallback
 	share   float64              // this instance's share of a budget when deciding alone
 	redis   redis.UniversalClient
-	leased  *limiter.LeasedStore
-	redisUp atomic.Pointer[redisHealth]
+	// limiterRedis is the limiter's own client (see New).
+	limiterRedis redis.UniversalClient
+	leased       *limiter.LeasedStore
+	redisUp      atomic.Pointer[redisHealth]
 
 	pipe    *pipeline.Pipeline
 	recent  *recentLog           // each key's last decisions, for explain
@@ -144,20 +146,25 @@ func New(cfg *config.Loaded, opts Options) (_ *Server, err error) {
 
 	s.limiter = s.local
 	if rc := cfg.Redis; rc != nil {
-		s.redis = newRedisClient(rc)
+		s.redis = newRedisClient(rc, false)
+		// The limiter has a client of its own: its reads and writes are
+		// bounded by twice redis.timeout, which the feature exchange and
+		// the model parts should not be, and its pool is not shared with them.
+		s.limiterRedis = newRedisClient(rc, true)
 		s.share = 1 / float64(rc.Instances)
 		var remote interface {
 			Allow(context.Context, limiter.Key, limiter.Limit, int64) (limiter.Result, error)
 		}
-		store := limiter.NewRedisStore(s.redis, limiter.RedisOptions{Prefix: rc.Prefix, Timeout: rc.Timeout})
+		store := limiter.NewRedisStore(s.limiterRedis, limiter.RedisOptions{Prefix: rc.Prefix, Timeout: rc.Timeout})
 		remote = store
 		if *rc.LeaseWindow > 0 {
 			s.leased = limiter.NewLeasedStore(store, limiter.LeaseOptions{Window: *rc.LeaseWindow, TTL: rc.LeaseTTL, Instances: rc.Instances})
 			remote = s.leased
 		}
 		s.remote = limiter.NewResilient(remote, s.local, limiter.ResilientOptions{
-			Share:   s.share,
-			Breaker: limiter.BreakerOptions{Failures: rc.Breaker.Failures, OpenFor: rc.Breaker.OpenFor},
+			Share: s.share,
+			Breaker: limiter.BreakerOptions{FailureRate: rc.Breaker.FailureRate, MinCalls: rc.Breaker.MinCalls,
+				Window: rc.Breaker.Window, OpenFor: rc.Breaker.OpenFor},
 		})
 		s.limiter = s.remote
 		s.redisUp.Store(&redisHealth{detail: "not checked yet"})
@@ -310,7 +317,9 @@ func maxConns(want int, log *slog.Logger) int {
 	return n
 }
 
-func newRedisClient(rc *config.Redis) redis.UniversalClient {
+// newRedisClient returns a client tuned for the decision path; unless
+// decisions is set, with go-redis's own read and write timeouts.
+func newRedisClient(rc *config.Redis, decisions bool) redis.UniversalClient {
 	o := &redis.UniversalOptions{
 		Addrs:      rc.Addrs,
 		Username:   rc.Username,
@@ -323,6 +332,9 @@ func newRedisClient(rc *config.Redis) redis.UniversalClient {
 		o.TLSConfig = tlsConfig()
 	}
 	limiter.TuneOptions(o, rc.Timeout)
+	if !decisions {
+		o.ReadTimeout, o.WriteTimeout = 0, 0
+	}
 	return redis.NewUniversalClient(o)
 }
 
@@ -546,6 +558,9 @@ func (s *Server) Close() error {
 			s.log.Warn("closing the kafka audit copy", "err", err)
 		}
 		cancel()
+	}
+	if s.limiterRedis != nil {
+		s.limiterRedis.Close()
 	}
 	if s.redis != nil {
 		return s.redis.Close()

@@ -140,12 +140,22 @@ type Redis struct {
 	Breaker  Breaker       `yaml:"breaker"`
 }
 
-// Breaker configures the Redis circuit breaker.
+// Breaker configures the Redis circuit breaker (see limiter.Breaker): it
+// opens when FailureRate of the Redis round trips in Window failed, once
+// Window holds MinCalls of them.
 type Breaker struct {
-	// Failures is how many consecutive failures open it. Default: 5.
+	// FailureRate opens the circuit. Default: 0.5.
+	FailureRate float64 `yaml:"failure_rate"`
+	// MinCalls is the fewest round trips in Window it is judged on.
+	// Default: 10.
+	MinCalls int `yaml:"min_calls"`
+	// Window is how far back the failure rate looks. Default: 50ms.
+	Window time.Duration `yaml:"window"`
+	// Failures is the former consecutive-failure count; still accepted,
+	// read as MinCalls when that is unset.
 	Failures int `yaml:"failures"`
-	// OpenFor is the first wait before a probe; it doubles up to 10s.
-	// Default: 500ms.
+	// OpenFor is the wait before the half-open ramp; it doubles up to 10s
+	// while ramps fail. Default: 500ms.
 	OpenFor time.Duration `yaml:"open_for"`
 }
 
@@ -397,6 +407,18 @@ func (r *Redis) defaults() {
 		w := 50 * time.Millisecond
 		r.LeaseWindow = &w
 	}
+	if r.Breaker.MinCalls == 0 {
+		r.Breaker.MinCalls = r.Breaker.Failures
+	}
+	if r.Breaker.MinCalls == 0 {
+		r.Breaker.MinCalls = 10
+	}
+	if r.Breaker.FailureRate == 0 {
+		r.Breaker.FailureRate = 0.5
+	}
+	if r.Breaker.Window == 0 {
+		r.Breaker.Window = 50 * time.Millisecond
+	}
 }
 
 func (r *Redis) validate(d *yamlx.Doc) yamlx.Errors {
@@ -424,6 +446,15 @@ func (r *Redis) validate(d *yamlx.Doc) yamlx.Errors {
 	}
 	if r.Breaker.Failures < 0 {
 		bad("breaker", "failures %d must not be negative", r.Breaker.Failures)
+	}
+	if r.Breaker.MinCalls < 1 {
+		bad("breaker", "min_calls %d must be at least 1", r.Breaker.MinCalls)
+	}
+	if r.Breaker.FailureRate <= 0 || r.Breaker.FailureRate > 1 {
+		bad("breaker", "failure_rate %g must be in (0, 1]", r.Breaker.FailureRate)
+	}
+	if r.Breaker.Window < time.Millisecond || r.Breaker.Window > time.Minute {
+		bad("breaker", "window %s must be between 1ms and 1m", r.Breaker.Window)
 	}
 	if r.PasswordEnv != "" && r.Password != "" {
 		bad("password_env", "set password or password_env, not both")

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os/exec"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +27,8 @@ type Server struct {
 	port int
 	dir  string
 	cmd  *exec.Cmd
+	// paused is set between Pause and Resume.
+	paused bool
 }
 
 // Start starts redis-server and registers its shutdown with t.Cleanup.
@@ -86,6 +89,32 @@ func (s *Server) Restart() {
 	}
 }
 
+// Pause freezes the process with SIGSTOP: connections stay open and
+// nothing answers, like a hung or partitioned server. Resume undoes it;
+// Stop and the test's cleanup resume it first.
+func (s *Server) Pause() {
+	s.t.Helper()
+	if s.cmd == nil {
+		s.t.Fatal("pause: redis-server is not running")
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		s.t.Fatalf("pause redis-server: %v", err)
+	}
+	s.paused = true
+}
+
+// Resume continues a paused process with SIGCONT.
+func (s *Server) Resume() {
+	s.t.Helper()
+	if s.cmd == nil || !s.paused {
+		return
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		s.t.Fatalf("resume redis-server: %v", err)
+	}
+	s.paused = false
+}
+
 // Stop kills the process (an abrupt outage, like a crash) and waits for it.
 func (s *Server) Stop() {
 	if s.cmd == nil {
@@ -93,7 +122,7 @@ func (s *Server) Stop() {
 	}
 	_ = s.cmd.Process.Kill()
 	_ = s.cmd.Wait()
-	s.cmd = nil
+	s.cmd, s.paused = nil, false
 }
 
 func freePort(t testing.TB) int {
