@@ -78,19 +78,7 @@ func TestLearnerResumesAfterBrokerRestartGap(t *testing.T) {
 	yaml := remotePolicies(addr, rs.Addr())
 	cfg := mustParse(t, yaml)
 	logs := &lockedBuffer{}
-	l, err := NewLearner(cfg, LearnerOptions{Addr: "127.0.0.1:0", Logger: slog.New(slog.NewJSONHandler(logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- l.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("learner: %v", err)
-		}
-	})
+	l := runLearner(t, cfg, LearnerOptions{Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	ts := startML(t, yaml, Options{Seed: 7}, nil)
 
 	// Labels posted to serve, as a fraud system does; resent while

@@ -54,6 +54,10 @@ var (
 	sources = [...]string{pipeline.SourceML, pipeline.SourceDeterministic, pipeline.SourceFallback, pipeline.SourceLabel}
 )
 
+// decisionBuckets are the latency buckets of a decision, over HTTP or
+// gRPC: 5 µs to 25 ms.
+var decisionBuckets = []float64{5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3}
+
 type tierCounters [len(actions)][len(sources)]prometheus.Counter
 
 func newMetrics(remote *limiter.Resilient) *metrics {
@@ -67,7 +71,7 @@ func newMetrics(remote *limiter.Resilient) *metrics {
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "flowguard_decision_duration_seconds",
 			Help:    "Server-side time to decide one request, parse to response.",
-			Buckets: []float64{5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3},
+			Buckets: decisionBuckets,
 		}),
 		responses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flowguard_http_responses_total",
@@ -265,7 +269,7 @@ func (m *metrics) registerGRPC() {
 	m.grpcLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "flowguard_grpc_request_duration_seconds",
 		Help:    "Server-side time of one ShouldRateLimit call, decode to response, all its descriptors decided.",
-		Buckets: []float64{5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3},
+		Buckets: decisionBuckets,
 	})
 	for _, c := range []string{"OK", "OVER_LIMIT", "InvalidArgument"} {
 		m.grpcRequest(c)

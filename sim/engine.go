@@ -913,13 +913,13 @@ func (pr *policyRun) step(sh *shardState, t *tally, k, e int, inc incidentState)
 	case pr.daily:
 		// Two windows: the per-minute budget, then the fitted daily
 		// quota, both scaled by the multiplier. A request the daily
-		// window refuses has spent its per-minute token, as in serving.
+		// window refuses has spent its per-minute token. (Serving has no
+		// daily window yet; learning.daily_quota is off by default.)
 		pr.dayReq[k] += float32(n)
 		var admitted int64
 		pr.tat[k], admitted = limiter.AdmitSpread(pr.tat[k], start, span, limit, int64(n))
 		if q := pr.quota[ti]; !math.IsInf(q, 1) && admitted > 0 {
-			r := max(1, int64(q*m))
-			pr.tatDay[k], admitted = limiter.AdmitSpread(pr.tatDay[k], start, span, limiter.Limit{Rate: r, Period: 24 * time.Hour, Burst: r}, admitted)
+			pr.tatDay[k], admitted = limiter.AdmitSpread(pr.tatDay[k], start, span, dailyLimit(q*m), admitted)
 		}
 		served = float64(admitted)
 	case pr.quota != nil:
@@ -931,9 +931,8 @@ func (pr *policyRun) step(sh *shardState, t *tally, k, e int, inc incidentState)
 		if q := pr.quota[ti]; math.IsInf(q, 1) {
 			served = n // no fit yet: no quota
 		} else {
-			r := max(1, int64(q))
 			var admitted int64
-			pr.tat[k], admitted = limiter.AdmitSpread(pr.tat[k], start, span, limiter.Limit{Rate: r, Period: 24 * time.Hour, Burst: r}, int64(n))
+			pr.tat[k], admitted = limiter.AdmitSpread(pr.tat[k], start, span, dailyLimit(q), int64(n))
 			served = float64(admitted)
 		}
 	default:
@@ -1028,6 +1027,13 @@ func (pr *policyRun) step(sh *shardState, t *tally, k, e int, inc incidentState)
 		pr.lastUsed[k] = float32(math.Min(1, n/avail))
 	}
 	return nil
+}
+
+// dailyLimit is a daily quota as the limiter enforces it: a rolling 24 h
+// GCRA window whose burst is the whole quota, at least one request.
+func dailyLimit(q float64) limiter.Limit {
+	r := max(1, int64(q))
+	return limiter.Limit{Rate: r, Period: 24 * time.Hour, Burst: r}
 }
 
 // observe feeds the epoch's requests to the feature store as serving's
