@@ -89,6 +89,9 @@ func TestGRPCAllowThenOverLimit(t *testing.T) {
 	for i := range 5 {
 		resp := g.should(t, req)
 		st := resp.Statuses[0]
+		if i == 0 {
+			t.Logf("1st call, what the client saw: %v", resp)
+		}
 		if resp.OverallCode != rlsv3.RateLimitResponse_OK || st.Code != rlsv3.RateLimitResponse_OK || st.LimitRemaining != uint32(4-i) {
 			t.Fatalf("request %d: %v, want OK with %d remaining", i+1, resp, 4-i)
 		}
@@ -98,6 +101,7 @@ func TestGRPCAllowThenOverLimit(t *testing.T) {
 	}
 	resp := g.should(t, req)
 	st := resp.Statuses[0]
+	t.Logf("6th call, what the client saw: %v", resp)
 	if resp.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT || st.Code != rlsv3.RateLimitResponse_OVER_LIMIT || st.LimitRemaining != 0 {
 		t.Fatalf("6th request: %v, want OVER_LIMIT with 0 remaining", resp)
 	}
