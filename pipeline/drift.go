@@ -123,11 +123,17 @@ func NewDrift(schema features.Schema, cfg DriftConfig) *Drift {
 
 // Observe counts one scored vector x (of the schema's features; a longer
 // x, such as a context with the risk appended, is read up to the schema).
-func (d *Drift) Observe(x []float64) {
+func (d *Drift) Observe(x []float64) { d.ObserveIn(uint(d.next.Add(1)), x) }
+
+// ObserveIn is Observe for a caller that holds a value no concurrent
+// caller shares, such as the simulator's shard index: it picks the
+// histogram shard from it instead of the shared counter, whose cache line
+// every core would otherwise write on every vector.
+func (d *Drift) ObserveIn(spread uint, x []float64) {
 	if d.ageIdx >= 0 && (d.ageIdx >= len(x) || x[d.ageIdx] < d.minAge) {
 		return // a key too new for its features to have settled
 	}
-	sh := &d.shards[d.next.Add(1)%driftShards]
+	sh := &d.shards[spread%driftShards]
 	sh.mu.Lock()
 	for j, i := range d.watched {
 		if i < len(x) {

@@ -485,6 +485,7 @@ type policyRun struct {
 // shardState is one shard's random source, tallies and learner records
 // for the current epoch.
 type shardState struct {
+	idx     int // this shard's index in policyRun.sh
 	rng     *rand.Rand
 	tally   tally
 	series  []tally
@@ -561,6 +562,7 @@ func newPolicyRun(sr *sharedRun, name string, o Options) (*policyRun, error) {
 		pr.probe[k] = float32(sr.pop.tenants[sr.pop.tenant[k]].base) // an adaptive prober starts at its base budget
 	}
 	for i := range pr.sh {
+		pr.sh[i].idx = i
 		pr.sh[i].rng = rand.New(rand.NewPCG(o.Seed, 0x73696d00|uint64(i)))
 		pr.sh[i].series = make([]tally, sr.buckets)
 		pr.sh[i].buf = make([]float64, 0, features.Dim+1)
@@ -863,7 +865,7 @@ func (pr *policyRun) step(sh *shardState, t *tally, k, e int, inc incidentState)
 		}
 		fv := store.Vector(pop.names[k], now, sh.buf[:0])
 		if pr.drift != nil {
-			pr.drift.Observe(fv)
+			pr.drift.ObserveIn(uint(sh.idx), fv)
 			if pr.drift.Drifting() {
 				fb = true
 				t.drift++
