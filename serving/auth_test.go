@@ -76,6 +76,8 @@ func TestAdminEndpointsNeedToken(t *testing.T) {
 		"labels":       {"POST", "/v1/labels", goodLabel},
 		"explain":      {"GET", "/v1/keys/k_auth/explain?tenant=acme", ""},
 		"explain head": {"HEAD", "/v1/keys/k_auth/explain", ""},
+		"pprof index":  {"GET", "/debug/pprof/", ""},
+		"pprof heap":   {"GET", "/debug/pprof/heap?debug=1", ""},
 	}
 	headers := map[string]struct {
 		auth      string
@@ -288,4 +290,31 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// TestPprofBehindAdminToken: an operator with the admin token gets the Go
+// runtime's profiles over a real socket; without it, 401 (the endpoint
+// table of TestAdminEndpointsNeedToken covers every refused header).
+func TestPprofBehindAdminToken(t *testing.T) {
+	ts := startGuarded(t, strings.Replace(testPolicies, "server:\n", "server:\n  admin_rate: 10000\n  admin_burst: 10000\n", 1), testAdminToken, nil)
+	for path, want := range map[string]string{
+		"/debug/pprof/":                     "goroutine",
+		"/debug/pprof/heap?debug=1":         "heap profile:",
+		"/debug/pprof/goroutine?debug=1":    "goroutine profile:",
+		"/debug/pprof/profile?seconds=1":    "", // a binary CPU profile
+		"/debug/pprof/cmdline":              "",
+		"/debug/pprof/allocs?debug=1":       "heap profile:",
+		"/debug/pprof/threadcreate?debug=1": "threadcreate profile:",
+	} {
+		code, _, b := call(t, "GET", ts.URL+path, "Bearer "+testAdminToken, "")
+		if code != 200 || len(b) == 0 || !strings.Contains(string(b), want) {
+			t.Errorf("%s: %d, %d bytes, want 200 containing %q", path, code, len(b), want)
+		}
+	}
+	if code, _, _ := call(t, "GET", ts.URL+"/debug/pprof/heap", "", ""); code != 401 {
+		t.Errorf("heap without a token: %d, want 401", code)
+	}
+	if v := metricValue(t, ts, `flowguard_admin_requests_total{endpoint="pprof",result="ok"}`); v != 7 {
+		t.Errorf("pprof ok count = %v, want 7", v)
+	}
 }

@@ -1,15 +1,18 @@
 package serving
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
+	"net/http/pprof"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
+	"github.com/valyala/fasthttp/pprofhandler"
 
 	"github.com/devflow/flowguard/pipeline"
 )
@@ -54,6 +57,12 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 				s.handleLabels(ctx)
 			}
 		default:
+			if bytes.HasPrefix(ctx.Path(), pprofPrefix) { // admin: the Go profiles, for operators
+				if s.admitAdmin(ctx, "pprof") && s.allowMethod(ctx, "GET", "HEAD", "POST") {
+					servePprof(ctx)
+				}
+				return
+			}
 			if key, ok := explainKey(string(ctx.Path())); ok { // admin
 				if s.admitAdmin(ctx, "explain") && s.allowMethod(ctx, "GET", "HEAD") {
 					s.handleExplain(ctx, key)
@@ -63,6 +72,24 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 			s.writeError(ctx, &apiError{status: 404, code: "not_found", message: "no such endpoint: " + string(ctx.Path())})
 		}
 	}
+}
+
+// pprofPrefix is where the admin token guards net/http/pprof's handlers
+// (fasthttp's pprofhandler): heap, goroutine, profile?seconds=N (N under
+// the 10 s write timeout), trace and the rest.
+var pprofPrefix = []byte("/debug/pprof/")
+
+var pprofIndex = fasthttpadaptor.NewFastHTTPHandlerFunc(pprof.Index)
+
+// servePprof serves a profile. The index is net/http/pprof's own:
+// pprofhandler (fasthttp v1.77) answers 404 to /debug/pprof/, the one
+// path whose relative links resolve.
+func servePprof(ctx *fasthttp.RequestCtx) {
+	if bytes.Equal(ctx.Path(), pprofPrefix) {
+		pprofIndex(ctx)
+		return
+	}
+	pprofhandler.PprofHandler(ctx)
 }
 
 func (s *Server) allowMethod(ctx *fasthttp.RequestCtx, methods ...string) bool {
