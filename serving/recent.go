@@ -49,11 +49,19 @@ func (l *recentLog) add(key string, d RecentDecision) {
 			l.order = l.order[1:]
 			delete(l.keys, old)
 		}
-		r = &recentRing{items: make([]RecentDecision, 0, l.n)}
+		r = &recentRing{items: make([]RecentDecision, 0, 1)}
 		l.keys[key] = r
 		l.order = append(l.order, key)
 	}
 	if len(r.items) < l.n {
+		// The ring grows by doubling up to n, not to n at once: most keys
+		// of a large population have made a decision or two, and n
+		// records up front were 1.4 KB a key (issue 19's memory figure).
+		if len(r.items) == cap(r.items) {
+			grown := make([]RecentDecision, len(r.items), min(l.n, 2*cap(r.items)))
+			copy(grown, r.items)
+			r.items = grown
+		}
 		r.items = append(r.items, d)
 		return
 	}
