@@ -84,7 +84,7 @@ func (p *Pipeline) choose(key string, rule *policy.Rule, pl experiments.Plan) ep
 		}
 		sh.mu.Unlock()
 		if ok {
-			p.closeEpoch(c, now)
+			p.closeEpoch(c, now, time.Time{}) // the request path never waits
 		}
 
 		c = p.run(key, rule, pl)
@@ -112,14 +112,20 @@ func (p *Pipeline) HasEpoch(key string) bool {
 	return ok
 }
 
-// closeEpoch logs the outcome of a logged epoch that ended.
-func (p *Pipeline) closeEpoch(c epochChoice, now int64) {
+// closeEpoch logs the outcome of a logged epoch that ended, waiting until
+// deadline (real time; zero: not at all) for room in a log that can wait.
+func (p *Pipeline) closeEpoch(c epochChoice, now int64, deadline time.Time) {
 	if c.id == 0 || p.dlog == nil {
 		return
 	}
-	p.dlog.Log(rewards.Record{Type: rewards.TypeOutcome, ID: p.idBase + strconv.FormatUint(c.id, 36), Key: c.key,
+	r := rewards.Record{Type: rewards.TypeOutcome, ID: p.idBase + strconv.FormatUint(c.id, 36), Key: c.key,
 		At: time.UnixMicro(min(now, c.expires)).UTC(), Served: int64(c.served), Throttled: int64(c.throttled),
-		Blocked: int64(c.blocked)})
+		Blocked: int64(c.blocked)}
+	if w, ok := p.dlog.(WaitingLog); ok && !deadline.IsZero() {
+		w.LogWait(r, deadline)
+		return
+	}
+	p.dlog.Log(r)
 }
 
 // count adds one decision to the outcome of key's current epoch.
@@ -145,6 +151,7 @@ func (p *Pipeline) count(key, action string) {
 func (p *Pipeline) Sweep() (choices, keys int) {
 	now := p.now()
 	t := now.UnixMicro()
+	deadline := time.Now().Add(outcomeWait)
 	for i := range p.shards {
 		sh := &p.shards[i]
 		sh.mu.Lock()
@@ -160,7 +167,7 @@ func (p *Pipeline) Sweep() (choices, keys int) {
 		}
 		sh.mu.Unlock()
 		for _, c := range closed {
-			p.closeEpoch(c, t)
+			p.closeEpoch(c, t, deadline)
 		}
 	}
 	return choices, p.feats.Sweep(now)
@@ -170,6 +177,7 @@ func (p *Pipeline) Sweep() (choices, keys int) {
 // every key runs stage 2 again: at shutdown, and when the model changed
 // under a test.
 func (p *Pipeline) CloseEpochs() {
+	deadline := time.Now().Add(outcomeWait)
 	for i := range p.shards {
 		sh := &p.shards[i]
 		sh.mu.Lock()
@@ -177,7 +185,7 @@ func (p *Pipeline) CloseEpochs() {
 		sh.choices = make(map[uint64]epochChoice)
 		sh.mu.Unlock()
 		for _, c := range old {
-			p.closeEpoch(c, p.now().UnixMicro())
+			p.closeEpoch(c, p.now().UnixMicro(), deadline)
 		}
 	}
 }

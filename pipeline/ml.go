@@ -263,7 +263,11 @@ func (p *Pipeline) score(key string, rule *policy.Rule, snap *bandit.Snapshot, n
 		}
 		// The context lives in this call's buffer; the log keeps the record.
 		e.ModelVersion, e.Context = snap.Version(), slices.Clone(r.Context)
-		p.dlog.Log(DecisionRecord(e))
+		if !p.dlog.Log(DecisionRecord(e)) {
+			// Shed (counted by the log): the epoch is not learned from,
+			// and its outcome would only be an orphan taking room.
+			ec.key, ec.id = "", 0
+		}
 	}
 	return ec, nil
 }
@@ -309,7 +313,9 @@ func (p *Pipeline) logDeterministic(key string, rule *policy.Rule, c epochChoice
 	if snap := p.model.Load(); snap != nil {
 		e.ModelVersion = snap.Version()
 	}
-	p.dlog.Log(DecisionRecord(e))
+	if !p.dlog.Log(DecisionRecord(e)) {
+		c.key, c.id = "", 0 // shed, as in stage2
+	}
 	return c
 }
 

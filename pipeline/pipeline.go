@@ -134,6 +134,21 @@ type DecisionLog interface {
 	Log(rewards.Record) bool
 }
 
+// WaitingLog is a DecisionLog that can also wait for room: epoch outcomes,
+// which the maintenance loop writes off the request path, wait up to
+// outcomeWait for a learner that is catching up, so that a decision the
+// log accepted gets its outcome (issue 19: a burst of new keys closes all
+// their epochs at once).
+type WaitingLog interface {
+	DecisionLog
+	LogWait(r rewards.Record, deadline time.Time) bool
+}
+
+// outcomeWait bounds how long one Sweep or CloseEpochs waits, in all, for
+// room in a full decision log; the outcomes left after it are dropped and
+// counted, as decisions are.
+const outcomeWait = 5 * time.Second
+
 // Events are what the pipeline reports as it decides; any may be nil.
 type Events struct {
 	Fallback func(reason string)     // a decision fell back because of the ML layer

@@ -200,3 +200,64 @@ func BenchmarkStage2(b *testing.B) {
 		}
 	}
 }
+
+// A burst of new keys fills the decision log (issue 19): decisions past
+// its room are shed and counted, and their epochs are not logged; every
+// decision the log accepted gets its outcome when its epoch closes, even
+// though the log is full when they close — Sweep waits for the learner,
+// here a reader that starts late and reads slowly.
+func TestBurstShedsDecisionsButKeepsAcceptedOutcomes(t *testing.T) {
+	const room, keys = 32, 100
+	p := newTestPipeline(t, func(c *config.Loaded) { c.ML.Epoch = 50 * time.Millisecond })
+	q := rewards.NewQueue(room)
+	p.SetDecisionLog(q)
+	for i := range keys {
+		d := p.Decide(context.Background(), &Request{Key: fmt.Sprintf("k_burst_%d", i), Tenant: "acme", Cost: 1})
+		if d.Fallback || d.Action != ActionAllow {
+			t.Fatalf("key %d: %+v, want an allowed ML decision", i, d)
+		}
+	}
+	if got := q.Dropped(); got != keys-room {
+		t.Fatalf("%d records dropped after %d decisions into a log of %d, want %d", got, keys, room, keys-room)
+	}
+	time.Sleep(60 * time.Millisecond) // every epoch has expired
+	decisions, outcomes := map[string]bool{}, map[string]bool{}
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		time.Sleep(50 * time.Millisecond) // Sweep finds the log full
+		for len(outcomes) < room {
+			ev := <-q.Events()
+			switch r := ev.Record; {
+			case r == nil:
+				t.Errorf("a label in the decision log: %+v", ev)
+				return
+			case r.Type == rewards.TypeDecision:
+				decisions[r.ID] = true
+			case !decisions[r.ID]:
+				t.Errorf("outcome %s of a decision the log never held", r.ID)
+				return
+			default:
+				outcomes[r.ID] = true
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+	}()
+	if closed, _ := p.Sweep(); closed != keys {
+		t.Errorf("Sweep closed %d epochs, want %d", closed, keys)
+	}
+	select {
+	case <-read:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%d of %d outcomes arrived", len(outcomes), room)
+	}
+	if len(decisions) != room || len(outcomes) != room {
+		t.Errorf("%d decisions and %d outcomes read, want %d of each", len(decisions), len(outcomes), room)
+	}
+	if got := q.Dropped(); got != keys-room {
+		t.Errorf("%d records dropped in all, want the %d shed decisions only", got, keys-room)
+	}
+	if n := q.Len(); n != 0 {
+		t.Errorf("%d records left in the log: outcomes of shed decisions were logged", n)
+	}
+}

@@ -37,6 +37,28 @@ func (q *Queue) Log(r Record) bool {
 	}
 }
 
+// LogWait enqueues r, waiting until deadline for room when the queue is
+// full: for the records a background loop writes (epoch outcomes), which
+// may wait for the learner to catch up where a decision may not. Past the
+// deadline the record is dropped and counted, as by Log.
+func (q *Queue) LogWait(r Record, deadline time.Time) bool {
+	ev := Event{Record: &r}
+	select {
+	case q.ch <- ev:
+		return true
+	default:
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case q.ch <- ev:
+		return true
+	case <-t.C:
+		q.dropped.Add(1)
+		return false
+	}
+}
+
 // Label enqueues a label received at at. A full queue refuses it and
 // Label returns false: the caller must report the failure (HTTP 503) so
 // that the sender retries — labels are never dropped silently.

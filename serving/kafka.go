@@ -67,13 +67,29 @@ func kafkaClients(k *config.Kafka) (*kafka.Transport, *kafka.Dialer, error) {
 	return tr, dialer, err
 }
 
-// teeLog sends each record to every log.
+// teeLog sends each record to every log. It reports the record dropped
+// only when every log dropped it: an epoch one of them accepted still
+// gets its outcome (the others count an orphan).
 type teeLog []pipeline.DecisionLog
 
 func (t teeLog) Log(r rewards.Record) bool {
-	ok := true
+	ok := false
 	for _, l := range t {
-		ok = l.Log(r) && ok
+		ok = l.Log(r) || ok
+	}
+	return ok
+}
+
+// LogWait waits for room in the logs that can wait (the embedded
+// learner's queue) and writes to the others as Log does.
+func (t teeLog) LogWait(r rewards.Record, deadline time.Time) bool {
+	ok := false
+	for _, l := range t {
+		if w, can := l.(pipeline.WaitingLog); can {
+			ok = w.LogWait(r, deadline) || ok
+		} else {
+			ok = l.Log(r) || ok
+		}
 	}
 	return ok
 }
