@@ -170,6 +170,7 @@ func (p *Pipeline) stage2(key string, rule *policy.Rule, pl experiments.Plan) ep
 	}
 	type result struct {
 		c   epochChoice
+		rec *rewards.Record // the decision record, logged only if the choice is made in time
 		err error
 	}
 	out := make(chan result, 1)
@@ -181,7 +182,7 @@ func (p *Pipeline) stage2(key string, rule *policy.Rule, pl experiments.Plan) ep
 			}
 			out <- r
 		}()
-		r.c, r.err = p.score(key, rule, snap, start, pl)
+		r.c, r.rec, r.err = p.score(key, rule, snap, start, pl)
 	}()
 	timer := time.NewTimer(p.cfg.Deadline)
 	defer timer.Stop()
@@ -200,6 +201,14 @@ func (p *Pipeline) stage2(key string, rule *policy.Rule, pl experiments.Plan) ep
 			return fail(ReasonMLError)
 		}
 		r.c.plan = pl
+		// Logged here, not in score: a choice past the deadline is not
+		// enforced, and a record of it would leave the learner a decision
+		// whose outcome never comes.
+		if r.rec != nil && !p.dlog.Log(*r.rec) {
+			// Shed (counted by the log): the epoch is not learned from,
+			// and its outcome would only be an orphan taking room.
+			r.c.key, r.c.id = "", 0
+		}
 		return r.c
 	case <-timer.C:
 		return fail(ReasonMLDeadline)
@@ -216,19 +225,19 @@ func (p *Pipeline) Drift() *Drift { return p.drift }
 
 // score is stage 2 proper: features → risk → bandit.Choose over the arms
 // the rule's [floor, ceiling] allows.
-func (p *Pipeline) score(key string, rule *policy.Rule, snap *bandit.Snapshot, now time.Time, pl experiments.Plan) (epochChoice, error) {
+func (p *Pipeline) score(key string, rule *policy.Rule, snap *bandit.Snapshot, now time.Time, pl experiments.Plan) (epochChoice, *rewards.Record, error) {
 	if p.hook != nil {
 		p.hook(key)
 	}
 	var buf [ctxDim]float64
 	x, tracked := p.feats.VectorTracked(key, now, buf[:0])
 	if !tracked {
-		return epochChoice{}, errUntracked
+		return epochChoice{}, nil, errUntracked
 	}
 	if p.drift != nil {
 		p.drift.Observe(x)
 		if p.drift.Drifting() {
-			return epochChoice{}, errDrift
+			return epochChoice{}, nil, errDrift
 		}
 	}
 	if p.ev.Local != nil && p.ev.LocalRun != nil {
@@ -238,7 +247,7 @@ func (p *Pipeline) score(key string, rule *policy.Rule, snap *bandit.Snapshot, n
 	}
 	allowed, err := snap.Allowed(rule.Floor, rule.Ceiling)
 	if err != nil {
-		return epochChoice{}, err
+		return epochChoice{}, nil, err
 	}
 	in := Stage2Input{Features: x, Risk: p.risk.Load(), Model: snap, Allowed: allowed}
 	if v := pl.Variant; v != nil {
@@ -249,7 +258,7 @@ func (p *Pipeline) score(key string, rule *policy.Rule, snap *bandit.Snapshot, n
 	}
 	r, err := Stage2(in, rand.New(rand.NewPCG(p.draws, keyEpochSeed(key, now))))
 	if err != nil {
-		return epochChoice{}, err
+		return epochChoice{}, nil, err
 	}
 	c := r.Choice
 	ec := epochChoice{started: now.UnixMicro(), expires: now.Add(p.cfg.Epoch).UnixMicro(), model: snap.Version(),
@@ -263,13 +272,10 @@ func (p *Pipeline) score(key string, rule *policy.Rule, snap *bandit.Snapshot, n
 		}
 		// The context lives in this call's buffer; the log keeps the record.
 		e.ModelVersion, e.Context = snap.Version(), slices.Clone(r.Context)
-		if !p.dlog.Log(DecisionRecord(e)) {
-			// Shed (counted by the log): the epoch is not learned from,
-			// and its outcome would only be an orphan taking room.
-			ec.key, ec.id = "", 0
-		}
+		rec := DecisionRecord(e)
+		return ec, &rec, nil
 	}
-	return ec, nil
+	return ec, nil, nil
 }
 
 // keyEpoch is the decision-log entry of key's epoch under plan pl, with

@@ -365,6 +365,9 @@ func (m *metrics) registerLearner(q *rewards.Queue, l *rewards.Local) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "flowguard_learner_queue_length", Help: "Records and labels waiting for the embedded learner.",
 		}, func() float64 { return float64(q.Len()) }),
+		stat("flowguard_learner_decisions_total", "Decision records the embedded learner applied.", func(s rewardsStats) int64 { return s.Decisions }),
+		stat("flowguard_learner_outcomes_total", "Epoch outcomes the embedded learner applied, orphans included.", func(s rewardsStats) int64 { return s.Outcomes }),
+		stat("flowguard_learner_pending_dropped_total", "Decisions dropped unjoined because more than the learner's pending limit waited for their outcomes.", func(s rewardsStats) int64 { return s.PendingDropped }),
 		stat("flowguard_learner_updates_total", "Bandit updates from closed epochs.", func(s rewardsStats) int64 { return s.Updates }),
 		stat("flowguard_learner_corrections_total", "Exact reward corrections applied for late labels (per key, arm and hour).", func(s rewardsStats) int64 { return s.Corrections }),
 		stat("flowguard_learner_labels_applied_total", "Labels applied.", func(s rewardsStats) int64 { return s.Labels }),
