@@ -58,8 +58,14 @@ type ML struct {
 	PublishEvery time.Duration `yaml:"publish_every"`
 	// MaxKeys caps the keys the feature store tracks; a new key beyond it
 	// gets the deterministic budget (fallback feature_store_down). Default:
-	// 2000000.
+	// what MemoryBudgetMB holds at KeyBytes a key.
 	MaxKeys int `yaml:"max_keys"`
+	// MemoryBudgetMB is the memory, in MiB, serve may spend on per-key
+	// state (features, epoch choices, the limiter, the learner's pending
+	// decisions and per-key history, recent decisions); it sizes MaxKeys
+	// when that is not set.
+	// Default: 2048.
+	MemoryBudgetMB int `yaml:"memory_budget_mb"`
 	// IdleTTL evicts the features of a key idle this long. Default: 1h.
 	IdleTTL time.Duration `yaml:"idle_ttl"`
 	// RecentDecisions is how many decisions per key explain returns.
@@ -202,8 +208,11 @@ func (m *ML) defaults() {
 	if m.ModelPoll == 0 {
 		m.ModelPoll = time.Second
 	}
-	if m.MaxKeys == 0 {
-		m.MaxKeys = 2_000_000
+	if m.MemoryBudgetMB == 0 {
+		m.MemoryBudgetMB = 2048
+	}
+	if m.MaxKeys == 0 && m.MemoryBudgetMB > 0 {
+		m.MaxKeys = int(int64(m.MemoryBudgetMB) << 20 / KeyBytes)
 	}
 	if m.IdleTTL == 0 {
 		m.IdleTTL = time.Hour
@@ -303,6 +312,9 @@ func (d Drift) Problems() [][2]string {
 // RewardsConfig returns the learner's configuration for these settings.
 func (m *ML) RewardsConfig() rewards.Config {
 	return rewards.Config{
+		// Every epoch this instance opens may wait for its outcome at once
+		// (a burst of new keys), plus a full queue of them closing.
+		MaxPending: max(1_000_000, m.MaxKeys+m.LogBuffer),
 		Bandit: bandit.Config{ModelID: "flowguard", Arms: m.Arms, Dim: features.Dim + 1, Schema: features.SchemaV1().Fingerprint(),
 			Posterior: m.BanditPosterior(), Lambda: m.Lambda, Scale: m.Exploration},
 		Risk:    features.RiskConfig{Dim: features.Dim, Prior: m.RiskPrior},
@@ -315,6 +327,12 @@ func (m *ML) RewardsConfig() rewards.Config {
 		MaxHeldAge:    m.MaxHeldLabelAge,
 	}
 }
+
+// KeyBytes is what one active key costs serve's process, in bytes of
+// resident memory on the embedded default once its first epoch has closed
+// into the learner (make bench-mem, 2026-12-04: 1,729 at 1M keys), rounded
+// up: ml.max_keys defaults to ml.memory_budget_mb over it.
+const KeyBytes = 1792
 
 // BanditPosterior returns the posterior model Posterior names.
 func (m *ML) BanditPosterior() bandit.Posterior {
@@ -390,6 +408,9 @@ func (m *ML) validate(d *yamlx.Doc) yamlx.Errors {
 		if !(v > 0) || math.IsInf(v, 0) || v > 1e6 {
 			bad([]string{field}, "%v must be positive and at most 1e6", v)
 		}
+	}
+	if m.MemoryBudgetMB < 1 || m.MemoryBudgetMB > 1<<20 {
+		bad([]string{"memory_budget_mb"}, "%d must be between 1 and 1048576 (MiB)", m.MemoryBudgetMB)
 	}
 	if m.MaxKeys < 1 || m.MaxKeys > 100_000_000 {
 		bad([]string{"max_keys"}, "%d must be between 1 and 100000000", m.MaxKeys)
