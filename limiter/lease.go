@@ -340,6 +340,21 @@ func (s *LeasedStore) jitter(key Key) int64 {
 	return int64(fnv32(key.Name)>>8) % (s.ttl/4 + 1)
 }
 
+// breakerFor is the remote store's breaker for key, nil when it has none
+// per key (the Resilient's own then judges).
+func (s *LeasedStore) breakerFor(key Key) *Breaker {
+	if kb, ok := s.remote.(keyedBreakers); ok {
+		return kb.breakerFor(key)
+	}
+	return nil
+}
+
+// anyOpen is the remote store's.
+func (s *LeasedStore) anyOpen() bool {
+	kb, ok := s.remote.(keyedBreakers)
+	return ok && kb.anyOpen()
+}
+
 // feed makes the remote store report every call's outcome to b.
 func (s *LeasedStore) feed(b *Breaker) {
 	if f, ok := s.remote.(breakerFed); ok {

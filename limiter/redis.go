@@ -5,6 +5,8 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -37,6 +39,14 @@ type RedisStore struct {
 	timeout time.Duration
 	clock   func() time.Time
 	breaker atomic.Pointer[Breaker] // fed with every call's outcome, when set
+	// cluster is client as a Redis Cluster client, else nil; its slot map
+	// is reloaded after a fault (reloadAfter), so that a replica that took
+	// over a dead master's slots is found at once, not at go-redis's next
+	// periodic reload.
+	cluster    clusterReloader
+	lastReload atomic.Int64 // unix ns of the last reload started
+	masters    atomic.Int64 // the cluster's masters, as of the last reload; 0 before, or on one Redis
+	nodes      sync.Map     // cluster: master address → *Breaker, each fed its own calls
 }
 
 // pipeliner is the go-redis method batches use.
@@ -53,6 +63,7 @@ var ErrRedisReply = errors.New("limiter: unexpected reply from redis")
 func NewRedisStore(client redis.Scripter, opts RedisOptions) *RedisStore {
 	s := &RedisStore{client: client, prefix: opts.Prefix, timeout: opts.Timeout, clock: opts.Clock}
 	s.pipe, _ = client.(pipeliner)
+	s.cluster, _ = client.(clusterReloader)
 	if s.prefix == "" {
 		s.prefix = "fg:"
 	}
@@ -65,6 +76,9 @@ func NewRedisStore(client redis.Scripter, opts RedisOptions) *RedisStore {
 // Load puts the script in Redis's script cache, so the first decision does
 // not pay for it. Readiness checks call it. Cancelling ctx abandons the call.
 func (s *RedisStore) Load(ctx context.Context) error {
+	if s.cluster != nil {
+		s.countMasters(ctx)
+	}
 	return gcraScript.Load(ctx, s.client).Err()
 }
 
@@ -85,7 +99,7 @@ func (s *RedisStore) take(ctx context.Context, key Key, l Limit, n, upTo int64) 
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	v, err := gcraScript.Run(ctx, s.client, []string{key.redisKey(s.prefix)}, s.args(l, n, upTo)...).Int64Slice()
-	s.report(err, 1)
+	s.reportTo(s.breakerFor(key), err, 1)
 	if err != nil {
 		return Result{}, err
 	}
@@ -137,8 +151,12 @@ func (s *RedisStore) takeBatch(ctx context.Context, reqs []takeReq) {
 			run(noScript)
 		}
 	}
-	// The breaker counts round trips: the pipeline is one call, failed
-	// when any of its commands failed because of Redis.
+	// The breaker counts round trips: on one Redis the pipeline is one
+	// call, failed when any of its commands failed because of Redis. A
+	// cluster client splits it into one round trip per master, so each
+	// master it touched counts, failed when one of its commands did: a
+	// dead master of three fails only the calls for its slots, which does
+	// not open the circuit for the keys of the other two.
 	var fault error
 	for i := range reqs {
 		r := &reqs[i]
@@ -152,7 +170,37 @@ func (s *RedisStore) takeBatch(ctx context.Context, reqs []takeReq) {
 			fault = err
 		}
 	}
-	s.report(fault, 1)
+	if s.cluster == nil {
+		s.report(fault, 1)
+		return
+	}
+	if fault != nil {
+		s.reloadSlots()
+	}
+	// One round trip per master touched, to that master's breaker.
+	type trip struct {
+		b      *Breaker
+		failed bool
+	}
+	var trips []trip
+	for i := range reqs {
+		b := s.breakerFor(reqs[i].key)
+		j := slices.IndexFunc(trips, func(t trip) bool { return t.b == b })
+		if j < 0 {
+			trips = append(trips, trip{b: b})
+			j = len(trips) - 1
+		}
+		trips[j].failed = trips[j].failed || reqs[i].err != nil && redisFault(reqs[i].err)
+	}
+	for _, t := range trips {
+		switch {
+		case t.b == nil: // no breaker fed
+		case t.failed:
+			t.b.Record(0, 1)
+		default:
+			t.b.Record(1, 0)
+		}
+	}
 }
 
 func slicesContainsFunc(n int, f func(int) bool) bool {
@@ -174,8 +222,13 @@ func (s *RedisStore) args(l Limit, n, upTo int64) []any {
 
 // report feeds the breaker, when set, with the outcome of calls round
 // trips that ended in err.
-func (s *RedisStore) report(err error, calls int) {
-	b := s.breaker.Load()
+func (s *RedisStore) report(err error, calls int) { s.reportTo(s.breaker.Load(), err, calls) }
+
+// reportTo feeds b, when set, as report does.
+func (s *RedisStore) reportTo(b *Breaker, err error, calls int) {
+	if err != nil && s.cluster != nil && redisFault(err) {
+		s.reloadSlots()
+	}
 	switch {
 	case b == nil:
 	case err == nil:
@@ -187,8 +240,78 @@ func (s *RedisStore) report(err error, calls int) {
 
 func (s *RedisStore) storeTimeout() time.Duration { return s.timeout }
 
-// feed makes the store report every call's outcome to b.
+// clusterReloader is the go-redis ClusterClient methods that re-read the
+// slot map and visit its masters.
+type clusterReloader interface {
+	ReloadState(ctx context.Context)
+	MasterForKey(ctx context.Context, key string) (*redis.Client, error)
+	ForEachMaster(ctx context.Context, fn func(ctx context.Context, client *redis.Client) error) error
+}
+
+// countMasters sets masters from the cluster client's slot map.
+func (s *RedisStore) countMasters(ctx context.Context) {
+	var n atomic.Int64
+	if s.cluster.ForEachMaster(ctx, func(context.Context, *redis.Client) error { n.Add(1); return nil }) == nil && n.Load() > 0 {
+		s.masters.Store(n.Load())
+	}
+}
+
+// reloadMinGap spaces slot-map reloads: one CLUSTER SLOTS round trip at
+// most this often, however many calls fail.
+const reloadMinGap = 200 * time.Millisecond
+
+// reloadSlots re-reads the cluster's slot map in the background, at most
+// once per reloadMinGap: a call failed, perhaps because its master died
+// and a replica now serves the slot.
+func (s *RedisStore) reloadSlots() {
+	now := time.Now().UnixNano()
+	last := s.lastReload.Load()
+	if now-last < int64(reloadMinGap) || !s.lastReload.CompareAndSwap(last, now) {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		s.cluster.ReloadState(ctx)
+		s.countMasters(ctx)
+	}()
+}
+
+// feed makes the store report every call's outcome to b; on a cluster, to
+// a breaker per master made with b's settings, whose openings b counts.
 func (s *RedisStore) feed(b *Breaker) { s.breaker.Store(b) }
+
+// breakerFor is the breaker that judges the calls for key: on a Redis
+// Cluster the breaker of the master serving its slot, so that a dead
+// master opens the circuit for its own keys only; else the one fed.
+func (s *RedisStore) breakerFor(key Key) *Breaker {
+	fed := s.breaker.Load()
+	if s.cluster == nil || fed == nil {
+		return fed
+	}
+	c, err := s.cluster.MasterForKey(context.Background(), key.redisKey(s.prefix))
+	if err != nil {
+		return fed
+	}
+	addr := c.Options().Addr
+	if b, ok := s.nodes.Load(addr); ok {
+		return b.(*Breaker)
+	}
+	nb := NewBreaker(fed.opts)
+	nb.opens = fed.opens
+	b, _ := s.nodes.LoadOrStore(addr, nb)
+	return b.(*Breaker)
+}
+
+// anyOpen reports whether a master's circuit is open, on a cluster.
+func (s *RedisStore) anyOpen() bool {
+	open := false
+	s.nodes.Range(func(_, b any) bool {
+		open = b.(*Breaker).Open()
+		return !open
+	})
+	return open
+}
 
 func parseGCRA(v []int64) (Result, error) {
 	if len(v) != 4 {
@@ -216,6 +339,12 @@ func TuneOptions(o *redis.UniversalOptions, timeout time.Duration) {
 	}
 	o.ContextTimeoutEnabled = true
 	o.MaxRetries = -1
+	// On a cluster: follow one MOVED (a slot a replica took over, before
+	// the slot map is reloaded), retry at once rather than after a
+	// backoff the timeout could not hold, and so fail fast on a dead
+	// master, whose breaker then opens for its keys alone.
+	o.MaxRedirects = 1
+	o.MinRetryBackoff, o.MaxRetryBackoff = -1, -1
 	o.DialerRetries = 1
 	o.PoolTimeout = timeout
 	o.ReadTimeout = 2 * timeout

@@ -35,6 +35,13 @@ type breakerFed interface {
 	feed(*Breaker)
 }
 
+// keyedBreakers is a remote store whose keys live on several backends (the
+// masters of a Redis Cluster), each judged by a breaker of its own.
+type keyedBreakers interface {
+	breakerFor(Key) *Breaker
+	anyOpen() bool
+}
+
 // Decision is a Result and where it came from.
 type Decision struct {
 	Result
@@ -106,7 +113,13 @@ func (r *Resilient) Decide(ctx context.Context, key Key, l Limit, n int64) (Deci
 	if n < 1 {
 		return Decision{}, ErrInvalidCost
 	}
-	if !r.breaker.Allow() {
+	b := r.breaker
+	if kb, ok := r.remote.(keyedBreakers); ok {
+		if kb := kb.breakerFor(key); kb != nil {
+			b = kb
+		}
+	}
+	if !b.Allow() {
 		// Tokens already leased from Redis are this instance's to spend:
 		// spending them keeps the global budget exact while the circuit is
 		// open, and keeps the keys that hold them from all calling Redis
@@ -155,9 +168,15 @@ func (r *Resilient) fallback(key Key, l Limit, n int64, reason string) (Decision
 	return Decision{Result: res, Fallback: true, Reason: reason}, err
 }
 
-// FallbackActive reports whether the breaker is open: decisions come from
+// FallbackActive reports whether the breaker is open (on a Redis Cluster,
+// any master's): decisions, or those of the keys on that master, come from
 // the local share until a probe succeeds.
-func (r *Resilient) FallbackActive() bool { return r.breaker.Open() }
+func (r *Resilient) FallbackActive() bool {
+	if kb, ok := r.remote.(keyedBreakers); ok && kb.anyOpen() {
+		return true
+	}
+	return r.breaker.Open()
+}
 
 // Stats returns live counters; they are safe to read concurrently.
 func (r *Resilient) Stats() *ResilientStats { return &r.stats }
