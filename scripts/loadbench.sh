@@ -7,13 +7,13 @@
 #
 #   BENCH_DURATION (10s)  length of each load run
 #   BENCH_CONNS    (64)   wrk connections
-#   BENCH_KEYS     (1000) distinct API keys in the load
+#   BENCH_KEYS     (10000) distinct API keys, each request's drawn at random
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DUR=${BENCH_DURATION:-10s}
 CONNS=${BENCH_CONNS:-64}
-KEYS=${BENCH_KEYS:-1000}
+KEYS=${BENCH_KEYS:-10000}
 for tool in wrk redis-server; do
   command -v "$tool" >/dev/null || { echo "bench-load needs $tool: apt-get install $tool" >&2; exit 1; }
 done
@@ -43,7 +43,7 @@ start() { # name addr cmd...
 stop_last() { kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'; }
 
 throughput() { # url → requests/s
-  FG_KEYS=$KEYS FG_TENANT=bench wrk -t1 -c"$CONNS" -d"$DUR" -s scripts/loadbench/decide.lua "$1" >"$work/wrk.txt"
+  FG_KEYS=$KEYS FG_TENANT=bench wrk -t2 -c"$CONNS" -d"$DUR" -s scripts/loadbench/decide-random.lua "$1" >"$work/wrk.txt"
   if grep -q "Non-2xx" "$work/wrk.txt"; then echo "non-2xx responses:" >&2; cat "$work/wrk.txt" >&2; exit 1; fi
   awk '/Requests\/sec/ {printf "%.0f", $2}' "$work/wrk.txt"
 }
@@ -93,7 +93,7 @@ for le in sorted(b1):
 PY
 }
 
-echo "== /v1/decide load: wrk -t1 -c$CONNS -d$DUR, $KEYS keys; fixed rate (internal/loadtest/rate, open loop) at half each server's max"
+echo "== /v1/decide load: wrk -t2 -c$CONNS -d$DUR, $KEYS keys; fixed rate (internal/loadtest/rate, open loop) at half each server's max"
 results=()
 run() { # name addr
   local url="http://$2/v1/decide" max half lat
@@ -141,7 +141,7 @@ print("p50/p99: client latency from each request's due time (open loop); svc p99
 print("server p99: upper bound of the flowguard_decision_duration_seconds bucket holding the 99th percentile of the fixed-rate run.")
 print("fallback %: decisions of the fixed-rate run the Redis limiter answered from the local share (timeouts, open circuit);")
 print("a row over 1% is marked INVALID: it measured mostly the in-memory fallback, not Redis.")
-targets = {"embedded": 0.8, "redis": 0.5, "ml-off": 0.8}
+targets = {"embedded": 0.8, "redis": 0.6, "ml-off": 0.8}  # issue 19: embedded ≥ 0.8×, Redis ≥ 0.6× the ceiling
 by = {r[0]: float(r[1]) for r in rows}
 r = by["embedded"] / by["ml-off"]
 print(f"target embedded (ML on) >= 0.8x ml-off: {'met' if r >= 0.8 else 'NOT met'} ({r:.2f}x)")
