@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"hash/maphash"
+	"maps"
 	"strconv"
 	"sync"
 	"time"
@@ -51,7 +52,30 @@ const fallbackRetry = time.Second
 type epochShard struct {
 	mu       sync.Mutex
 	choices  map[uint64]epochChoice
+	peak     int // the most choices held since the map was last built
 	inflight map[uint64]chan struct{}
+}
+
+// shrinkBelow: a shard's map is rebuilt when it holds fewer than
+// 1/shrinkBelow of its peak (and the peak was over shrinkMin). A Go map
+// keeps its largest size's memory after deletes: after a burst of new
+// keys whose epochs closed, the empty map was most of what the burst
+// left behind (make bench-mem).
+const (
+	shrinkBelow = 4
+	shrinkMin   = 1024
+)
+
+// shrink rebuilds the shard's map at its current size when it has fallen
+// well below its peak. The caller holds mu.
+func (sh *epochShard) shrink() {
+	sh.peak = max(sh.peak, len(sh.choices))
+	if sh.peak <= shrinkMin || len(sh.choices)*shrinkBelow >= sh.peak {
+		return
+	}
+	m := make(map[uint64]epochChoice, len(sh.choices))
+	maps.Copy(m, sh.choices)
+	sh.choices, sh.peak = m, len(m)
 }
 
 func (p *Pipeline) shard(key string) (uint64, *epochShard) {
@@ -156,6 +180,7 @@ func (p *Pipeline) Sweep() (choices, keys int) {
 		sh := &p.shards[i]
 		sh.mu.Lock()
 		var closed []epochChoice
+		sh.peak = max(sh.peak, len(sh.choices))
 		for h, c := range sh.choices {
 			if t >= c.expires {
 				delete(sh.choices, h)
@@ -165,6 +190,7 @@ func (p *Pipeline) Sweep() (choices, keys int) {
 				}
 			}
 		}
+		sh.shrink()
 		sh.mu.Unlock()
 		for _, c := range closed {
 			p.closeEpoch(c, t, deadline)
@@ -182,7 +208,7 @@ func (p *Pipeline) CloseEpochs() {
 		sh := &p.shards[i]
 		sh.mu.Lock()
 		old := sh.choices
-		sh.choices = make(map[uint64]epochChoice)
+		sh.choices, sh.peak = make(map[uint64]epochChoice), 0
 		sh.mu.Unlock()
 		for _, c := range old {
 			p.closeEpoch(c, p.now().UnixMicro(), deadline)

@@ -300,3 +300,43 @@ func TestLateStage2IsNotLogged(t *testing.T) {
 		t.Fatalf("logged %+v, want k_in_time's decision", r)
 	}
 }
+
+// A shard whose map fell below a quarter of its peak is rebuilt at its
+// size (a Go map keeps its peak's memory), with every choice it holds.
+func TestEpochShardShrinksAfterABurst(t *testing.T) {
+	sh := epochShard{choices: map[uint64]epochChoice{}}
+	for h := range uint64(5000) {
+		sh.choices[h] = epochChoice{id: h + 1}
+	}
+	sh.shrink()
+	if sh.peak != 5000 {
+		t.Fatalf("peak %d after 5000 choices", sh.peak)
+	}
+	old := sh.choices
+	for h := range uint64(4500) {
+		delete(sh.choices, h)
+	}
+	sh.shrink()
+	if sh.peak != 500 || len(sh.choices) != 500 {
+		t.Fatalf("after the burst closed: peak %d, %d choices; want a map rebuilt at 500", sh.peak, len(sh.choices))
+	}
+	old[1] = epochChoice{} // the old map is no longer the shard's
+	if _, ok := sh.choices[1]; ok {
+		t.Fatal("the shard still uses the map of its peak")
+	}
+	for h := uint64(4500); h < 5000; h++ {
+		if sh.choices[h].id != h+1 {
+			t.Fatalf("choice %d lost in the rebuild", h)
+		}
+	}
+	// Above a quarter of the peak, or below shrinkMin, the map stays.
+	m := sh.choices
+	for h := uint64(4500); h < 4800; h++ {
+		delete(sh.choices, h)
+	}
+	sh.shrink()
+	m[99999] = epochChoice{}
+	if _, ok := sh.choices[99999]; !ok {
+		t.Fatal("a map under shrinkMin was rebuilt")
+	}
+}

@@ -3,6 +3,7 @@ package rewards
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -157,9 +158,13 @@ type Partition struct {
 	models  map[string]*model
 	risk    *features.Risk
 	pending map[string]pendingDecision
-	order   []string // pending ids, oldest first (may hold ids already joined)
-	keys    map[string]*keyHistory
-	seen    map[string]int64 // label id → when seen (µs event time)
+	// pendingPeak is the most pending decisions since pending was built:
+	// compactOrder rebuilds a map that has fallen far below it, since a Go
+	// map keeps its largest size's memory.
+	pendingPeak int
+	order       []string // pending ids, oldest first (may hold ids already joined)
+	keys        map[string]*keyHistory
+	seen        map[string]int64 // label id → when seen (µs event time)
 	// held are the labels of keys with no aggregate yet, by key, in
 	// arrival order; the key's first record takes them (join).
 	held map[string][]heldLabel
@@ -301,6 +306,7 @@ func (p *Partition) Record(r Record) error {
 		}
 		p.pending[r.ID] = pendingDecision{Key: r.Key, Tier: r.Tier, Class: r.TierClass, Model: r.Model, At: at, Arm: r.Arm, Multiplier: r.Multiplier,
 			X: slices.Clone(r.Context), Base: NormBase(r.Base)}
+		p.pendingPeak = max(p.pendingPeak, len(p.pending))
 		for len(p.pending) > p.cfg.MaxPending && len(p.order) > 0 {
 			id := p.order[0]
 			p.order = p.order[1:]
@@ -344,6 +350,11 @@ func (p *Partition) compactOrder() {
 			}
 		}
 		p.order = live
+	}
+	if p.pendingPeak > 1024 && 4*len(p.pending) < p.pendingPeak {
+		m := make(map[string]pendingDecision, len(p.pending))
+		maps.Copy(m, p.pending)
+		p.pending, p.pendingPeak = m, len(m)
 	}
 }
 

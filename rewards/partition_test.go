@@ -592,3 +592,47 @@ func FuzzLabelHorizonAndHolding(f *testing.F) {
 		}
 	})
 }
+
+// A burst of decisions, then their outcomes: once most have joined, the
+// pending map is rebuilt at its size (a Go map keeps its peak's memory),
+// and the decisions still pending join as before — the bandit ends where
+// the same records in their usual order leave it.
+func TestPendingShrinksAfterABurst(t *testing.T) {
+	evs := stream(3, 5000, 1)
+	var decisions, outcomes []event
+	for _, ev := range evs {
+		switch {
+		case ev.rec == nil:
+		case ev.rec.Type == TypeDecision:
+			decisions = append(decisions, ev)
+		default:
+			outcomes = append(outcomes, ev)
+		}
+	}
+	burst, err := NewPartition(testConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply(t, burst, decisions)
+	if burst.pendingPeak != 5000 {
+		t.Fatalf("peak %d after 5000 decisions", burst.pendingPeak)
+	}
+	apply(t, burst, outcomes[:4500])
+	if len(burst.pending) != 500 || burst.pendingPeak >= 5000/4 {
+		t.Fatalf("after 4500 of 5000 joined: %d pending, peak %d; want the map rebuilt", len(burst.pending), burst.pendingPeak)
+	}
+	apply(t, burst, outcomes[4500:])
+	if s := burst.Stats(); s.Updates != 5000 || s.Orphans != 0 || len(burst.pending) != 0 {
+		t.Fatalf("stats %+v, %d pending: every decision should have joined", s, len(burst.pending))
+	}
+	// The usual order: each decision's outcome right after it, so pending
+	// never holds more than one and is never rebuilt.
+	usual, _ := NewPartition(testConfig())
+	for i := range decisions {
+		apply(t, usual, []event{decisions[i], outcomes[i]})
+	}
+	if usual.pendingPeak != 1 {
+		t.Fatalf("the usual order peaked at %d pending", usual.pendingPeak)
+	}
+	assertSamePosterior(t, posterior(t, burst), posterior(t, usual), 1e-9)
+}

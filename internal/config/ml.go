@@ -330,8 +330,8 @@ func (m *ML) RewardsConfig() rewards.Config {
 
 // KeyBytes is what one active key costs serve's process, in bytes of
 // resident memory on the embedded default once its first epoch has closed
-// into the learner (make bench-mem, 2026-12-04: 1,729 at 1M keys), rounded
-// up: ml.max_keys defaults to ml.memory_budget_mb over it.
+// into the learner (make bench-mem, 2026-12-04: 1,594–1,729 at 1M keys),
+// rounded up: ml.max_keys defaults to ml.memory_budget_mb over it.
 const KeyBytes = 1792
 
 // BanditPosterior returns the posterior model Posterior names.

@@ -65,13 +65,14 @@ func main() {
 	conns := flag.Int("conns", 2, "concurrent batch senders")
 	settle := flag.Duration("settle", 60*time.Second, "at most this long for the learner's queue to drain")
 	outcomes := flag.Duration("outcomes", 0, "then wait this long at most for every epoch the learner accepted to close and reach it (the configuration's ml.epoch must be shorter)")
+	idle := flag.Duration("idle", 0, "then wait this long before the final reading: Go returns freed memory to the OS gradually")
 	heapOut := flag.String("heapprofile", "", "write serve's heap profile at the end to this file (go tool pprof)")
 	flag.Parse()
 	if *bin == "" || *keys < 1 || *batch < 1 || *conns < 1 || *warm < 0 {
 		fmt.Fprintln(os.Stderr, "memkeys: -bin is required; -keys, -batch and -conns must be positive")
 		os.Exit(2)
 	}
-	r, err := run(*bin, *cfg, *keys, *warm, *batch, *conns, *settle, *outcomes, *heapOut)
+	r, err := run(*bin, *cfg, *keys, *warm, *batch, *conns, *settle, *outcomes, *idle, *heapOut)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "memkeys:", err)
 		os.Exit(1)
@@ -80,7 +81,7 @@ func main() {
 	fmt.Println(string(out))
 }
 
-func run(bin, cfg string, keys, warm, batch, conns int, settle, outcomes time.Duration, heapOut string) (*result, error) {
+func run(bin, cfg string, keys, warm, batch, conns int, settle, outcomes, idle time.Duration, heapOut string) (*result, error) {
 	bin, err := filepath.Abs(bin)
 	if err != nil {
 		return nil, err
@@ -183,6 +184,9 @@ func run(bin, cfg string, keys, warm, batch, conns int, settle, outcomes time.Du
 	}
 	close(stop)
 	wg.Wait()
+	if idle > 0 {
+		time.Sleep(idle)
+	}
 	rss1, err := rss(pid)
 	if err != nil {
 		return nil, err
