@@ -40,13 +40,16 @@ type RedisStore struct {
 	clock   func() time.Time
 	breaker atomic.Pointer[Breaker] // fed with every call's outcome, when set
 	// cluster is client as a Redis Cluster client, else nil; its slot map
-	// is reloaded after a fault (reloadAfter), so that a replica that took
+	// is reloaded after a fault (reloadSlots), so that a replica that took
 	// over a dead master's slots is found at once, not at go-redis's next
 	// periodic reload.
 	cluster    clusterReloader
 	lastReload atomic.Int64 // unix ns of the last reload started
-	masters    atomic.Int64 // the cluster's masters, as of the last reload; 0 before, or on one Redis
-	nodes      sync.Map     // cluster: master address → *Breaker, each fed its own calls
+	// masters is how many masters the slot map had when the store last
+	// read it; 0 until it has, and until then every key is judged by the
+	// breaker fed (looking a key's master up could wait for the network).
+	masters atomic.Int64
+	nodes   sync.Map // cluster: master address → *Breaker, each fed its own calls
 }
 
 // pipeliner is the go-redis method batches use.
@@ -287,6 +290,10 @@ func (s *RedisStore) feed(b *Breaker) { s.breaker.Store(b) }
 func (s *RedisStore) breakerFor(key Key) *Breaker {
 	fed := s.breaker.Load()
 	if s.cluster == nil || fed == nil {
+		return fed
+	}
+	if s.masters.Load() == 0 {
+		s.reloadSlots() // in the background; the fed breaker judges meanwhile
 		return fed
 	}
 	c, err := s.cluster.MasterForKey(context.Background(), key.redisKey(s.prefix))
