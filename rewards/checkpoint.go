@@ -41,6 +41,10 @@ type checkpointState struct {
 	// Held came later within format 1 and 2: gob leaves it empty in a
 	// checkpoint without it, and an earlier version ignores it.
 	Held map[string][]heldLabel
+	// Final and FinalOrder (the hours kept for labels past the window)
+	// came later within format 2, the same way.
+	Final      map[string][]finalExample
+	FinalOrder []finalRef
 }
 
 // Checkpoint encodes the partition's whole state, offsets included, so
@@ -74,7 +78,7 @@ func (p *Partition) Checkpoint(created time.Time) ([]byte, error) {
 	buf.WriteByte(format)
 	err = gob.NewEncoder(&buf).Encode(checkpointState{Bandit: bs, Variants: vs, Risk: rs, Pending: p.pending, Order: p.order,
 		Keys: p.keys, Seen: p.seen, Watermark: p.watermark, Offsets: p.Offsets, Stats: p.stats,
-		Held: p.held})
+		Held: p.held, Final: p.final, FinalOrder: p.finalOrder})
 	if err != nil {
 		return nil, err
 	}
@@ -191,6 +195,19 @@ func RestorePartition(cfg Config, data []byte) (*Partition, error) {
 	if held != st.Stats.Held {
 		return nil, fmt.Errorf("%w: %d labels held, its counters say %d", ErrBadCheckpoint, held, st.Stats.Held)
 	}
+	kept := 0
+	for key, ex := range st.Final {
+		for _, e := range ex {
+			if len(e.X) != p.cfg.Risk.Dim {
+				return nil, fmt.Errorf("%w: key %q has a kept final hour that does not fit the risk model", ErrBadCheckpoint, key)
+			}
+		}
+		kept += len(ex)
+	}
+	if kept > len(st.FinalOrder) {
+		return nil, fmt.Errorf("%w: %d kept final hours, %d in their order", ErrBadCheckpoint, kept, len(st.FinalOrder))
+	}
+	p.final, p.finalOrder = orEmpty(st.Final), st.FinalOrder
 	p.pending, p.order, p.keys, p.seen = orEmpty(st.Pending), st.Order, orEmpty(st.Keys), orEmpty(st.Seen)
 	p.watermark, p.Offsets, p.stats = st.Watermark, orEmpty(st.Offsets), st.Stats
 	p.held = orEmpty(st.Held)

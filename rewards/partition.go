@@ -60,6 +60,12 @@ type Config struct {
 	// no records before it is dropped, checked as each hour begins; at
 	// most Window. Default: 24h, or Window when that is shorter.
 	MaxHeldAge time.Duration
+	// LateExamples caps, per partition, the hours kept after they became
+	// final as benign examples of the risk model (unlabelled when the
+	// attribution window closed), oldest dropped first: an abusive label
+	// that arrives after the window teaches the risk model its key's kept
+	// hours as abusive. Default: 100000; -1 keeps none.
+	LateExamples int
 }
 
 // Bucket is the granularity at which labels apply: a label covers a
@@ -82,6 +88,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxHeldAge == 0 {
 		c.MaxHeldAge = min(24*time.Hour, c.Window)
+	}
+	if c.LateExamples == 0 {
+		c.LateExamples = 100_000
 	}
 	return c
 }
@@ -118,6 +127,9 @@ func (c Config) Validate() error {
 	if c.MaxHeldLabels < 0 {
 		return errors.New("rewards: max_held_labels must not be negative")
 	}
+	if c.LateExamples < -1 {
+		return errors.New("rewards: late_label_examples must be -1 (none) or more")
+	}
 	window := c.Window
 	if window == 0 {
 		window = 72 * time.Hour
@@ -144,6 +156,9 @@ type Stats struct {
 	// Retired counts outcomes of epochs whose variant model was dropped
 	// (SetVariants) while they were pending: they teach only the risk model.
 	Retired int64
+	// LateRisk counts the kept final hours that abusive labels arriving
+	// after the window taught the risk model as abusive.
+	LateRisk int64
 }
 
 // Partition is the learner's state for one Kafka partition: pending
@@ -168,6 +183,11 @@ type Partition struct {
 	// held are the labels of keys with no aggregate yet, by key, in
 	// arrival order; the key's first record takes them (join).
 	held map[string][]heldLabel
+	// final are the hours kept after they became final as benign risk
+	// examples, by key; finalOrder is their order, oldest first, for the
+	// LateExamples cap (it may hold hours a late label already took).
+	final      map[string][]finalExample
+	finalOrder []finalRef
 	// Watermark is the latest event time seen, µs: the partition's clock.
 	watermark int64
 	// Offsets are the next offset to read per topic: the input this state
@@ -213,6 +233,19 @@ type agg struct {
 	Wait     []waitRecord
 }
 
+// finalExample is an hour that became final as a benign example of the
+// risk model: its start and its last context.
+type finalExample struct {
+	Hour int64
+	X    []float32
+}
+
+// finalRef names a kept final hour.
+type finalRef struct {
+	Key  string
+	Hour int64
+}
+
 // heldLabel is a label waiting for its key's first record.
 type heldLabel struct {
 	Label Label
@@ -243,7 +276,7 @@ func NewPartition(cfg Config) (*Partition, error) {
 	}
 	p := &Partition{cfg: cfg, risk: risk, pending: map[string]pendingDecision{},
 		models: map[string]*model{"": {mode: cfg.Mode, l: bl, arms: len(cfg.Bandit.Arms)}},
-		keys:   map[string]*keyHistory{}, seen: map[string]int64{}, held: map[string][]heldLabel{},
+		keys:   map[string]*keyHistory{}, seen: map[string]int64{}, held: map[string][]heldLabel{}, final: map[string][]finalExample{},
 		Offsets: map[string]int64{}}
 	for _, v := range cfg.Variants {
 		m, err := newVariantModel(v)
@@ -508,6 +541,11 @@ func (p *Partition) Label(l Label, seenAt time.Time) error {
 	if p.watermark-l.To.UnixMicro() > int64(p.cfg.Window/time.Microsecond) {
 		p.seen[l.LabelID] = seen
 		p.stats.Late++
+		if l.Abusive {
+			if err := p.learnLate(l); err != nil {
+				return err
+			}
+		}
 		p.advance(at)
 		return nil
 	}
@@ -552,12 +590,68 @@ func (p *Partition) Label(l Label, seenAt time.Time) error {
 	return nil
 }
 
-func (p *Partition) learnRisk(a *agg, abusive bool) error {
-	x := make([]float64, len(a.LastX))
-	for i, v := range a.LastX {
+func (p *Partition) learnRisk(a *agg, abusive bool) error { return p.learnRiskX(a.LastX, abusive) }
+
+func (p *Partition) learnRiskX(x32 []float32, abusive bool) error {
+	x := make([]float64, len(x32))
+	for i, v := range x32 {
 		x[i] = float64(v)
 	}
 	return p.risk.Learn(x, abusive)
+}
+
+// learnLate teaches the risk model, as abusive, the kept final hours of
+// the key an abusive label past the window names that the label covers.
+// The bandit is not corrected: its statistics for those hours are final.
+// Each kept hour teaches once.
+func (p *Partition) learnLate(l Label) error {
+	ex := p.final[l.Key]
+	kept := ex[:0]
+	from, to, hourUS := l.From.UnixMicro(), l.To.UnixMicro(), int64(Bucket/time.Microsecond)
+	for _, e := range ex {
+		if from >= e.Hour+hourUS || to <= e.Hour {
+			kept = append(kept, e)
+			continue
+		}
+		if err := p.learnRiskX(e.X, true); err != nil {
+			return err
+		}
+		p.stats.LateRisk++
+	}
+	clear(ex[len(kept):])
+	if len(kept) == 0 {
+		delete(p.final, l.Key)
+	} else {
+		p.final[l.Key] = kept
+	}
+	return nil
+}
+
+// keepFinal keeps key's hour, just final as a benign risk example, for
+// labels that arrive after the window, dropping the oldest kept hours
+// beyond LateExamples.
+func (p *Partition) keepFinal(key string, a *agg) {
+	if p.cfg.LateExamples <= 0 {
+		return
+	}
+	p.final[key] = append(p.final[key], finalExample{Hour: a.Hour, X: slices.Clone(a.LastX)})
+	p.finalOrder = append(p.finalOrder, finalRef{Key: key, Hour: a.Hour})
+	for len(p.finalOrder) > p.cfg.LateExamples {
+		old := p.finalOrder[0]
+		p.finalOrder = p.finalOrder[1:]
+		ex := p.final[old.Key]
+		if i := slices.IndexFunc(ex, func(e finalExample) bool { return e.Hour == old.Hour }); i >= 0 {
+			ex = slices.Delete(ex, i, i+1)
+		}
+		if len(ex) == 0 {
+			delete(p.final, old.Key)
+		} else {
+			p.final[old.Key] = ex
+		}
+	}
+	if cap(p.finalOrder) > 2*p.cfg.LateExamples && cap(p.finalOrder) > 1024 {
+		p.finalOrder = slices.Clone(p.finalOrder) // the dropped front's memory
+	}
 }
 
 // expire finalises the aggregates whose hour ended more than the window
@@ -583,7 +677,7 @@ func (p *Partition) expire() {
 				kept = append(kept, a)
 				continue
 			}
-			p.finalize(h, &a)
+			p.finalize(key, h, &a)
 		}
 		clear(h.Aggs[len(kept):])
 		h.Aggs = kept
@@ -657,7 +751,7 @@ func keyExpires(h *keyHistory, cutoff, hourUS int64) bool {
 
 // finalize learns from a final aggregate: wait-mode rewards, and the risk
 // model's benign examples (hours no label covered).
-func (p *Partition) finalize(h *keyHistory, a *agg) {
+func (p *Partition) finalize(key string, h *keyHistory, a *agg) {
 	p.stats.Finalized++
 	m := p.models[a.Model]
 	for _, w := range a.Wait {
@@ -672,8 +766,11 @@ func (p *Partition) finalize(h *keyHistory, a *agg) {
 		p.stats.Updates++
 	}
 	if !a.Labelled && len(a.LastX) > 0 {
-		if err := p.learnRisk(a, a.Severity >= 0.5); err != nil {
+		abusive := a.Severity >= 0.5
+		if err := p.learnRisk(a, abusive); err != nil {
 			p.stats.Errors++
+		} else if !abusive {
+			p.keepFinal(key, a)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -635,4 +636,90 @@ func TestPendingShrinksAfterABurst(t *testing.T) {
 		t.Fatalf("the usual order peaked at %d pending", usual.pendingPeak)
 	}
 	assertSamePosterior(t, posterior(t, burst), posterior(t, usual), 1e-9)
+}
+
+// lateStream is one key's decisions and outcomes every 10 minutes for
+// hours, no labels, each with the same context x.
+func lateStream(key string, hours int, x []float64) []event {
+	var evs []event
+	for e := range hours * 6 {
+		at := t0.Add(time.Duration(e) * 10 * time.Minute)
+		id := fmt.Sprintf("%s-%d", key, e)
+		evs = append(evs,
+			event{rec: &Record{Type: TypeDecision, ID: id, Key: key, Tier: "free", At: at, Policy: PolicyBandit, Arm: 0,
+				Multiplier: bandit.DefaultArms()[0].Multiplier, Propensity: 1, Context: x, Base: 100}},
+			event{rec: &Record{Type: TypeOutcome, ID: id, Key: key, At: at.Add(10 * time.Minute), Served: 50}})
+	}
+	return evs
+}
+
+// An abusive label that arrives after the attribution window still
+// teaches the risk model (issue 17): the key's hours that became final as
+// benign are kept, and the label teaches those it covers as abusive, once
+// each; a duplicate teaches nothing more. The kept hours survive a
+// checkpoint, and past LateExamples the oldest are dropped.
+func TestLabelPastTheWindowTeachesTheRiskModel(t *testing.T) {
+	cfg := testConfig()
+	cfg.Window = 3 * time.Hour
+	x := []float64{0.9, 0.4, 0.01}
+	evs := append(lateStream("k_sleeper", 10, x), lateStream("k_other", 10, []float64{0.1, 0.2, 0.01})...)
+	slices.SortStableFunc(evs, func(a, b event) int { return a.rec.At.Compare(b.rec.At) })
+	p, err := NewPartition(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply(t, p, evs)
+	kept := len(p.final["k_sleeper"])
+	if kept < 5 {
+		t.Fatalf("%d of k_sleeper's final hours kept, want the ~7 past the 3 h window", kept)
+	}
+	ckpt, err := p.Checkpoint(t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := p.risk.Score(x[:2])
+	late := Label{LabelID: "inv-late", Key: "k_sleeper", Abusive: true, From: t0, To: t0.Add(2 * time.Hour), Severity: 1, Source: "chargeback"}
+	if err := p.Label(late, t0.Add(10*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	st := p.Stats()
+	if st.Late != 1 || st.LateRisk != 2 {
+		t.Fatalf("stats %+v: want 1 late label teaching the 2 kept hours it covers", st)
+	}
+	after := p.risk.Score(x[:2])
+	if after <= before {
+		t.Errorf("the key's risk went %.4f → %.4f with a late abusive label, want higher", before, after)
+	}
+	dup := late
+	dup.LabelID = "inv-late-resent"
+	if err := p.Label(dup, t0.Add(10*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if s := p.Stats(); s.LateRisk != 2 || p.risk.Score(x[:2]) != after {
+		t.Errorf("a second late label for the same hours taught again: %d examples", s.LateRisk)
+	}
+	// The restored partition holds the same kept hours and learns the same.
+	r, err := RestorePartition(cfg, ckpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Label(late, t0.Add(10*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.risk.Score(x[:2]); got != after || r.Stats().LateRisk != 2 {
+		t.Errorf("restored: risk %.6f, %d late examples; the original: %.6f, 2", got, r.Stats().LateRisk, after)
+	}
+	// A cap of 3 keeps the 3 most recent final hours of both keys.
+	cfg.LateExamples = 3
+	c, _ := NewPartition(cfg)
+	apply(t, c, evs)
+	if n := len(c.final["k_sleeper"]) + len(c.final["k_other"]); n != 3 || len(c.finalOrder) != 3 {
+		t.Errorf("%d hours kept under a cap of 3 (order %d)", n, len(c.finalOrder))
+	}
+	if err := c.Label(late, t0.Add(10*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Stats().LateRisk; n != 0 {
+		t.Errorf("the label's hours were dropped past the cap, yet %d were taught", n)
+	}
 }

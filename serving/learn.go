@@ -199,6 +199,7 @@ func init() {
 		"updates": "Bandit updates.", "orphan_outcomes": "Outcomes whose decision was not pending.",
 		"labels_applied": "Labels applied (once each).", "labels_duplicate": "Labels already applied (same label_id).",
 		"labels_late": "Labels past the attribution window.", "labels_unknown_key": "Labels for keys with no records yet, kept for the window.",
+		"late_risk":   "Kept final hours that abusive labels past the window taught the risk model as abusive.",
 		"corrections": "Exact reward corrections.", "finalized": "Key-arm-hours made final.",
 		"errors":           "Inputs the partition refused (also sent to the DLQ).",
 		"retired_outcomes": "Outcomes of epochs whose variant model was dropped (experiments file changed) while they ran: they teach only the risk model.",
@@ -247,7 +248,7 @@ func (c learnerCollector) Collect(ch chan<- prometheus.Metric) {
 		for name, v := range map[string]int64{"decisions": p.Decisions, "outcomes": p.Outcomes, "updates": p.Updates,
 			"orphan_outcomes": p.Orphans, "labels_applied": p.Labels, "labels_duplicate": p.Duplicates, "labels_late": p.Late,
 			"labels_unknown_key": p.UnknownKey, "corrections": p.Corrections, "finalized": p.Finalized, "errors": p.Errors,
-			"retired_outcomes": p.Retired} {
+			"retired_outcomes": p.Retired, "late_risk": p.LateRisk} {
 			ch <- prometheus.MustNewConstMetric(learnerPartCounters[name], prometheus.CounterValue, float64(v), ps)
 		}
 	}

@@ -374,6 +374,7 @@ func (m *metrics) registerLearner(q *rewards.Queue, l *rewards.Local) {
 		stat("flowguard_learner_labels_duplicate_total", "Labels whose label_id was already applied: no effect.", func(s rewardsStats) int64 { return s.Duplicates }),
 		stat("flowguard_learner_labels_unknown_key_total", "Labels for a key with no records yet, kept for the attribution window.", func(s rewardsStats) int64 { return s.UnknownKey }),
 		stat("flowguard_learner_late_total", "Labels and outcomes that arrived after the attribution window.", func(s rewardsStats) int64 { return s.Late }),
+		stat("flowguard_learner_late_risk_total", "Kept final hours that abusive labels past the attribution window taught the risk model as abusive.", func(s rewardsStats) int64 { return s.LateRisk }),
 		stat("flowguard_learner_orphan_outcomes_total", "Epoch outcomes whose decision record never arrived.", func(s rewardsStats) int64 { return s.Orphans }),
 	)
 }

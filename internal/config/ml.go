@@ -108,6 +108,11 @@ type ML struct {
 	// with no decision records yet; beyond it such a label is refused
 	// (DLQ code held_labels_full). Default: 100000.
 	MaxHeldLabels int `yaml:"max_held_labels"`
+	// LateLabelExamples caps, per learner partition, the hours kept after
+	// they became final as benign risk examples, so that an abusive label
+	// arriving after the attribution window still teaches the risk model.
+	// Default: 100000; -1 keeps none.
+	LateLabelExamples int `yaml:"late_label_examples"`
 	// MaxHeldLabelAge is how long (event time) such a label is held for
 	// its key's first record; at most attribution_window. Default: 24h, or
 	// attribution_window when shorter.
@@ -242,6 +247,9 @@ func (m *ML) defaults() {
 	if m.MaxHeldLabels == 0 {
 		m.MaxHeldLabels = 100_000
 	}
+	if m.LateLabelExamples == 0 {
+		m.LateLabelExamples = 100_000
+	}
 	if m.MaxHeldLabelAge == 0 {
 		m.MaxHeldLabelAge = min(24*time.Hour, m.AttributionWindow)
 	}
@@ -324,6 +332,7 @@ func (m *ML) RewardsConfig() rewards.Config {
 
 		LabelHorizon:  m.LabelHorizon,
 		MaxHeldLabels: m.MaxHeldLabels,
+		LateExamples:  m.LateLabelExamples,
 		MaxHeldAge:    m.MaxHeldLabelAge,
 	}
 }
@@ -370,6 +379,9 @@ func (m *ML) validate(d *yamlx.Doc) yamlx.Errors {
 	between("attribution_window", m.AttributionWindow, time.Minute, 90*24*time.Hour)
 	between("label_horizon", m.LabelHorizon, time.Second, 24*time.Hour)
 	between("max_held_label_age", m.MaxHeldLabelAge, time.Minute, max(m.AttributionWindow, time.Minute))
+	if m.LateLabelExamples < -1 || m.LateLabelExamples > 10_000_000 {
+		bad([]string{"late_label_examples"}, "%d must be -1 (none) or between 1 and 10000000", m.LateLabelExamples)
+	}
 	if m.MaxHeldLabels < 1 || m.MaxHeldLabels > 10_000_000 {
 		bad([]string{"max_held_labels"}, "%d must be between 1 and 10000000", m.MaxHeldLabels)
 	}
