@@ -9,7 +9,7 @@
 // are linear in the reward, so the difference between the labelled and the
 // provisional reward, summed over the key's decisions per arm and hour, is
 // added with bandit.Learner.CorrectSum. After the attribution window
-// (default 72 h) a record is final and dropped. ModeWait learns only then,
+// (default 24 h) a record is final and dropped. ModeWait learns only then,
 // for comparison.
 //
 // The logic (Reward, Label, Record, Partition, Learner) is pure: no I/O,

@@ -36,7 +36,7 @@ type Config struct {
 	Weights Weights
 	// Window is the attribution window: a record is final this long after
 	// its hour ends, and a label after it no longer changes it.
-	// Default: 72h.
+	// Default: 24h.
 	Window time.Duration
 	// Mode is provisional or wait. Default: provisional.
 	Mode Mode
@@ -75,7 +75,7 @@ const Bucket = time.Hour
 func (c Config) withDefaults() Config {
 	c.Weights = c.Weights.WithDefaults()
 	if c.Window == 0 {
-		c.Window = 72 * time.Hour
+		c.Window = 24 * time.Hour
 	}
 	if c.Mode == "" {
 		c.Mode = ModeProvisional
@@ -132,7 +132,7 @@ func (c Config) Validate() error {
 	}
 	window := c.Window
 	if window == 0 {
-		window = 72 * time.Hour
+		window = 24 * time.Hour
 	}
 	if c.MaxHeldAge < 0 || c.MaxHeldAge > window {
 		return fmt.Errorf("rewards: held label age %v must be between 0 and the attribution window %v", c.MaxHeldAge, window)

@@ -91,7 +91,7 @@ type ML struct {
 	// window). Default: provisional.
 	RewardMode string `yaml:"reward_mode"`
 	// AttributionWindow is how long after a key-epoch a label still
-	// changes its reward. Default: 72h.
+	// changes its reward. Default: 24h, chosen on the scenario pack (docs/pipeline.md#late-labels).
 	AttributionWindow time.Duration `yaml:"attribution_window"`
 	// LogBuffer bounds the decision-log records waiting for the learner
 	// (embedded) or for Kafka; beyond it records are dropped and counted.
@@ -236,7 +236,7 @@ func (m *ML) defaults() {
 		m.RewardMode = string(rewards.ModeProvisional)
 	}
 	if m.AttributionWindow == 0 {
-		m.AttributionWindow = 72 * time.Hour
+		m.AttributionWindow = 24 * time.Hour
 	}
 	if m.LogBuffer == 0 {
 		m.LogBuffer = 65536
