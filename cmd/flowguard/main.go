@@ -156,6 +156,9 @@ func serve(args []string, stderr io.Writer) error {
 	// go-redis logs through a process-wide hook: the process sets it, the
 	// library does not.
 	redis.SetLogger(redisLogger{log})
+	if limit, set := memoryLimit(cfg.ML.MemoryBudgetMB); set {
+		log.Info("Go soft memory limit from ml.memory_budget_mb", "bytes", limit)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	srv, err := serving.New(cfg, serving.Options{Logger: log, Addr: *addr, Reloads: reloadSignals(ctx)})
@@ -164,6 +167,25 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	defer srv.Close()
 	return srv.Run(ctx)
+}
+
+// memoryOverheadMB is what serve needs besides per-key state: the
+// runtime, buffers, explain's recent decisions (at most 65,536 keys), the
+// learner's queue.
+const memoryOverheadMB = 512
+
+// memoryLimit sets the Go runtime's soft memory limit to the per-key
+// budget plus memoryOverheadMB, so that the collector works harder rather
+// than let the heap's growth take the process past its budget; it leaves
+// a GOMEMLIMIT the operator set alone. It returns the limit and whether
+// it set it.
+func memoryLimit(budgetMB int) (int64, bool) {
+	if os.Getenv("GOMEMLIMIT") != "" || budgetMB <= 0 {
+		return 0, false
+	}
+	limit := int64(budgetMB+memoryOverheadMB) << 20
+	debug.SetMemoryLimit(limit)
+	return limit, true
 }
 
 // reloadSignals turns each SIGHUP into a reload request until ctx ends.

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"os"
+	"runtime/debug"
 
 	"bytes"
 	"strings"
@@ -118,5 +119,22 @@ func runCLI(t *testing.T, cases map[string]cliCase) {
 				t.Errorf("stderr %q lacks %q", errOut.String(), c.stderr)
 			}
 		})
+	}
+}
+
+// serve's Go soft memory limit is ml.memory_budget_mb plus the overhead,
+// unless the operator set GOMEMLIMIT, which it leaves alone.
+func TestMemoryLimitFromTheBudget(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	t.Setenv("GOMEMLIMIT", "")
+	limit, set := memoryLimit(2048)
+	if !set || limit != (2048+memoryOverheadMB)<<20 || debug.SetMemoryLimit(-1) != limit {
+		t.Fatalf("limit %d (set %v), runtime %d; want %d", limit, set, debug.SetMemoryLimit(-1), (2048+memoryOverheadMB)<<20)
+	}
+	debug.SetMemoryLimit(before)
+	t.Setenv("GOMEMLIMIT", "3GiB")
+	if _, set := memoryLimit(2048); set || debug.SetMemoryLimit(-1) != before {
+		t.Fatalf("GOMEMLIMIT is set, yet serve set the limit to %d", debug.SetMemoryLimit(-1))
 	}
 }
