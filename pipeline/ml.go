@@ -249,7 +249,12 @@ func (p *Pipeline) score(key string, rule *policy.Rule, snap *bandit.Snapshot, n
 	if err != nil {
 		return epochChoice{}, nil, err
 	}
-	in := Stage2Input{Features: x, Risk: p.risk.Load(), Model: snap, Allowed: allowed}
+	in := Stage2Input{Features: x, Risk: p.risk.Load(), Model: snap, Allowed: allowed, ShrinkRisk: ShrinkRisk(p.cfg.ShrinkRisk)}
+	if in.ShrinkRisk > 0 {
+		if base, err := snap.Allowed(max(1, rule.Floor), rule.Ceiling); err == nil {
+			in.Base = base
+		}
+	}
 	if v := pl.Variant; v != nil {
 		in.Model = Explored{Snapshot: snap, Factor: v.Explore}
 		if v.Model == "" {

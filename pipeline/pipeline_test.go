@@ -340,3 +340,28 @@ func TestEpochShardShrinksAfterABurst(t *testing.T) {
 		t.Fatal("a map under shrinkMin was rebuilt")
 	}
 }
+
+// Serving's stage 2 gates on ml.shrink_risk as the simulator's does: with
+// a fresh model (every key's risk is the prior, 0.01) no key's multiplier
+// is below ×1 at the default 0.5; with the gate off some are.
+func TestPipelineShrinksOnlySuspectedKeys(t *testing.T) {
+	for _, tc := range []struct {
+		shrink     float64
+		belowOneOK bool
+	}{{0.5, false}, {-1, true}} {
+		p := newTestPipeline(t, func(c *config.Loaded) { c.ML.ShrinkRisk = tc.shrink })
+		below := 0
+		for i := range 300 {
+			d := p.Decide(context.Background(), &Request{Key: fmt.Sprintf("k_gate_%d", i), Endpoint: "GET /v1/things", Cost: 1})
+			if d.Fallback || d.Source != SourceML {
+				t.Fatalf("shrink_risk %v: %+v, want an ML decision", tc.shrink, d)
+			}
+			if d.Multiplier < 1 {
+				below++
+			}
+		}
+		if tc.belowOneOK != (below > 0) {
+			t.Errorf("shrink_risk %v: %d of 300 keys below ×1 (floor 0.5)", tc.shrink, below)
+		}
+	}
+}

@@ -40,6 +40,11 @@ type Stage2Input struct {
 	// Variant is an experiment variant's run of arms; Hi 0: none. Where it
 	// misses Allowed, the floor and ceiling win.
 	Variant bandit.ArmRange
+	// Base are the allowed arms at or above ×1 (Hi 0: none), and
+	// ShrinkRisk the risk below which only they are drawn: a key the risk
+	// model does not suspect keeps at least its base budget (0: off).
+	Base       bandit.ArmRange
+	ShrinkRisk float64
 }
 
 // Stage2Result is stage 2's outcome.
@@ -56,6 +61,11 @@ func Stage2(in Stage2Input, rng *rand.Rand) (Stage2Result, error) {
 	risk := in.Risk.Score(in.Features)
 	x := append(in.Features, risk)
 	allowed := in.Allowed
+	if in.ShrinkRisk > 0 && risk < in.ShrinkRisk && in.Base.Len() > 0 {
+		if both := (bandit.ArmRange{Lo: max(allowed.Lo, in.Base.Lo), Hi: min(allowed.Hi, in.Base.Hi)}); both.Len() > 0 {
+			allowed = both
+		}
+	}
 	if in.Variant.Hi > 0 {
 		if both := (bandit.ArmRange{Lo: max(allowed.Lo, in.Variant.Lo), Hi: min(allowed.Hi, in.Variant.Hi)}); both.Len() > 0 {
 			allowed = both
@@ -64,6 +74,9 @@ func Stage2(in Stage2Input, rng *rand.Rand) (Stage2Result, error) {
 	c, err := in.Model.Choose(x, allowed, rng)
 	return Stage2Result{Context: x, Risk: risk, Choice: c}, err
 }
+
+// ShrinkRisk is ml.shrink_risk as Stage2Input takes it: -1 (off) is 0.
+func ShrinkRisk(v float64) float64 { return max(v, 0) }
 
 // Enforced is the multiplier stage 3 enforces for a stage-2 result, and
 // whether the key is blocked: under shadow the deterministic ×1, else the

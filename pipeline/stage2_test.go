@@ -123,3 +123,58 @@ func TestDecisionRecord(t *testing.T) {
 		t.Fatalf("got %+v\nwant %+v", rec, want)
 	}
 }
+
+// Below ShrinkRisk only the arms at or above ×1 are drawn, with exact
+// propensities over them; at or above it (a suspected key), and with the
+// gate off, the arms below ×1 are drawn too.
+func TestStage2ShrinksOnlySuspectedKeys(t *testing.T) {
+	snap, benign := testModel(t) // risk 0.01 for every vector
+	suspect, err := features.NewRisk(features.RiskConfig{Dim: 2, Prior: 0.9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed, err := snap.Allowed(0.25, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := snap.Allowed(1, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	arms := bandit.DefaultArms()
+	cases := map[string]struct {
+		risk       *features.Risk
+		shrink     float64
+		belowOneOK bool
+	}{
+		"unsuspected key":      {benign, 0.5, false},
+		"suspected key":        {suspect, 0.5, true},
+		"gate off (-1 is 0)":   {benign, ShrinkRisk(-1), true},
+		"threshold under risk": {benign, 0.005, true},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(3, 4))
+			below := 0
+			for range 2000 {
+				r, err := Stage2(Stage2Input{Features: []float64{rng.Float64(), rng.Float64()}, Risk: c.risk, Model: snap,
+					Allowed: allowed, Base: base, ShrinkRisk: c.shrink}, rng)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if arms[r.Choice.Arm].Multiplier < 1 {
+					below++
+				}
+				if p := r.Choice.Propensity; !(p > 0 && p <= 1) {
+					t.Fatalf("propensity %v", p)
+				}
+			}
+			if c.belowOneOK && below == 0 {
+				t.Errorf("no draw below ×1 in 2000, want some: the floor is 0.25")
+			}
+			if !c.belowOneOK && below > 0 {
+				t.Errorf("%d of 2000 draws below ×1 for a key the risk model does not suspect", below)
+			}
+		})
+	}
+}

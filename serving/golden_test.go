@@ -28,6 +28,9 @@ ml:
   epoch: 10s
   deadline: 1s
   block_threshold: 0.9
+  # The decisions were recorded before ml.shrink_risk existed: off, as it
+  # then was, so that the replay still pins everything else.
+  shrink_risk: -1
   max_model_age: 1h
   publish_every: 1h
 experiments:

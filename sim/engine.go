@@ -104,6 +104,7 @@ type sharedRun struct {
 	history  []quotas.UsageRow
 	arms     bandit.ArmSet
 	allowed  []bandit.ArmRange // per tenant
+	base     []bandit.ArmRange // per tenant: the allowed arms at or above ×1
 	bucket   int               // epochs per series point
 	buckets  int
 	incident []incidentState // per epoch
@@ -196,6 +197,11 @@ func newSharedRun(s *Scenario, seed uint64) (*sharedRun, error) {
 			g[i] = math.Pow(1+t.growth, float64(i))
 		}
 		sr.growth = append(sr.growth, g)
+		if b, err := s.Arms.Allowed(max(1, t.rule.Floor), t.rule.Ceiling); err == nil {
+			sr.base = append(sr.base, b)
+		} else {
+			sr.base = append(sr.base, bandit.ArmRange{})
+		}
 		r, err := s.Arms.Allowed(t.rule.Floor, t.rule.Ceiling)
 		if err != nil && !errors.Is(err, bandit.ErrNoArm) {
 			return nil, fmt.Errorf("sim: tenant %s: %w", t.name, err)
@@ -872,7 +878,7 @@ func (pr *policyRun) step(sh *shardState, t *tally, k, e int, inc incidentState)
 				break
 			}
 		}
-		in := pipeline.Stage2Input{Features: fv, Risk: pr.risk, Model: pr.model, Allowed: allowed}
+		in := pipeline.Stage2Input{Features: fv, Risk: pr.risk, Model: pr.model, Allowed: allowed, Base: sr.base[ti], ShrinkRisk: pipeline.ShrinkRisk(sr.s.Learning.ShrinkRisk)}
 		switch v := pl.Variant; {
 		case pr.name == PolicyEpsGreedy:
 			in.Model = bandit.EpsilonGreedy{Snapshot: pr.model, Epsilon: sr.s.Learning.Epsilon}

@@ -90,6 +90,9 @@ type Learning struct {
 	// BlockThreshold: a key of an auto_block tier whose risk is at least
 	// this is blocked, as in serving (ml.block_threshold). Default: 0.95.
 	BlockThreshold float64 `yaml:"block_threshold"`
+	// ShrinkRisk: below this risk the bandit draws only arms at or above
+	// ×1, as in serving (ml.shrink_risk). Default: 0.5; -1: off.
+	ShrinkRisk float64 `yaml:"shrink_risk"`
 	// RiskPrior is the risk model's base rate of abuse. Default: 0.01.
 	RiskPrior float64 `yaml:"risk_prior"`
 	// RefitEvery is how often static-p99 refits its quotas from the
@@ -600,6 +603,9 @@ func (l *Learning) check(add func([]string, string, ...any), p func(...any) []st
 	if l.BlockThreshold == 0 {
 		l.BlockThreshold = 0.95
 	}
+	if l.ShrinkRisk == 0 {
+		l.ShrinkRisk = 0.5
+	}
 	if l.RiskPrior == 0 {
 		l.RiskPrior = 0.01
 	}
@@ -652,6 +658,9 @@ func (l *Learning) check(add func([]string, string, ...any), p func(...any) []st
 	share(add, p("learning", "epsilon"), "epsilon", l.Epsilon)
 	if !(l.Scale > 0 && l.Scale <= 100) {
 		add(p("learning", "scale"), "scale %v must be in (0, 100]", l.Scale)
+	}
+	if l.ShrinkRisk != -1 && !(l.ShrinkRisk > 0 && l.ShrinkRisk <= 1) {
+		add(p("learning", "shrink_risk"), "%v must be in (0, 1], or -1 for off", l.ShrinkRisk)
 	}
 	if !(l.BlockThreshold > 0 && l.BlockThreshold <= 1) {
 		add(p("learning", "block_threshold"), "block_threshold %v must be in (0, 1]", l.BlockThreshold)

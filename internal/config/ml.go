@@ -30,6 +30,12 @@ type ML struct {
 	// BlockThreshold is the risk at or above which a key of a tenant with
 	// auto_block is blocked. Default: 0.95.
 	BlockThreshold float64 `yaml:"block_threshold"`
+	// ShrinkRisk is the risk below which the bandit draws only arms at or
+	// above ×1: a key the risk model does not suspect keeps at least its
+	// base budget, and only suspected keys can be shrunk toward the floor.
+	// Default: 0.5, more likely benign than not; -1: off, every key can
+	// be shrunk.
+	ShrinkRisk float64 `yaml:"shrink_risk"`
 	// MaxModelAge is how old the bandit's snapshot may be before decisions
 	// fall back as stale_model. Default: 10m.
 	MaxModelAge time.Duration `yaml:"max_model_age"`
@@ -191,6 +197,9 @@ func (m *ML) defaults() {
 	}
 	if m.BlockThreshold == 0 {
 		m.BlockThreshold = 0.95
+	}
+	if m.ShrinkRisk == 0 {
+		m.ShrinkRisk = 0.5
 	}
 	if m.MaxModelAge == 0 {
 		m.MaxModelAge = 10 * time.Minute
@@ -399,6 +408,9 @@ func (m *ML) validate(d *yamlx.Doc) yamlx.Errors {
 	}
 	if m.LogBuffer < 1 || m.LogBuffer > 10_000_000 {
 		bad([]string{"log_buffer"}, "%d must be between 1 and 10000000", m.LogBuffer)
+	}
+	if m.ShrinkRisk != -1 && !(m.ShrinkRisk > 0 && m.ShrinkRisk <= 1) {
+		bad([]string{"shrink_risk"}, "%v must be in (0, 1], or -1 for off", m.ShrinkRisk)
 	}
 	if !(m.BlockThreshold > 0 && m.BlockThreshold <= 1) {
 		bad([]string{"block_threshold"}, "%v must be in (0, 1]", m.BlockThreshold)
