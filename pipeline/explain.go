@@ -116,6 +116,11 @@ func (p *Pipeline) Explain(req *Request) Explanation {
 		e.ModelVersion = modelVersion(snap.Version())
 		e.ModelAgeS = now.Sub(p.modelTime(snap)).Seconds()
 		if allowed, err := snap.Allowed(rule.Floor, rule.Ceiling); err == nil {
+			// The arms stage 2 would draw from: a key the risk model does
+			// not suspect only those at or above ×1 (ml.shrink_risk).
+			if base, err := snap.Allowed(max(1, rule.Floor), rule.Ceiling); err == nil {
+				allowed = gateArms(allowed, base, ShrinkRisk(p.cfg.ShrinkRisk), e.Risk)
+			}
 			if ex, err := snap.Explain(x, allowed); err == nil {
 				for _, a := range ex {
 					e.Arms = append(e.Arms, ArmExplanation{Name: a.Name, Multiplier: a.Multiplier, Mean: finite(a.Mean),

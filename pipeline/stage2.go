@@ -60,12 +60,7 @@ type Stage2Result struct {
 func Stage2(in Stage2Input, rng *rand.Rand) (Stage2Result, error) {
 	risk := in.Risk.Score(in.Features)
 	x := append(in.Features, risk)
-	allowed := in.Allowed
-	if in.ShrinkRisk > 0 && risk < in.ShrinkRisk && in.Base.Len() > 0 {
-		if both := (bandit.ArmRange{Lo: max(allowed.Lo, in.Base.Lo), Hi: min(allowed.Hi, in.Base.Hi)}); both.Len() > 0 {
-			allowed = both
-		}
-	}
+	allowed := gateArms(in.Allowed, in.Base, in.ShrinkRisk, risk)
 	if in.Variant.Hi > 0 {
 		if both := (bandit.ArmRange{Lo: max(allowed.Lo, in.Variant.Lo), Hi: min(allowed.Hi, in.Variant.Hi)}); both.Len() > 0 {
 			allowed = both
@@ -73,6 +68,17 @@ func Stage2(in Stage2Input, rng *rand.Rand) (Stage2Result, error) {
 	}
 	c, err := in.Model.Choose(x, allowed, rng)
 	return Stage2Result{Context: x, Risk: risk, Choice: c}, err
+}
+
+// gateArms is the arms drawn from for a key of this risk: below shrink
+// (when set), only those of allowed at or above ×1 (base).
+func gateArms(allowed, base bandit.ArmRange, shrink, risk float64) bandit.ArmRange {
+	if shrink > 0 && risk < shrink && base.Len() > 0 {
+		if both := (bandit.ArmRange{Lo: max(allowed.Lo, base.Lo), Hi: min(allowed.Hi, base.Hi)}); both.Len() > 0 {
+			return both
+		}
+	}
+	return allowed
 }
 
 // ShrinkRisk is ml.shrink_risk as Stage2Input takes it: -1 (off) is 0.
