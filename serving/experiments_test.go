@@ -23,10 +23,14 @@ import (
 )
 
 // expPolicies has an ML-on free tier, and an enterprise tier whose floor
-// is deliberately low so that a harmful variant can throttle it.
+// is deliberately low so that a harmful variant can throttle it. The shrink
+// gate is off: it would keep a harmful variant from cutting keys the risk
+// model does not suspect at all (pipeline TestStage2ShrinksOnlySuspectedKeys),
+// and these tests check the variants' own policies over [floor, ceiling].
 const expPolicies = `
 ml:
   deadline: 500ms
+  shrink_risk: -1
 experiments:
   file: %s
   stop_log: %s
