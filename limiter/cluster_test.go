@@ -116,12 +116,23 @@ func TestRedisClusterMasterKilledUnderLoad(t *testing.T) {
 		})
 	}
 	defer func() { stop.Store(true); wg.Wait() }()
-	window := func(d time.Duration) (n, fb int64) {
+	// waitFor polls until ok holds, for at most limit.
+	waitFor := func(what string, limit time.Duration, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(limit); !ok(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %v", what, limit)
+			}
+		}
+	}
+	// window counts the fallbacks among the next want decisions.
+	window := func(what string, want int64) (n, fb int64) {
+		t.Helper()
 		m0, f0 := made.Load(), fellBack.Load()
-		time.Sleep(d)
+		waitFor(what, 30*time.Second, func() bool { return made.Load()-m0 >= want })
 		return made.Load() - m0, fellBack.Load() - f0
 	}
-	if n, fb := window(time.Second); n == 0 || float64(fb) > 0.01*float64(n) {
+	if n, fb := window("50,000 decisions before the kill", 50_000); float64(fb) > 0.01*float64(n) {
 		t.Fatalf("before the kill: %d of %d decisions fell back", fb, n)
 	}
 	onDead := 0
@@ -149,10 +160,10 @@ func TestRedisClusterMasterKilledUnderLoad(t *testing.T) {
 	}
 	// The client finds the new master on its next slot refresh; the
 	// circuit, if it opened, closes through its half-open ramp.
-	time.Sleep(2 * time.Second)
-	n, fb = window(2 * time.Second)
+	waitFor("every master's circuit closed after the failover", 20*time.Second, func() bool { return !r.FallbackActive() })
+	n, fb = window("200,000 decisions after the failover", 200_000)
 	t.Logf("after the failover: %d of %d decisions fell back (%.2f%%)", fb, n, 100*float64(fb)/float64(max(n, 1)))
-	if n == 0 || float64(fb) > 0.01*float64(n) {
+	if float64(fb) > 0.01*float64(n) {
 		t.Errorf("after the failover %d of %d decisions fell back, want ≤ 1%%", fb, n)
 	}
 }

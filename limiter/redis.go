@@ -45,11 +45,11 @@ type RedisStore struct {
 	// periodic reload.
 	cluster    clusterReloader
 	lastReload atomic.Int64 // unix ns of the last reload started
-	// masters is how many masters the slot map had when the store last
-	// read it; 0 until it has, and until then every key is judged by the
-	// breaker fed (looking a key's master up could wait for the network).
-	masters atomic.Int64
-	nodes   sync.Map // cluster: master address → *Breaker, each fed its own calls
+	// slotsRead is set once the store has read the slot map; until then
+	// every key is judged by the breaker fed (looking a key's master up
+	// could wait for the network).
+	slotsRead atomic.Bool
+	nodes     sync.Map // cluster: master address → *Breaker, each fed its own calls
 }
 
 // pipeliner is the go-redis method batches use.
@@ -80,7 +80,7 @@ func NewRedisStore(client redis.Scripter, opts RedisOptions) *RedisStore {
 // not pay for it. Readiness checks call it. Cancelling ctx abandons the call.
 func (s *RedisStore) Load(ctx context.Context) error {
 	if s.cluster != nil {
-		s.countMasters(ctx)
+		s.readMasters(ctx)
 	}
 	return gcraScript.Load(ctx, s.client).Err()
 }
@@ -244,19 +244,36 @@ func (s *RedisStore) reportTo(b *Breaker, err error, calls int) {
 func (s *RedisStore) storeTimeout() time.Duration { return s.timeout }
 
 // clusterReloader is the go-redis ClusterClient methods that re-read the
-// slot map and visit its masters.
+// slot map, find a key's master and visit the masters.
 type clusterReloader interface {
 	ReloadState(ctx context.Context)
 	MasterForKey(ctx context.Context, key string) (*redis.Client, error)
 	ForEachMaster(ctx context.Context, fn func(ctx context.Context, client *redis.Client) error) error
 }
 
-// countMasters sets masters from the cluster client's slot map.
-func (s *RedisStore) countMasters(ctx context.Context) {
-	var n atomic.Int64
-	if s.cluster.ForEachMaster(ctx, func(context.Context, *redis.Client) error { n.Add(1); return nil }) == nil && n.Load() > 0 {
-		s.masters.Store(n.Load())
+// readMasters reads the masters from the cluster client's slot map and
+// forgets the breakers of addresses that are masters no more: a master
+// whose replica took over its slots gets no calls, so its breaker would
+// stay open and keep FallbackActive true.
+func (s *RedisStore) readMasters(ctx context.Context) {
+	var mu sync.Mutex
+	current := map[string]bool{}
+	err := s.cluster.ForEachMaster(ctx, func(_ context.Context, c *redis.Client) error {
+		mu.Lock()
+		current[c.Options().Addr] = true
+		mu.Unlock()
+		return nil
+	})
+	if err != nil || len(current) == 0 {
+		return
 	}
+	s.nodes.Range(func(addr, _ any) bool {
+		if !current[addr.(string)] {
+			s.nodes.Delete(addr)
+		}
+		return true
+	})
+	s.slotsRead.Store(true)
 }
 
 // reloadMinGap spaces slot-map reloads: one CLUSTER SLOTS round trip at
@@ -276,7 +293,7 @@ func (s *RedisStore) reloadSlots() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		s.cluster.ReloadState(ctx)
-		s.countMasters(ctx)
+		s.readMasters(ctx)
 	}()
 }
 
@@ -292,7 +309,7 @@ func (s *RedisStore) breakerFor(key Key) *Breaker {
 	if s.cluster == nil || fed == nil {
 		return fed
 	}
-	if s.masters.Load() == 0 {
+	if !s.slotsRead.Load() {
 		s.reloadSlots() // in the background; the fed breaker judges meanwhile
 		return fed
 	}
