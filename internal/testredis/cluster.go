@@ -73,17 +73,30 @@ func StartCluster(t testing.TB, masters, replicas int) *Cluster {
 // replica that never did cannot take over.
 func (c *Cluster) waitReplicas() {
 	c.t.Helper()
+	c.waitLive("synced", func(cl *redis.Client) (string, bool) {
+		info, err := cl.Info(context.Background(), "replication").Result()
+		return info, err == nil && (strings.Contains(info, "role:master") || strings.Contains(info, "master_link_status:up"))
+	})
+}
+
+// waitLive waits, 20 s at most in all, until ok holds on every live node;
+// ok returns what the node said, for the failure message.
+func (c *Cluster) waitLive(what string, ok func(*redis.Client) (string, bool)) {
+	c.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for _, a := range c.Addrs() {
+	for i, a := range c.Addrs() {
+		if c.nodes[i] == nil {
+			continue
+		}
 		cl := redis.NewClient(&redis.Options{Addr: a})
 		for {
-			info, err := cl.Info(context.Background(), "replication").Result()
-			if err == nil && (strings.Contains(info, "role:master") || strings.Contains(info, "master_link_status:up")) {
+			said, done := ok(cl)
+			if done {
 				break
 			}
 			if time.Now().After(deadline) {
 				cl.Close()
-				c.t.Fatalf("replica %s did not sync: %v %s", a, err, info)
+				c.t.Fatalf("cluster node %s not %s: %s", a, what, said)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -159,25 +172,13 @@ func (c *Cluster) WaitOK() { c.waitOK() }
 
 func (c *Cluster) waitOK() {
 	c.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for i, a := range c.Addrs() {
-		if c.nodes[i] == nil {
-			continue
+	c.waitLive("ok", func(cl *redis.Client) (string, bool) {
+		info, err := cl.ClusterInfo(context.Background()).Result()
+		if err != nil {
+			return err.Error(), false
 		}
-		cl := redis.NewClient(&redis.Options{Addr: a})
-		for {
-			info, err := cl.ClusterInfo(context.Background()).Result()
-			if err == nil && strings.Contains(info, "cluster_state:ok") {
-				break
-			}
-			if time.Now().After(deadline) {
-				cl.Close()
-				c.t.Fatalf("cluster node %s not ok: %v %s", a, err, info)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		cl.Close()
-	}
+		return info, strings.Contains(info, "cluster_state:ok")
+	})
 }
 
 // clusterPort is a free port whose cluster bus port (port + 10000) is
@@ -198,25 +199,6 @@ func clusterPort(t testing.TB) int {
 	}
 	t.Fatal("no free port pair for a cluster node")
 	return 0
-}
-
-func waitPing(t testing.TB, addr string) {
-	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server on %s did not answer: %v", addr, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func mkdir(dir string) error { return os.MkdirAll(dir, 0o755) }
