@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/devflow/flowguard/policy"
+	"github.com/devflow/flowguard/quotas"
 	"github.com/devflow/flowguard/rewards"
 )
 
@@ -101,3 +102,19 @@ func (p *Pipeline) Labelled(key string) (float64, bool) { return p.labelled.get(
 
 // LabelledKeys is how many keys abusive labels hold.
 func (p *Pipeline) LabelledKeys() int64 { return p.labelled.n.Load() }
+
+// LabelledHashes returns the quotas.KeyHash of every key an abusive label
+// holds: what the refit leaves out of its usage as malicious.
+func (p *Pipeline) LabelledHashes() map[uint64]struct{} {
+	l := &p.labelled
+	out := make(map[uint64]struct{}, l.n.Load())
+	for i := range l.shards {
+		sh := &l.shards[i]
+		sh.mu.RLock()
+		for k := range sh.keys {
+			out[quotas.KeyHash(k)] = struct{}{}
+		}
+		sh.mu.RUnlock()
+	}
+	return out
+}

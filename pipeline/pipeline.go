@@ -14,6 +14,7 @@ import (
 	"github.com/devflow/flowguard/internal/config"
 	"github.com/devflow/flowguard/limiter"
 	"github.com/devflow/flowguard/policy"
+	"github.com/devflow/flowguard/quotas"
 	"github.com/devflow/flowguard/rewards"
 )
 
@@ -39,6 +40,7 @@ const (
 	ReasonInternalError   = "internal_error"     // a bug was caught; the decision is the in-memory one
 	ReasonInvalidLimit    = "invalid_limit"      // the resolved limit could not be enforced
 	ReasonRisk            = "risk"               // blocked: risk at or above ml.block_threshold
+	ReasonDailyQuota      = "daily_quota"        // throttled: the rule's daily quota (× the multiplier) is spent
 )
 
 // Reasons a decision falls back to the deterministic budget because of the
@@ -112,7 +114,10 @@ type Decision struct {
 	At     time.Time // when the pipeline recorded it, by its clock
 	Rule   *policy.Rule
 	Budget limiter.Limit // what the limiter enforced
-	Source string        // SourceML, SourceDeterministic or SourceFallback
+	// Daily is the daily window's quota after the multiplier (requests
+	// per rolling 24 h), 0: the rule has none now.
+	Daily  int64
+	Source string // SourceML, SourceDeterministic or SourceFallback
 	// Chosen says the key has an epoch choice (ML on or shadow); Risk and
 	// FeaturesHash are then that choice's risk and the hash of its context.
 	Chosen       bool
@@ -177,7 +182,10 @@ type Options struct {
 	// Experiments is the experiments runtime; nil: none.
 	Experiments *experiments.Runtime
 	// IDs makes decision IDs.
-	IDs    func() string
+	IDs func() string
+	// Usage counts the requests of rules with a fitted daily quota, for
+	// the refit; nil: not counted.
+	Usage  *quotas.Recorder
 	Events Events
 	Logger *slog.Logger
 }
@@ -210,7 +218,8 @@ type Pipeline struct {
 	seed     maphash.Seed
 	shards   [256]epochShard
 	labelled labelledKeys
-	drift    *Drift // nil with ml.drift.mode off
+	daily    atomic.Pointer[map[dailyGroup]float64] // installed fitted daily quotas
+	drift    *Drift                                 // nil with ml.drift.mode off
 	draws    uint64
 	now      func() time.Time
 	hook     func(key string) // fault injection inside stage 2, for this package's tests
@@ -391,6 +400,27 @@ func (p *Pipeline) Decide(ctx context.Context, req *Request) (d Decision) {
 		return d
 	}
 	d.fill(res)
+	if q := p.dailyQuota(rule); q > 0 {
+		d.Daily = policy.DailyLimit(q, m).Rate
+	}
+	if d.Daily > 0 && res.OK() {
+		// The second window, after the first so that a request the rate
+		// refuses does not spend the day's budget.
+		day, err := p.o.Limiter.Decide(ctx, limiter.Key{Name: req.Key, Scope: rule.DailyScope}, policy.DailyLimit(float64(d.Daily), 1), req.Cost)
+		if err == nil && !day.OK() {
+			d.Action, d.Reason, d.Remaining = ActionThrottle, ReasonDailyQuota, 0
+			d.RetryAfterMS, d.ResetMS = ceilMillis(day.RetryAfter), ceilMillis(day.ResetAfter)
+			if day.RetryAfter < 0 {
+				d.RetryAfterMS = -1
+			}
+		}
+		if day.Fallback && !res.Fallback {
+			d.Fallback, d.Source = true, SourceFallback
+			if d.Action == ActionAllow {
+				d.Reason = day.Reason
+			}
+		}
+	}
 	if mlReason != "" && !res.Fallback {
 		d.Fallback, d.Reason, d.Source = true, mlReason, SourceFallback
 	}
@@ -415,6 +445,11 @@ func (p *Pipeline) record(req *Request, d *Decision) {
 	}, d.At)
 	if p.ev.Observed != nil {
 		p.ev.Observed(req.Key)
+	}
+	if d.Rule.DailyFitted && p.o.Usage != nil && d.Reason != ReasonLabel && d.Reason != ReasonDenyList {
+		// Demand, as seed 004's usage table holds it: what the key asked
+		// for, served or not; a key a label holds is malicious anyway.
+		p.o.Usage.Record(d.Rule.Tier, d.Rule.Scope, req.Key, req.Cost, d.At)
 	}
 	if d.Chosen {
 		p.count(req.Key, d.Action)

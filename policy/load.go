@@ -5,6 +5,7 @@ import (
 	"math"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,15 +32,19 @@ type Doc struct {
 
 // Spec is the budget and behaviour of a tier, a tenant or an endpoint.
 type Spec struct {
-	Rate      *int64          `yaml:"rate"`       // requests per period
-	Period    *time.Duration  `yaml:"period"`     // Default: 1s at tier level
-	Burst     *int64          `yaml:"burst"`      // Default: rate
-	Floor     *float64        `yaml:"floor"`      // Default: 1
-	Ceiling   *float64        `yaml:"ceiling"`    // Default: 1
-	ML        *string         `yaml:"ml"`         // on | shadow | off; Default: off
-	AutoBlock *bool           `yaml:"auto_block"` // Default: false
-	Audit     *bool           `yaml:"audit"`      // Default: false
-	Endpoints map[string]Spec `yaml:"endpoints"`  // overrides by endpoint pattern
+	Rate      *int64         `yaml:"rate"`       // requests per period
+	Period    *time.Duration `yaml:"period"`     // Default: 1s at tier level
+	Burst     *int64         `yaml:"burst"`      // Default: rate
+	Floor     *float64       `yaml:"floor"`      // Default: 1
+	Ceiling   *float64       `yaml:"ceiling"`    // Default: 1
+	ML        *string        `yaml:"ml"`         // on | shadow | off; Default: off
+	AutoBlock *bool          `yaml:"auto_block"` // Default: false
+	Audit     *bool          `yaml:"audit"`      // Default: false
+	// DailyQuota is the second window beside the rate: off, fitted (seed
+	// 004's quota, refitted from served usage; see quotas:) or a pinned
+	// number of requests per rolling 24 h. Default: off.
+	DailyQuota *string         `yaml:"daily_quota"`
+	Endpoints  map[string]Spec `yaml:"endpoints"` // overrides by endpoint pattern
 	// Class is enterprise or standard, and only a tier has one (its
 	// tenants and endpoints share it). Default: DefaultClass(tier name).
 	Class Class `yaml:"class"`
@@ -57,6 +62,7 @@ const (
 	maxPeriod     = 31 * 24 * time.Hour
 	maxMultiplier = 1000
 	maxListedKey  = 256
+	maxDaily      = 86_400_000_000 // one request per microsecond, the limiter's finest
 )
 
 var (
@@ -215,6 +221,7 @@ func (c *compiler) table(tier Tier, name, tenant string, spec Spec, inherited ma
 		t.base = &Rule{}
 	}
 	t.base.Name, t.base.Tier, t.base.Class, t.base.Tenant = name, tier.Name, tier.Class, tenant
+	t.base.DailyScope = DailyScopeSuffix
 	patterns := make(map[string]bool)
 	for p := range inherited {
 		patterns[p] = true
@@ -241,6 +248,7 @@ func (c *compiler) table(tier Tier, name, tenant string, spec Spec, inherited ma
 			continue
 		}
 		r.Name, r.Tier, r.Class, r.Tenant, r.Scope = name+" "+pattern, tier.Name, tier.Class, tenant, pattern
+		r.DailyScope = pattern + DailyScopeSuffix
 		if prefix {
 			t.prefixes = append(t.prefixes, prefixRule{method: method, path: p, rule: r})
 		} else {
@@ -304,6 +312,19 @@ func (c *compiler) rule(s Spec, path []string) *Rule {
 	if ml != MLOn && ml != MLShadow && ml != MLOff {
 		c.errorf(at("ml"), "ml is %q, want on, shadow or off", *s.ML)
 	}
+	var daily int64
+	fitted := false
+	switch v := *s.DailyQuota; v {
+	case DailyOff:
+	case DailyFitted:
+		fitted = true
+	default:
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 || n > maxDaily {
+			c.errorf(at("daily_quota"), "daily_quota is %q, want off, fitted or a number of requests per day from 1 to %d", v, maxDaily)
+		}
+		daily = n
+	}
 	if len(c.errs) > bad {
 		return nil
 	}
@@ -312,7 +333,8 @@ func (c *compiler) rule(s Spec, path []string) *Rule {
 		c.errorf(at("rate"), "%v", strings.TrimPrefix(err.Error(), "limiter: "))
 		return nil
 	}
-	return &Rule{Limit: l, Floor: floor, Ceiling: ceiling, ML: ml, AutoBlock: *s.AutoBlock, Audit: *s.Audit}
+	return &Rule{Limit: l, Floor: floor, Ceiling: ceiling, ML: ml, AutoBlock: *s.AutoBlock, Audit: *s.Audit,
+		Daily: daily, DailyFitted: fitted}
 }
 
 func (c *compiler) keyList(keys []string, into map[string]struct{}, field string) {
@@ -350,6 +372,10 @@ func withDefaults(s Spec) Spec {
 	if s.Audit == nil {
 		s.Audit = &no
 	}
+	if s.DailyQuota == nil {
+		daily := DailyOff
+		s.DailyQuota = &daily
+	}
 	return s
 }
 
@@ -384,6 +410,9 @@ func merge(base, over Spec) Spec {
 	}
 	if over.Audit != nil {
 		base.Audit = over.Audit
+	}
+	if over.DailyQuota != nil {
+		base.DailyQuota = over.DailyQuota
 	}
 	return base
 }

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"strings"
+	"time"
 
 	"github.com/devflow/flowguard/limiter"
 )
@@ -75,6 +76,35 @@ type Rule struct {
 	ML             MLMode
 	AutoBlock      bool // the key may be blocked outright, not only throttled
 	Audit          bool // every decision is written to the audit log
+	// Daily is a pinned daily quota (requests per rolling 24 h, before the
+	// multiplier), 0: none. DailyFitted says the quota is the fitted one
+	// of the rule's tier × Scope, installed by the refit (quotas:); until
+	// a fit is installed the rule has no daily window.
+	Daily       int64
+	DailyFitted bool
+	// DailyScope keys the limiter for the daily window: Scope followed by
+	// DailyScopeSuffix, so the two windows of a key are two limiter keys.
+	DailyScope string
+}
+
+// DailyScopeSuffix ends the limiter scope of a rule's daily window.
+const DailyScopeSuffix = "#day"
+
+// Values of daily_quota besides a number.
+const (
+	DailyOff    = "off"
+	DailyFitted = "fitted"
+)
+
+// DailyLimit is a daily quota q as the limiter enforces it, scaled by the
+// multiplier m: a rolling 24 h GCRA whose burst is the whole quota, so a
+// key may spend its day's budget at any pace the per-period rate allows.
+// Seed 004 rate-limits a user-day above the quota, so a fractional quota
+// admits its integer part; never less than one request.
+func DailyLimit(q, m float64) limiter.Limit {
+	n := int64(q * m)
+	n = min(max(n, 1), 86_400_000_000)
+	return limiter.Limit{Rate: n, Burst: n, Period: 24 * time.Hour}
 }
 
 // Enterprise reports whether the rule's tier is enterprise-class.
@@ -181,3 +211,31 @@ func (s *Set) Tier(name string) (Tier, bool) {
 
 // DefaultTier returns the base rule of the default tier.
 func (s *Set) DefaultTier() *Rule { return s.defaultTier.base }
+
+// FittedDaily reports whether some rule has daily_quota: fitted, so that
+// serving refits the quotas.
+func (s *Set) FittedDaily() bool {
+	tables := []*ruleTable{s.defaultTier}
+	for _, t := range s.tiers {
+		tables = append(tables, t)
+	}
+	for _, t := range s.tenants {
+		tables = append(tables, t)
+	}
+	for _, t := range tables {
+		if t.base.DailyFitted {
+			return true
+		}
+		for _, r := range t.exact {
+			if r.DailyFitted {
+				return true
+			}
+		}
+		for _, p := range t.prefixes {
+			if p.rule.DailyFitted {
+				return true
+			}
+		}
+	}
+	return false
+}

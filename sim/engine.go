@@ -1037,12 +1037,8 @@ func (pr *policyRun) step(sh *shardState, t *tally, k, e int, inc incidentState)
 	return nil
 }
 
-// dailyLimit is a daily quota as the limiter enforces it: a rolling 24 h
-// GCRA window whose burst is the whole quota, at least one request.
-func dailyLimit(q float64) limiter.Limit {
-	r := max(1, int64(q))
-	return limiter.Limit{Rate: r, Period: 24 * time.Hour, Burst: r}
-}
+// dailyLimit is a daily quota as serving enforces it (policy.DailyLimit).
+func dailyLimit(q float64) limiter.Limit { return policy.DailyLimit(q, 1) }
 
 // observe feeds the epoch's requests to the feature store as serving's
 // step 4 would, spread over the epoch, over up to four of the key's
