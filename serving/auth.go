@@ -78,7 +78,7 @@ func newAdminGuard(cfg config.Server, token string, log *slog.Logger, reg promet
 		g.hasToken = true
 		g.digest = sha256.Sum256([]byte(token))
 	}
-	for _, ep := range []string{"labels", "explain"} {
+	for _, ep := range []string{"labels", "explain", "quotas"} {
 		for _, r := range []string{adminOK, adminMissingToken, adminInvalidToken, adminNoToken, adminRateLimited, adminTooLarge} {
 			g.calls.WithLabelValues(ep, r)
 		}

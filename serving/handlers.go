@@ -56,6 +56,14 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 			if s.admitAdmin(ctx, "labels") && s.allowMethod(ctx, "POST") {
 				s.handleLabels(ctx)
 			}
+		case "/v1/quotas": // admin: serving/quotas.go
+			if s.admitAdmin(ctx, "quotas") && s.allowMethod(ctx, "GET", "HEAD") {
+				s.handleQuotas(ctx, false)
+			}
+		case "/v1/quotas/refit": // admin
+			if s.admitAdmin(ctx, "quotas") && s.allowMethod(ctx, "POST") {
+				s.handleQuotas(ctx, true)
+			}
 		default:
 			if bytes.HasPrefix(ctx.Path(), pprofPrefix) { // admin: the Go profiles, for operators
 				if s.admitAdmin(ctx, "pprof") && s.allowMethod(ctx, "GET", "HEAD", "POST") {
@@ -344,6 +352,8 @@ func handlerName(ctx *fasthttp.RequestCtx) string {
 		return string(ctx.Path()[1:])
 	case "/v1/labels":
 		return "labels"
+	case "/v1/quotas", "/v1/quotas/refit":
+		return "quotas"
 	case "/v1/outcomes":
 		return "outcomes"
 	}

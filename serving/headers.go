@@ -41,12 +41,29 @@ func appendRateLimitPolicy(b []byte, d *Decision) []byte {
 	b = append(b, ";q="...)
 	b = strconv.AppendInt(b, q, 10)
 	b = append(b, ";w="...)
-	return strconv.AppendInt(b, w, 10)
+	b = strconv.AppendInt(b, w, 10)
+	if d.Daily > 0 {
+		// The daily window: "free-day";q=5000;w=86400.
+		b = append(b, ", "...)
+		b = appendSFString(b, d.Rule.Name+dailyPolicySuffix)
+		b = append(b, ";q="...)
+		b = strconv.AppendInt(b, d.Daily, 10)
+		b = append(b, ";w=86400"...)
+	}
+	return b
 }
 
-// appendRateLimit appends the RateLimit value: "free";r=19;t=1.
+// dailyPolicySuffix names a rule's daily window in the RateLimit fields.
+const dailyPolicySuffix = "-day"
+
+// appendRateLimit appends the RateLimit value: "free";r=19;t=1, or the
+// daily window's when it is what throttled: "free-day";r=0;t=3600.
 func appendRateLimit(b []byte, d *Decision) []byte {
-	b = appendSFString(b, d.Rule.Name)
+	if d.Reason == pipeline.ReasonDailyQuota {
+		b = appendSFString(b, d.Rule.Name+dailyPolicySuffix)
+	} else {
+		b = appendSFString(b, d.Rule.Name)
+	}
 	b = append(b, ";r="...)
 	b = strconv.AppendInt(b, d.Remaining, 10)
 	b = append(b, ";t="...)

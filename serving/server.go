@@ -90,6 +90,7 @@ type Server struct {
 	audit   *auditLog
 	exp     *experiments.Runtime
 	admin   *adminGuard // serving/auth.go
+	quotas  *quotaRefit // serving/quotas.go
 
 	metrics *metrics
 	log     *slog.Logger
@@ -201,8 +202,12 @@ func New(cfg *config.Loaded, opts Options) (_ *Server, err error) {
 		return nil, fmt.Errorf("serving: experiments: %w", err)
 	}
 	s.recent = newRecentLog(cfg.ML.RecentDecisions, 65536)
+	usage, installed, err := loadQuotaState(cfg.Quotas, log)
+	if err != nil {
+		return nil, fmt.Errorf("serving: quotas: %w", err)
+	}
 	s.pipe, err = pipeline.New(cfg.Policies, pipeline.Options{
-		ML: cfg.ML, Region: cfg.Server.Region, Clock: clock, Seed: seed,
+		ML: cfg.ML, Region: cfg.Server.Region, Clock: clock, Seed: seed, Usage: usage,
 		Limiter: s.limiter, Memory: s.local, Share: s.share, Experiments: s.exp, IDs: s.ids.next, Logger: log,
 		Events: pipeline.Events{
 			Fallback: func(reason string) { s.metrics.mlFallbacks.WithLabelValues(reason).Inc() },
@@ -242,6 +247,11 @@ func New(cfg *config.Loaded, opts Options) (_ *Server, err error) {
 		}
 		s.fsync = newFeatureSync(s.redis, cfg.Redis.Prefix, id, cfg.ML.IdleTTL, cfg.ML.ShareEvery, cfg.ML.Epoch,
 			s.pipe.Features(), clock, cfg.ML.MaxKeys)
+	}
+	s.quotas = newQuotaRefit(cfg.Quotas, usage, installed, s.pipe, log, s.metrics.reg)
+	if cfg.Redis != nil && cfg.Redis.Instances > 1 && cfg.Policies.FittedDaily() {
+		log.Warn("daily_quota: fitted fits on the usage this instance serves; with redis.instances above 1 and keys spread over instances the quotas come out too tight (docs/quotas.md#in-serving)",
+			"instances", cfg.Redis.Instances)
 	}
 	s.metrics.registerML(s.pipe)
 	s.metrics.registerFeatureSync(s.fsync)
@@ -367,8 +377,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); s.watchConfig(bg) }()
 	go func() { defer wg.Done(); s.maintain(bg) }()
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); s.runGuardrails(bg) }()
+	go func() { defer wg.Done(); s.quotas.run(bg) }()
+	defer func() {
+		// After the drain (deferred first, run last): the day's usage so far
+		// survives a restart.
+		if err := s.quotas.save(); err != nil {
+			s.log.Error("quotas.state_file not written", "file", s.cfg.Quotas.StateFile, "err", err)
+		}
+	}()
 	if l := s.learner; l != nil {
 		lctx, stopLearner := context.WithCancel(context.Background())
 		learned := make(chan struct{})

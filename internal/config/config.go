@@ -36,6 +36,8 @@ type File struct {
 	// Regions splits budgets across active-active regions; see regions.go.
 	// nil: this deployment is one region.
 	Regions *Regions `yaml:"regions"`
+	// Quotas configures the refit of the fitted daily quotas; see quotas.go.
+	Quotas Quotas `yaml:"quotas"`
 }
 
 // Server configures the HTTP service.
@@ -240,6 +242,8 @@ func parse(name string, data []byte, adminAuth string) (*Loaded, error) {
 	} else {
 		errs = append(errs, throttleTiers(weighed, set, doc)...)
 	}
+	f.Quotas.defaults()
+	errs = append(errs, f.Quotas.validate(doc)...)
 	f.Experiments.defaults()
 	errs = append(errs, f.Experiments.validate(doc)...)
 	if len(errs) > 0 {

@@ -28,6 +28,8 @@ func TestBadFiles(t *testing.T) {
 		"bad_period.yaml":                    `testdata/bad_period.yaml:5: "1 fortn..." is not a duration such as 500ms, 10s or 1m`,
 		"bad_period_bare_number.yaml":        `testdata/bad_period_bare_number.yaml:5: "60" is not a duration such as 500ms, 10s or 1m`,
 		"bad_ml_mode.yaml":                   `testdata/bad_ml_mode.yaml:5: policies.tiers.free.ml: ml is "maybe", want on, shadow or off`,
+		"bad_daily_quota.yaml":               `testdata/bad_daily_quota.yaml:5: policies.tiers.free.daily_quota: daily_quota is "lots", want off, fitted or a number of requests per day from 1 to 86400000000`,
+		"bad_quotas.yaml":                    "testdata/bad_quotas.yaml:2: quotas.refit_every: 10s must be between 1m0s and 744h0m0s\ntestdata/bad_quotas.yaml:3: quotas.max_throttled_fraction: 2 must be in (0, 1)",
 		"bad_unknown_tier.yaml":              `testdata/bad_unknown_tier.yaml:7: policies.tenants.acme.tier: unknown tier "platinum" (tiers: free)`,
 		"bad_default_tier.yaml":              `testdata/bad_default_tier.yaml:2: policies.default_tier: unknown tier "gold" (tiers: free)`,
 		"bad_no_tiers.yaml":                  `testdata/bad_no_tiers.yaml:1: policies: at least one tier is required under tiers`,

@@ -234,6 +234,8 @@ func policyDefaults(t *testing.T, keys map[string]codeKey, a, b *config.Loaded) 
 		"audit":      free.Audit,
 		"class":      string(free.Class),
 		"endpoints":  a.File.Policies.Tiers["free"].Endpoints,
+		"daily_quota": map[bool]string{true: policy.DailyFitted, false: map[bool]string{true: fmt.Sprint(free.Daily),
+			false: policy.DailyOff}[free.Daily > 0]}[free.DailyFitted],
 	}
 	tierPath := []string{"policies", "tiers", "free"}
 	for _, name := range yamlNames(reflect.TypeFor[policy.Spec]()) {
