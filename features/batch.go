@@ -25,6 +25,7 @@ func (s *Store) ObserveN(key string, o Observation, n int64, span time.Duration,
 	st := sh.upsert(h, t, s.perShard)
 	if st != nil {
 		st.observeN(&r, min(n, maxCount), max(0, span.Microseconds()), t)
+		s.suspects.touch(st, &r, t)
 	}
 	sh.mu.Unlock()
 	if st == nil {
@@ -75,8 +76,11 @@ func (st *keyState) observeN(r *request, n, span, t int64) {
 		st.gapSq = float32(g*g + (float64(st.gapSq)-g*g)*f)
 		st.reqs = uint8(min(int64(st.reqs)+rest, math.MaxUint8))
 	}
-	if r.hasIP && st.sketch.add(r.ipHash) {
-		st.ips = float32(st.sketch.estimate())
+	if r.hasIP {
+		st.lastIP = uint32(r.ipHash >> 32)
+		if st.sketch.add(r.ipHash) {
+			st.ips = float32(st.sketch.estimate())
+		}
 	}
 	if r.tier != TierUnknown {
 		st.tier = r.tier

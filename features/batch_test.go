@@ -40,7 +40,7 @@ func TestObserveNMatchesObserve(t *testing.T) {
 			a, b := one.Vector("k", later, nil), many.Vector("k", later, nil)
 			for i := range a {
 				if math.Abs(a[i]-b[i]) > 1e-4*math.Max(1, math.Abs(a[i])) {
-					t.Errorf("%s: ObserveN %v, Observe×%d %v", SchemaV1().Feature(i).Name, b[i], c.n, a[i])
+					t.Errorf("%s: ObserveN %v, Observe×%d %v", CurrentSchema().Feature(i).Name, b[i], c.n, a[i])
 				}
 			}
 		})

@@ -7,7 +7,7 @@
 // miss, stage 2 takes the key's vector from [Store.Vector], scores it with
 // [Risk.Score] and hands both to the bandit. The simulator calls the same
 // functions with its virtual clock, so training and serving see the same
-// features. [SchemaV1] names, orders and scales every vector element; each
+// features. [CurrentSchema] names, orders and scales every vector element; each
 // is finite and within its feature's bounds (all within [-1, 1]), so a
 // linear model can use the vector as it is.
 //

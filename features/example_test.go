@@ -37,7 +37,7 @@ func Example() {
 	fmt.Printf("rate_10s: %.0f %s\n", rate.Raw, rate.Unit)
 	fmt.Printf("untrained risk: %.2f\n", risk.Score(x))
 	// Output:
-	// 18 features, schema v1
+	// 24 features, schema v2
 	// rate_10s: 155 req/min
 	// untrained risk: 0.01
 }

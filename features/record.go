@@ -38,7 +38,7 @@ type Record struct {
 const RecordSize = 8 + 8 + 8 + 4*NumWindows + HLLBytes
 
 // recordVersion is the first byte of a marshalled Record.
-const recordVersion = 1
+const recordVersion = 2 // 2: five windows (schema v2 added 24 h)
 
 // maxRecordCount bounds a record's counts: far above any real count, low
 // enough that sums of many records stay finite in float32.

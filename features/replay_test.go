@@ -131,7 +131,7 @@ func TestParseApacheLine(t *testing.T) {
 func TestReplayApacheLog(t *testing.T) {
 	reqs := loadApacheLog(t)
 	s := newTestStore(t, Config{})
-	i1h := SchemaV1().Index("rate_1h")
+	i1h := CurrentSchema().Index("rate_1h")
 
 	// Counted directly from the log.
 	crawler := regexp.MustCompile(`(?i)bot|crawler|spider`)

@@ -27,7 +27,7 @@ var (
 // RiskConfig configures a Risk model. Zero values take the documented
 // defaults.
 type RiskConfig struct {
-	// Dim is the number of features, 1 to MaxRiskDim; SchemaV1().Dim() for
+	// Dim is the number of features, 1 to MaxRiskDim; CurrentSchema().Dim() for
 	// a Store's vectors. Required.
 	Dim int
 	// Alpha and Beta set coordinate i's learning rate α/(β+√nᵢ), where nᵢ

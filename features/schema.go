@@ -11,10 +11,10 @@ import (
 // SchemaVersion is the version of the feature schema [Store.Vector] writes.
 // It changes whenever a feature is added, removed, reordered or rescaled:
 // a model trained on vectors of one version must not score another.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // Dim is the length of a vector of the current schema.
-const Dim = 18
+const Dim = 24
 
 // Positions of the features in a vector of the current schema.
 const (
@@ -36,6 +36,14 @@ const (
 	idxTierFree
 	idxTierPro
 	idxTierEnterprise
+	// Schema v2 (issue 17): the key against its own past and against its
+	// tier's cohort, and what labels said about it and its addresses.
+	idxRate1d
+	idxRateChange
+	idxCohortRate
+	idxCohortIPs
+	idxLabelState
+	idxIPSuspicion
 	numFeatures
 )
 
@@ -49,6 +57,9 @@ const (
 	// clamped to [0, 1]: rates and counts spanning orders of magnitude get
 	// an even resolution, and Max maps to 1.
 	Log1p
+	// Signed maps a raw value x to x/Max clamped to [-1, 1] (Min is
+	// -Max): a symmetric score brought to the range of the others.
+	Signed
 )
 
 func (s Scaling) String() string {
@@ -57,6 +68,8 @@ func (s Scaling) String() string {
 		return "clamp"
 	case Log1p:
 		return "log1p"
+	case Signed:
+		return "signed"
 	}
 	return fmt.Sprintf("Scaling(%d)", uint8(s))
 }
@@ -89,6 +102,8 @@ func (f Feature) Scale(raw float64) float64 {
 			return 0
 		}
 		return min(math.Log1p(raw)/math.Log1p(f.Max), 1)
+	case Signed:
+		return max(-1, min(raw/f.Max, 1))
 	default:
 		return max(f.Min, min(raw, f.Max))
 	}
@@ -96,8 +111,11 @@ func (f Feature) Scale(raw float64) float64 {
 
 // Bounds returns the interval every scaled value of the feature lies in.
 func (f Feature) Bounds() (lo, hi float64) {
-	if f.Scaling == Log1p {
+	switch f.Scaling {
+	case Log1p:
 		return 0, 1
+	case Signed:
+		return -1, 1
 	}
 	return f.Min, f.Max
 }
@@ -108,6 +126,7 @@ const (
 	maxDistinctIPs = 1e5
 	maxCostPerReq  = 1e4
 	maxKeyAgeHours = 720 // 30 days
+	maxRateChange  = 4   // log2: a key 16 times faster (or slower) than its day
 )
 
 // Dim and the index constants must agree.
@@ -116,7 +135,7 @@ var (
 	_ [numFeatures - Dim]struct{}
 )
 
-var schemaV1 = [numFeatures]Feature{
+var schemaV2 = [numFeatures]Feature{
 	idxRate10s: {Name: "rate_10s", Unit: "req/min", Scaling: Log1p, Max: maxRatePerMin,
 		Doc: "requests per minute, exponentially decayed with a 10 s time constant, this instance plus merged remote instances"},
 	idxRate1m: {Name: "rate_1m", Unit: "req/min", Scaling: Log1p, Max: maxRatePerMin,
@@ -153,10 +172,22 @@ var schemaV1 = [numFeatures]Feature{
 		Doc: "1 when the key's tenant tier is a standard-class tier named pro, in any case"},
 	idxTierEnterprise: {Name: "tier_enterprise", Unit: "1", Scaling: Clamp, Min: 0, Max: 1,
 		Doc: "1 when the key's tenant tier is enterprise-class, whatever its name"},
+	idxRate1d: {Name: "rate_1d", Unit: "req/min", Scaling: Log1p, Max: maxRatePerMin,
+		Doc: "requests per minute, decayed with a 24 h time constant, local plus remote: the key's own baseline"},
+	idxRateChange: {Name: "rate_change", Unit: "log2", Scaling: Signed, Min: -maxRateChange, Max: maxRateChange,
+		Doc: "log2 of the key's hourly rate over its daily rate, each over the time the key has been seen when that is shorter: above 0 a key faster than its own day (a sleeper waking, a key compromised), below 0 slower; 0 for a new key"},
+	idxCohortRate: {Name: "cohort_rate", Unit: "quantile", Scaling: Clamp, Min: 0, Max: 1,
+		Doc: "where the key's hourly rate falls among the keys of its tier over about the last hour (stage 2 folds each key once per epoch): 0 the slowest, 1 the fastest; 0.5 while the tier has fewer than 20 keys"},
+	idxCohortIPs: {Name: "cohort_ips", Unit: "quantile", Scaling: Clamp, Min: 0, Max: 1,
+		Doc: "where the key's distinct client addresses fall among the keys of its tier, as cohort_rate"},
+	idxLabelState: {Name: "label_state", Unit: "1", Scaling: Clamp, Min: -1, Max: 1,
+		Doc: "what labels said about the key, decayed with a 24 h time constant: 1 after an abusive label, -1 after abusive: false (a complaint, or a hold cleared), 0 without labels"},
+	idxIPSuspicion: {Name: "ip_suspicion", Unit: "1", Scaling: Clamp, Min: 0, Max: 1,
+		Doc: "suspicion from sharing a client address with a key labelled abusive: half the label's weight, decayed with a 24 h time constant, taken when the key is seen from the address within a day of the label"},
 }
 
 // Schema names, orders and scales the elements of a feature vector. Its
-// zero value is not useful; get one from [SchemaV1] or [Store.Schema].
+// zero value is not useful; get one from [CurrentSchema] or [Store.Schema].
 // A Schema is immutable and safe for concurrent use.
 type Schema struct {
 	version     int
@@ -164,14 +195,14 @@ type Schema struct {
 	fingerprint uint64
 }
 
-var v1 = newSchema(SchemaVersion, schemaV1[:])
+var current = newSchema(SchemaVersion, schemaV2[:])
 
 func newSchema(version int, fs []Feature) Schema {
 	return Schema{version: version, features: fs, fingerprint: fingerprint(version, fs)}
 }
 
-// SchemaV1 returns the schema of the vectors [Store.Vector] writes.
-func SchemaV1() Schema { return v1 }
+// CurrentSchema returns the schema of the vectors [Store.Vector] writes.
+func CurrentSchema() Schema { return current }
 
 // Version returns the schema version.
 func (s Schema) Version() int { return s.version }
@@ -209,7 +240,7 @@ func (s Schema) Index(name string) int {
 // feature. Model snapshots can carry it to refuse vectors of another schema.
 func (s Schema) Fingerprint() uint64 { return s.fingerprint }
 
-// String returns e.g. "features/v1 (18 features)".
+// String returns e.g. "features/v2 (24 features)".
 func (s Schema) String() string {
 	return fmt.Sprintf("features/v%d (%d features)", s.version, len(s.features))
 }

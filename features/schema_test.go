@@ -7,7 +7,7 @@ import (
 )
 
 func TestSchemaV1(t *testing.T) {
-	s := SchemaV1()
+	s := CurrentSchema()
 	if s.Version() != SchemaVersion || s.Dim() != Dim || len(s.Names()) != Dim || len(s.Features()) != Dim {
 		t.Fatalf("schema %v: version %d, dim %d, %d names", s, s.Version(), s.Dim(), len(s.Names()))
 	}
@@ -32,7 +32,7 @@ func TestSchemaV1(t *testing.T) {
 	// The schema hands out copies.
 	s.Names()[0] = "changed"
 	s.Features()[0].Name = "changed"
-	if SchemaV1().Feature(0).Name == "changed" {
+	if CurrentSchema().Feature(0).Name == "changed" {
 		t.Error("callers can change the schema")
 	}
 	store := newTestStore(t, Config{})
@@ -42,7 +42,7 @@ func TestSchemaV1(t *testing.T) {
 }
 
 func TestSchemaFingerprint(t *testing.T) {
-	base := SchemaV1().Features()
+	base := CurrentSchema().Features()
 	changes := map[string]func(fs []Feature){
 		"renamed": func(fs []Feature) { fs[3].Name = "rate_2h" },
 		"reordered": func(fs []Feature) {
@@ -61,22 +61,22 @@ func TestSchemaFingerprint(t *testing.T) {
 			} else {
 				change(fs)
 			}
-			if newSchema(SchemaVersion, fs).Fingerprint() == SchemaV1().Fingerprint() {
+			if newSchema(SchemaVersion, fs).Fingerprint() == CurrentSchema().Fingerprint() {
 				t.Error("fingerprint unchanged")
 			}
 		})
 	}
-	if newSchema(SchemaVersion+1, base).Fingerprint() == SchemaV1().Fingerprint() {
+	if newSchema(SchemaVersion+1, base).Fingerprint() == CurrentSchema().Fingerprint() {
 		t.Error("fingerprint ignores the version")
 	}
-	if newSchema(SchemaVersion, base).Fingerprint() != SchemaV1().Fingerprint() {
+	if newSchema(SchemaVersion, base).Fingerprint() != CurrentSchema().Fingerprint() {
 		t.Error("fingerprint is not a function of the schema")
 	}
 }
 
 func TestFeatureScale(t *testing.T) {
-	rate := SchemaV1().Feature(SchemaV1().Index("rate_1m"))
-	burst := SchemaV1().Feature(SchemaV1().Index("burstiness"))
+	rate := CurrentSchema().Feature(CurrentSchema().Index("rate_1m"))
+	burst := CurrentSchema().Feature(CurrentSchema().Index("burstiness"))
 	tests := map[string]struct {
 		f    Feature
 		raw  float64
@@ -123,7 +123,7 @@ func TestScaleMatchesSchema(t *testing.T) {
 		}
 		got := scale(nil, &raws)
 		for i, g := range got {
-			f := SchemaV1().Feature(i)
+			f := CurrentSchema().Feature(i)
 			if want := f.Scale(raws[i]); !approx(g, want, 1e-9, 1e-9) {
 				t.Fatalf("%s: scale(%v) = %v, Feature.Scale = %v", f.Name, raws[i], g, want)
 			}

@@ -7,10 +7,10 @@ import (
 
 // Windows are the time constants of the decayed request counters, in the
 // order of the rate features and of [Record.Requests].
-var Windows = [NumWindows]time.Duration{10 * time.Second, time.Minute, 10 * time.Minute, time.Hour}
+var Windows = [NumWindows]time.Duration{10 * time.Second, time.Minute, 10 * time.Minute, time.Hour, 24 * time.Hour}
 
 // NumWindows is the number of rate windows.
-const NumWindows = 4
+const NumWindows = 5
 
 // Reciprocals of the time constants in µs: multiplying is faster than
 // dividing.
@@ -18,12 +18,15 @@ const (
 	inv1m  = 1 / 60e6
 	inv10m = 1 / 600e6
 	inv1h  = 1 / 3600e6
+	inv1d  = 1 / 86400e6
 )
 
 // Which window's decay the other decayed values use.
 const (
 	w1m  = 1
 	w10m = 2
+	w1h  = 3
+	w1d  = 4
 )
 
 // Bounds on inputs, so that sums stay finite in float32.
@@ -45,7 +48,7 @@ var gapWeight = func() (w [gapWarmup + 1]float64) {
 	return w
 }()
 
-// keyState is everything the store keeps about one key: 160 bytes. Decayed
+// keyState is everything the store keeps about one key: 184 bytes. Decayed
 // values are float32 (7 significant digits is plenty for features) and all
 // are expressed at the instant at; bringing them to a later instant
 // multiplies each by exp(-Δt/τ) of its time constant τ. A counter with time
@@ -74,6 +77,10 @@ type keyState struct {
 	gapMean float32 // mean gap between local requests, s
 	gapSq   float32 // mean squared gap, s²
 	ips     float32 // the sketch's estimate, cached
+
+	label  float32 // label state: +1 abusive, -1 cleared, τ = 1 d
+	susp   float32 // suspicion from a shared address, τ = 1 d
+	lastIP uint32  // the last client address's hash, for Label to spread suspicion
 
 	sketch sketch // client IPs (HyperLogLog)
 	reqs   uint8  // local requests, saturating at 255
@@ -156,14 +163,14 @@ func flush(d float64) float32 {
 
 // decays returns exp(-dt/τ) for the time constants τ of Windows. The
 // 10 s factor is the 6th power of the 1 min one and the 10 min factor the
-// 6th power of the 1 h one, so two exponentials do for all four.
+// 6th power of the 1 h one, so three exponentials do for all five.
 func decays(dt float64) [NumWindows]float32 {
 	m1 := expNeg(dt * inv1m)
 	h := expNeg(dt * inv1h)
 	m2, h2 := m1*m1, h*h
 	s10 := m2 * m2 * m2 // m1⁶
 	m10 := h2 * h2 * h2 // h⁶
-	return [NumWindows]float32{flush(s10), flush(m1), flush(m10), flush(h)}
+	return [NumWindows]float32{flush(s10), flush(m1), flush(m10), flush(h), flush(expNeg(dt * inv1d))}
 }
 
 // mulFlush multiplies *x by d and flushes a result too small to matter to
@@ -211,6 +218,12 @@ func (st *keyState) advance(t int64) {
 	mulFlush(&st.outReq, d[w10m])
 	mulFlush(&st.outErr, d[w10m])
 	mulFlush(&st.outAuth, d[w10m])
+	mulFlush(&st.susp, d[w1d])
+	if l := st.label * d[w1d]; l > -1e-30 && l < 1e-30 {
+		st.label = 0
+	} else {
+		st.label = l
+	}
 }
 
 // request is an Observation reduced to what keyState needs; the hashing
@@ -295,8 +308,11 @@ func (st *keyState) observe(r *request, t int64) {
 		st.throttled++
 	}
 	st.cost += r.cost
-	if r.hasIP && st.sketch.add(r.ipHash) {
-		st.ips = float32(st.sketch.estimate())
+	if r.hasIP {
+		st.lastIP = uint32(r.ipHash >> 32)
+		if st.sketch.add(r.ipHash) {
+			st.ips = float32(st.sketch.estimate())
+		}
 	}
 	if r.tier != TierUnknown {
 		st.tier = r.tier
@@ -327,7 +343,7 @@ func share(num float32, inv float64) float64 {
 // raw writes the raw value of every feature of st at t into out, given
 // the time of day of t; st must have been advanced to t (or be ahead of
 // it).
-func (st *keyState) raw(t int64, sin, cos float64, out *[Dim]float64) {
+func (st *keyState) raw(t int64, sin, cos float64, co *Cohorts, out *[Dim]float64) {
 	out[idxRate10s] = float64(st.local[0]+st.remote[0]) * 6 // per 10 s → per min
 	out[idxRate1m] = float64(st.local[1] + st.remote[1])
 	out[idxRate10m] = float64(st.local[2]+st.remote[2]) * (1.0 / 10)
@@ -348,6 +364,17 @@ func (st *keyState) raw(t int64, sin, cos float64, out *[Dim]float64) {
 	if st.tier != TierUnknown {
 		out[idxTierFree+int(st.tier)-1] = 1
 	}
+	out[idxRate1d] = float64(st.local[w1d]+st.remote[w1d]) * (1.0 / 1440)
+	// A decayed count over τ is a rate once the key is older than τ; a
+	// younger key's count covers only its age, so each rate is over the
+	// shorter of the two, and a new key's change is 0, not a jump.
+	age := max(0, float64(t-st.first))
+	perHour := float64(st.local[w1h]+st.remote[w1h]) / (60 * max(-math.Expm1(-age*inv1h), 1e-9))
+	perDay := float64(st.local[w1d]+st.remote[w1d]) / (1440 * max(-math.Expm1(-age*inv1d), 1e-9))
+	out[idxRateChange] = math.Log2((perHour + 0.01) / (perDay + 0.01))
+	out[idxCohortRate], out[idxCohortIPs] = co.quantiles(st.tier, out[idxRate1h], float64(st.ips))
+	out[idxLabelState] = float64(st.label)
+	out[idxIPSuspicion] = float64(st.susp)
 }
 
 // burstiness is (σ-μ)/(σ+μ) of the gaps (Goh & Barabási 2008), 0 until
@@ -414,6 +441,12 @@ func scale(dst []float64, raw *[Dim]float64) []float64 {
 	out[idxTierFree] = clamp(raw[idxTierFree], 0, 1)
 	out[idxTierPro] = clamp(raw[idxTierPro], 0, 1)
 	out[idxTierEnterprise] = clamp(raw[idxTierEnterprise], 0, 1)
+	out[idxRate1d] = logScale(raw[idxRate1d], invRate)
+	out[idxRateChange] = clamp(raw[idxRateChange]*(1.0/maxRateChange), -1, 1)
+	out[idxCohortRate] = clamp(raw[idxCohortRate], 0, 1)
+	out[idxCohortIPs] = clamp(raw[idxCohortIPs], 0, 1)
+	out[idxLabelState] = clamp(raw[idxLabelState], -1, 1)
+	out[idxIPSuspicion] = clamp(raw[idxIPSuspicion], 0, 1)
 	return dst
 }
 

@@ -123,6 +123,8 @@ type Store struct {
 	shards   []shard
 	evicted  atomic.Uint64
 	rejected atomic.Uint64
+	cohorts  Cohorts
+	suspects suspects
 }
 
 // NewStore returns an empty store, or the error of cfg.Validate.
@@ -143,11 +145,12 @@ func NewStore(cfg Config) (*Store, error) {
 	if cfg.MaxKeys > 0 {
 		s.perShard = (cfg.MaxKeys + cfg.Shards - 1) / cfg.Shards
 	}
+	s.suspects.init()
 	return s, nil
 }
 
 // Schema returns the schema of the vectors the store writes.
-func (s *Store) Schema() Schema { return v1 }
+func (s *Store) Schema() Schema { return current }
 
 func (s *Store) shard(key string) (*shard, uint64) {
 	h := maphash.String(s.seed, key)
@@ -164,6 +167,7 @@ func (s *Store) Observe(key string, o Observation, now time.Time) {
 	st := sh.upsert(h, t, s.perShard)
 	if st != nil {
 		st.observe(&r, t)
+		s.suspects.touch(st, &r, t)
 	}
 	sh.mu.Unlock()
 	if st == nil {
@@ -185,13 +189,14 @@ func (s *Store) ObserveAndVector(key string, o Observation, now time.Time, dst [
 	sin, cos := sh.hourOfDay(t)
 	if st != nil {
 		st.observe(&r, t)
-		dst = st.vectorAt(t, sin, cos, dst)
+		s.suspects.touch(st, &r, t)
+		dst = st.vectorAt(t, sin, cos, &s.cohorts, dst)
 	}
 	sh.mu.Unlock()
 	if st == nil {
 		s.rejected.Add(1)
 		c := newState(t)
-		dst = c.vectorAt(t, sin, cos, dst)
+		dst = c.vectorAt(t, sin, cos, &s.cohorts, dst)
 	}
 	return dst
 }
@@ -217,14 +222,14 @@ func (s *Store) ObserveOutcome(key string, o Outcome, now time.Time) {
 }
 
 // Vector appends key's feature vector at now to dst and returns the
-// extended slice: SchemaV1().Dim() elements in schema order, each finite
+// extended slice: CurrentSchema().Dim() elements in schema order, each finite
 // and within its feature's bounds. A key not held is described as a key
 // seen for the first time at now. It does not change the store, and it
 // allocates only when dst lacks capacity.
 func (s *Store) Vector(key string, now time.Time, dst []float64) []float64 {
 	t := micros(now)
 	c, _, sin, cos := s.load(key, t)
-	return c.vectorAt(t, sin, cos, dst)
+	return c.vectorAt(t, sin, cos, &s.cohorts, dst)
 }
 
 // load returns a copy of key's state, or a new state at t, whether the
@@ -246,10 +251,10 @@ func (s *Store) load(key string, t int64) (c keyState, ok bool, sin, cos float64
 
 // vectorAt brings a state to t and appends its scaled features, given the
 // time of day of t.
-func (c *keyState) vectorAt(t int64, sin, cos float64, dst []float64) []float64 {
+func (c *keyState) vectorAt(t int64, sin, cos float64, co *Cohorts, dst []float64) []float64 {
 	c.advance(t)
 	var raw [Dim]float64
-	c.raw(t, sin, cos, &raw)
+	c.raw(t, sin, cos, co, &raw)
 	return scale(dst, &raw)
 }
 
@@ -284,12 +289,12 @@ func (s *Store) Snapshot(key string, now time.Time) (Values, bool) {
 	}
 	c.advance(t)
 	var raw [Dim]float64
-	c.raw(t, sin, cos, &raw)
+	c.raw(t, sin, cos, &s.cohorts, &raw)
 	var scaled [Dim]float64
 	scale(scaled[:0], &raw)
 	vs := make(Values, Dim)
 	for i := range vs {
-		f := &schemaV1[i]
+		f := &schemaV2[i]
 		vs[i] = Value{Name: f.Name, Unit: f.Unit, Raw: raw[i], Scaled: scaled[i]}
 	}
 	return vs, true

@@ -41,7 +41,7 @@ func raw(tb testing.TB, s *Store, key, name string, now time.Time) float64 {
 func scaled(tb testing.TB, s *Store, key, name string, now time.Time) float64 {
 	tb.Helper()
 	x := s.Vector(key, now, nil)
-	i := SchemaV1().Index(name)
+	i := CurrentSchema().Index(name)
 	if i < 0 {
 		tb.Fatalf("no feature %q", name)
 	}
@@ -56,7 +56,7 @@ func checkVector(tb testing.TB, x []float64, context string) {
 		tb.Fatalf("%s: vector has %d elements, want %d", context, len(x), Dim)
 	}
 	for i, v := range x {
-		f := SchemaV1().Feature(i)
+		f := CurrentSchema().Feature(i)
 		lo, hi := f.Bounds()
 		if math.IsNaN(v) || math.IsInf(v, 0) || v < lo || v > hi {
 			tb.Fatalf("%s: %s = %v, want finite within [%v, %v]", context, f.Name, v, lo, hi)
@@ -70,8 +70,8 @@ func approx(got, want, relTol, absTol float64) bool {
 
 // The memory budget rests on these sizes.
 func TestStateSizes(t *testing.T) {
-	if n := unsafe.Sizeof(keyState{}); n != 160 {
-		t.Errorf("keyState is %d bytes, want 160", n)
+	if n := unsafe.Sizeof(keyState{}); n != 184 {
+		t.Errorf("keyState is %d bytes, want 184", n)
 	}
 	if n := unsafe.Sizeof(shard{}); n != 128 {
 		t.Errorf("shard is %d bytes, want 128 (two cache lines)", n)
@@ -616,7 +616,7 @@ func TestObserveAndVectorIsObserveThenVector(t *testing.T) {
 		}
 		for j := range want {
 			if math.Abs(got[2+j]-want[j]) > 1e-4 { // b's time of day is not rounded to the second
-				t.Fatalf("step %d, %s: ObserveAndVector %v, Observe+Vector %v", i, SchemaV1().Feature(j).Name, got[2+j], want[j])
+				t.Fatalf("step %d, %s: ObserveAndVector %v, Observe+Vector %v", i, CurrentSchema().Feature(j).Name, got[2+j], want[j])
 			}
 		}
 	}
@@ -633,7 +633,7 @@ func TestUnknownKey(t *testing.T) {
 	x := s.Vector("nobody", t0, nil)
 	checkVector(t, x, "unknown key")
 	for _, name := range []string{"rate_10s", "rate_1h", "distinct_ips", "key_age", "tier_free"} {
-		if v := x[SchemaV1().Index(name)]; v != 0 {
+		if v := x[CurrentSchema().Index(name)]; v != 0 {
 			t.Errorf("%s of an unknown key = %v, want 0", name, v)
 		}
 	}

@@ -32,7 +32,13 @@ import (
 // Features of the time of day (hour_sin, hour_cos) are not watched: a
 // one-hour window always differs from a day's. Neither is key_age, which
 // counts from when this store first saw the key and so grows for weeks
-// after every restart. Only keys at least ml.drift.min_key_age old are
+// after every restart, nor rate_1d, whose 24 h counter takes a day to
+// fill after one, nor rate_change, an hour against a day, which follows
+// the diurnal cycle as hour_sin does; nor cohort_rate and cohort_ips,
+// ranks against the last hour's keys that are near-uniform by
+// construction and tie on small counts (the rates and distinct_ips they
+// rank are watched); nor label_state and ip_suspicion, which move when
+// labels come, in batches, not when traffic does. Only keys at least ml.drift.min_key_age old are
 // counted: a new key's first vectors are zero, and its decayed rates take
 // up to their longest time constant (1 h) to settle, so a store full of
 // new keys (after a start) would otherwise look like drift. While decisions fall back,
@@ -95,7 +101,8 @@ func DriftFor(schema features.Schema, c config.Drift) *Drift {
 func NewDrift(schema features.Schema, cfg DriftConfig) *Drift {
 	d := &Drift{cfg: cfg, ageIdx: schema.Index("key_age")}
 	for i, name := range schema.Names() {
-		if name == "hour_sin" || name == "hour_cos" || name == "key_age" {
+		switch name {
+		case "hour_sin", "hour_cos", "key_age", "rate_1d", "rate_change", "cohort_rate", "cohort_ips", "label_state", "ip_suspicion":
 			continue
 		}
 		d.watched = append(d.watched, i)

@@ -26,7 +26,7 @@ func driftVector(r *rand.Rand, schema features.Schema, centre float64) []float64
 // threshold; observe mode measures without falling back; new keys, the
 // time of day and non-finite values do not move it.
 func TestDriftDetectsAShiftAndRecovers(t *testing.T) {
-	schema := features.SchemaV1()
+	schema := features.CurrentSchema()
 	cfg := DriftConfig{Threshold: 0.25, Window: time.Minute, Reference: time.Hour, MinSamples: 500, MinKeyAge: time.Hour, Fallback: true}
 	d := NewDrift(schema, cfg)
 	r := rand.New(rand.NewPCG(1, 2))
@@ -118,7 +118,7 @@ func TestDriftDetectsAShiftAndRecovers(t *testing.T) {
 
 // BenchmarkDriftObserve is the monitor's cost per stage-2 run.
 func BenchmarkDriftObserve(b *testing.B) {
-	schema := features.SchemaV1()
+	schema := features.CurrentSchema()
 	d := NewDrift(schema, DriftConfig{Threshold: 0.25, Window: time.Minute, Reference: time.Hour, MinSamples: 1, MinKeyAge: time.Hour})
 	x := driftVector(rand.New(rand.NewPCG(1, 1)), schema, 0.4)
 	b.RunParallel(func(pb *testing.PB) {

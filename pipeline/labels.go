@@ -96,6 +96,13 @@ func (p *Pipeline) ApplyLabel(lb rewards.Label) (bool, error) {
 	return true, nil
 }
 
+// LabelFeatures records a label in the key's features (label_state, and
+// for an abusive one its last address's suspicion, schema v2), whether or
+// not ml.label_action holds the key.
+func (p *Pipeline) LabelFeatures(lb rewards.Label) {
+	p.feats.Label(lb.Key, lb.Abusive, lb.Severity, p.now())
+}
+
 // Labelled reports whether key is held by an abusive label, and its
 // severity.
 func (p *Pipeline) Labelled(key string) (float64, bool) { return p.labelled.get(key) }

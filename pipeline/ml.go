@@ -249,7 +249,8 @@ func (p *Pipeline) score(key string, rule *policy.Rule, snap *bandit.Snapshot, n
 	if err != nil {
 		return epochChoice{}, nil, err
 	}
-	in := Stage2Input{Features: x, Risk: p.risk.Load(), Model: snap, Allowed: allowed, ShrinkRisk: ShrinkRisk(p.cfg.ShrinkRisk)}
+	in := Stage2Input{Features: x, Risk: p.risk.Load(), Model: snap, Allowed: allowed, ShrinkRisk: ShrinkRisk(p.cfg.ShrinkRisk),
+		Store: p.feats, At: now}
 	if in.ShrinkRisk > 0 {
 		if base, err := snap.Allowed(max(1, rule.Floor), rule.Ceiling); err == nil {
 			in.Base = base

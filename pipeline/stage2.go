@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"math/rand/v2"
+	"time"
 
 	"github.com/devflow/flowguard/bandit"
 	"github.com/devflow/flowguard/features"
@@ -45,6 +46,10 @@ type Stage2Input struct {
 	// model does not suspect keeps at least its base budget (0: off).
 	Base       bandit.ArmRange
 	ShrinkRisk float64
+	// Store, when set, is the store Features came from: stage 2 folds the
+	// vector into its tier cohorts (features.Store.Fold) at At.
+	Store *features.Store
+	At    time.Time
 }
 
 // Stage2Result is stage 2's outcome.
@@ -67,6 +72,9 @@ func Stage2(in Stage2Input, rng *rand.Rand) (Stage2Result, error) {
 		}
 	}
 	c, err := in.Model.Choose(x, allowed, rng)
+	if in.Store != nil {
+		in.Store.Fold(x, in.At)
+	}
 	return Stage2Result{Context: x, Risk: risk, Choice: c}, err
 }
 

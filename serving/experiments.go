@@ -101,6 +101,9 @@ func (s *Server) auditStop(st experiments.Stop) {
 // the pipeline (ml.label_action), audited, and counts against its key's
 // experiment variant.
 func (s *Server) applyLabels(labels []rewards.Label) {
+	for _, l := range labels {
+		s.pipe.LabelFeatures(l)
+	}
 	if s.cfg.ML.LabelAction == config.LabelActionOn {
 		for _, l := range labels {
 			changed, err := s.pipe.ApplyLabel(l)

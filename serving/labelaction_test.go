@@ -68,3 +68,23 @@ func TestLabelsActOnKeys(t *testing.T) {
 		}
 	}
 }
+
+// The label state is a feature (schema v2): over sockets, an abusive label
+// sets the key's label_state to 1 and a key seen from its address gets
+// ip_suspicion; abusive: false sets label_state to -1. Explain shows both.
+func TestLabelStateIsAFeature(t *testing.T) {
+	ts := startML(t, mlPolicies, Options{}, nil)
+	decideAs(t, ts, "k_state", "") // from 198.51.100.7
+	postLabel(t, ts, "s1", "k_state", true, 1)
+	if f := explainFeatures(t, ts, "k_state"); f["label_state"] < 0.99 {
+		t.Errorf("after an abusive label: label_state %v, want 1", f["label_state"])
+	}
+	decideAs(t, ts, "k_neighbour", "") // the same address
+	if f := explainFeatures(t, ts, "k_neighbour"); f["ip_suspicion"] < 0.49 || f["label_state"] != 0 {
+		t.Errorf("a key on the labelled key's address: ip_suspicion %v label_state %v, want 0.5 and 0", f["ip_suspicion"], f["label_state"])
+	}
+	postLabel(t, ts, "s2", "k_state", false, 0)
+	if f := explainFeatures(t, ts, "k_state"); f["label_state"] > -0.99 {
+		t.Errorf("after abusive: false: label_state %v, want -1", f["label_state"])
+	}
+}

@@ -506,6 +506,10 @@ type shardState struct {
 	// tiers are the tallies per tier (sharedRun.tiers); epoch is the
 	// current epoch's, per tier.
 	tiers, epoch []tally
+	// foldX are the vectors stage 2 scored this epoch, Dim each, and
+	// foldStore their stores: folded into the cohorts after the epoch.
+	foldX     []float64
+	foldStore []*features.Store
 }
 
 type learnRecord struct {
@@ -591,7 +595,7 @@ func newPolicyRun(sr *sharedRun, name string, o Options) (*policyRun, error) {
 			mode = rewards.ModeWait
 		}
 		l := sr.s.Learning
-		cfg := rewards.Config{Bandit: bandit.Config{ModelID: "sim-" + name, Arms: sr.arms, Dim: features.Dim + 1, Schema: features.SchemaV1().Fingerprint(), Scale: l.Scale},
+		cfg := rewards.Config{Bandit: bandit.Config{ModelID: "sim-" + name, Arms: sr.arms, Dim: features.Dim + 1, Schema: features.CurrentSchema().Fingerprint(), Scale: l.Scale},
 			Risk: features.RiskConfig{Dim: features.Dim, Prior: l.RiskPrior}, Weights: sr.s.Rewards,
 			Window: l.AttributionWindow, Mode: mode}
 		if pr.part, err = rewards.NewPartition(cfg); err != nil {
@@ -706,6 +710,10 @@ func (pr *policyRun) epoch(e int) error {
 	wg.Wait()
 	for i := range pr.sh {
 		sh := &pr.sh[i]
+		for j, st := range sh.foldStore {
+			st.Fold(sh.foldX[j*features.Dim:(j+1)*features.Dim], time.UnixMicro(now))
+		}
+		sh.foldX, sh.foldStore = sh.foldX[:0], sh.foldStore[:0]
 		if sh.choiceE != nil {
 			return sh.choiceE
 		}
@@ -742,6 +750,9 @@ func (pr *policyRun) deliverLabels(now int64, kafka bool) error {
 			pr.extra = pr.extra[1:]
 		default:
 			return nil
+		}
+		if pr.feats != nil {
+			pr.feats.Label(l.label.Key, l.label.Abusive, l.label.Severity, time.UnixMicro(now).UTC())
 		}
 		if pr.labelSev != nil {
 			switch sev := float32(l.label.Severity); {
@@ -889,6 +900,9 @@ func (pr *policyRun) step(sh *shardState, t *tally, k, e int, inc incidentState)
 		if err != nil {
 			return err
 		}
+		// The cohorts take the vector after the epoch, in shard order
+		// (epoch), so that a run does not depend on the shards' schedule.
+		sh.foldX, sh.foldStore = append(sh.foldX, fv[:features.Dim]...), append(sh.foldStore, store)
 		x = r.Context
 		arm, prop, variant = r.Choice.Arm, r.Choice.Propensity, rewards.PolicyBandit
 		if pl.Shadow {

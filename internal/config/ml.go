@@ -332,7 +332,7 @@ func (m *ML) RewardsConfig() rewards.Config {
 		// Every epoch this instance opens may wait for its outcome at once
 		// (a burst of new keys), plus a full queue of them closing.
 		MaxPending: max(1_000_000, m.MaxKeys+m.LogBuffer),
-		Bandit: bandit.Config{ModelID: "flowguard", Arms: m.Arms, Dim: features.Dim + 1, Schema: features.SchemaV1().Fingerprint(),
+		Bandit: bandit.Config{ModelID: "flowguard", Arms: m.Arms, Dim: features.Dim + 1, Schema: features.CurrentSchema().Fingerprint(),
 			Posterior: m.BanditPosterior(), Lambda: m.Lambda, Scale: m.Exploration},
 		Risk:    features.RiskConfig{Dim: features.Dim, Prior: m.RiskPrior},
 		Weights: m.Rewards,
@@ -500,7 +500,7 @@ func (m *ML) VariantModels(ec *experiments.Config) []rewards.VariantModel {
 			out = append(out, rewards.VariantModel{
 				ID: x.Name + "/" + v.Name,
 				// Scale 1: serving applies the variant's exploration per call.
-				Bandit: bandit.Config{Arms: b.Arms, Dim: features.Dim + 1, Schema: features.SchemaV1().Fingerprint(), Posterior: b.BanditPosterior(),
+				Bandit: bandit.Config{Arms: b.Arms, Dim: features.Dim + 1, Schema: features.CurrentSchema().Fingerprint(), Posterior: b.BanditPosterior(),
 					Lambda: b.Lambda, Scale: 1},
 				Mode: rewards.Mode(b.RewardMode),
 			})
