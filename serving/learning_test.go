@@ -13,8 +13,10 @@ const learnPolicies = `
 ml:
   # What the learner learns from labels, alone: labels acting on keys
   # would hold the labelled keys at their floor whatever it learned
-  # (TestLabelsActOnKeys).
+  # (TestLabelsActOnKeys), and the risk gate would keep the keys the risk
+  # model does not suspect at ×1 or more (TestRiskGateKeepsBenignKeysAtBase).
   label_action: "off"
+  shrink_risk: -1
   epoch: 1s
   publish_every: 100ms
   deadline: 500ms
@@ -42,12 +44,12 @@ func expectedMultiplier(t testing.TB, ts *testServer, key string) float64 {
 	return m
 }
 
-// The learning loop end to end in the embedded default, over real sockets:
-// abusive keys get labelled a few epochs in, and within a few epochs of
-// the label their multiplier drops while the benign keys of the same
-// tenant keep theirs.
-func TestLabelsLowerAbusiveMultipliers(t *testing.T) {
-	ts := startML(t, learnPolicies, Options{Seed: 42}, nil)
+// labelLearning runs the learning loop end to end over real sockets: four
+// abusive and four benign keys of one tenant for four epochs, labels for
+// the abusive ones, four epochs more. It returns the mean expected
+// multipliers of each before the labels and after.
+func labelLearning(t *testing.T, policies string) (ts *testServer, badBefore, badAfter, goodBefore, goodAfter float64) {
+	ts = startML(t, policies, Options{Seed: 42}, nil)
 	bad := []string{"bad-0", "bad-1", "bad-2", "bad-3"}
 	good := []string{"good-0", "good-1", "good-2", "good-3"}
 	epoch := func(e int) {
@@ -75,7 +77,7 @@ func TestLabelsLowerAbusiveMultipliers(t *testing.T) {
 		}
 		return s / float64(len(keys))
 	}
-	badBefore, goodBefore := mean(bad), mean(good)
+	badBefore, goodBefore = mean(bad), mean(good)
 
 	var labels string
 	for i, k := range bad {
@@ -96,8 +98,16 @@ func TestLabelsLowerAbusiveMultipliers(t *testing.T) {
 	for e := 4; e < 8; e++ {
 		epoch(e)
 	}
-	badAfter, goodAfter := mean(bad), mean(good)
+	badAfter, goodAfter = mean(bad), mean(good)
 	t.Logf("expected multiplier: abusive %.2f → %.2f, benign %.2f → %.2f", badBefore, badAfter, goodBefore, goodAfter)
+	return ts, badBefore, badAfter, goodBefore, goodAfter
+}
+
+// The bandit alone (no label action, no risk gate): within a few epochs of
+// the labels the abusive keys' multiplier drops while the benign keys of
+// the same tenant keep theirs.
+func TestLabelsLowerAbusiveMultipliers(t *testing.T) {
+	ts, badBefore, badAfter, goodBefore, goodAfter := labelLearning(t, learnPolicies)
 	if badAfter > 0.6*badBefore {
 		t.Errorf("abusive keys' multiplier %.2f → %.2f: did not drop by 40%%", badBefore, badAfter)
 	}
@@ -120,6 +130,31 @@ func TestLabelsLowerAbusiveMultipliers(t *testing.T) {
 	}
 	if v := metricValue(t, ts, "flowguard_learner_corrections_total"); v < 1 {
 		t.Errorf("corrections = %v: the labels arrived after the epochs they judge", v)
+	}
+}
+
+// With the risk gate (ml.shrink_risk 0.5, the default): the keys the risk
+// model does not suspect are never drawn below ×1, whatever the labels of
+// other keys taught the bandit, and the labelled keys, which it learns to
+// suspect, still lose a large part of their budget.
+func TestRiskGateKeepsBenignKeysAtBase(t *testing.T) {
+	ts, badBefore, badAfter, _, goodAfter := labelLearning(t, strings.Replace(learnPolicies, "shrink_risk: -1", "shrink_risk: 0.5", 1))
+	for _, k := range []string{"good-0", "good-1", "good-2", "good-3"} {
+		resp, b := get(t, ts.URL+"/v1/keys/"+k+"/explain?tenant=devco")
+		if resp.StatusCode != 200 {
+			t.Fatalf("explain: %d %s", resp.StatusCode, b)
+		}
+		for _, a := range decode[explanation](t, b).Arms {
+			if a.Multiplier < 1 {
+				t.Errorf("benign %s may be drawn at %s: %s", k, a.Name, b)
+			}
+		}
+	}
+	if goodAfter < 1 {
+		t.Errorf("benign keys' expected multiplier %.2f, below ×1", goodAfter)
+	}
+	if badAfter > 0.7*badBefore {
+		t.Errorf("abusive keys' multiplier %.2f → %.2f: did not drop by 30%%", badBefore, badAfter)
 	}
 }
 

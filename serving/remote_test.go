@@ -32,8 +32,10 @@ redis:
 ml:
   # What the learners learn from labels, alone: labels acting on keys would
   # hold the labelled keys at their floor whatever they learned
-  # (TestLabelsActOnKeys tests that).
+  # (TestLabelsActOnKeys tests that), and the risk gate would keep keys the
+  # risk model does not suspect at ×1 or more (TestRiskGateKeepsBenignKeysAtBase).
   label_action: "off"
+  shrink_risk: -1
   learner: remote
   model_poll: 200ms
   publish_every: 200ms

@@ -91,7 +91,7 @@ type Learning struct {
 	// this is blocked, as in serving (ml.block_threshold). Default: 0.95.
 	BlockThreshold float64 `yaml:"block_threshold"`
 	// ShrinkRisk: below this risk the bandit draws only arms at or above
-	// ×1, as in serving (ml.shrink_risk). Default: -1, off.
+	// ×1, as in serving (ml.shrink_risk); -1 turns it off. Default: 0.5.
 	ShrinkRisk float64 `yaml:"shrink_risk"`
 	// RiskPrior is the risk model's base rate of abuse. Default: 0.01.
 	RiskPrior float64 `yaml:"risk_prior"`
@@ -604,7 +604,7 @@ func (l *Learning) check(add func([]string, string, ...any), p func(...any) []st
 		l.BlockThreshold = 0.95
 	}
 	if l.ShrinkRisk == 0 {
-		l.ShrinkRisk = -1
+		l.ShrinkRisk = 0.5
 	}
 	if l.RiskPrior == 0 {
 		l.RiskPrior = 0.01

@@ -33,8 +33,8 @@ type ML struct {
 	// ShrinkRisk is the risk below which the bandit draws only arms at or
 	// above ×1: a key the risk model does not suspect keeps at least its
 	// base budget, and only suspected keys can be shrunk toward the floor.
-	// Default: -1, off (every key can be shrunk); see docs/pipeline.md for
-	// what it costs and why it is not on by default.
+	// -1 turns it off (every key can be shrunk). Default: 0.5, the risk
+	// model's own boundary; docs/pipeline.md says what it gains and costs.
 	ShrinkRisk float64 `yaml:"shrink_risk"`
 	// MaxModelAge is how old the bandit's snapshot may be before decisions
 	// fall back as stale_model. Default: 10m.
@@ -199,7 +199,7 @@ func (m *ML) defaults() {
 		m.BlockThreshold = 0.95
 	}
 	if m.ShrinkRisk == 0 {
-		m.ShrinkRisk = -1
+		m.ShrinkRisk = 0.5
 	}
 	if m.MaxModelAge == 0 {
 		m.MaxModelAge = 10 * time.Minute
