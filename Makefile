@@ -5,7 +5,7 @@ BENCHTIME ?= 1s
 # What flowguard version prints for make build: the commit, from git.
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: run build test test-short lint fuzz bench bench-go bench-wheel bench-load bench-cost bench-mem check-rules chaos soak sim-small sim-default sim-pack sim-trace sim-bench quotas-example clean
+.PHONY: run build test test-short lint fuzz bench bench-go bench-wheel bench-load bench-cost bench-mem bench-schema check-rules chaos soak sim-small sim-default sim-pack sim-trace sim-bench quotas-example clean
 
 run: ## start the service on the embedded default (http://localhost:8080)
 	$(GO) run ./cmd/flowguard serve
@@ -27,7 +27,7 @@ lint: ## gofmt and go vet must be clean
 fuzz: ## run every fuzz target for FUZZTIME each
 	@scripts/fuzz.sh $(FUZZTIME)
 
-bench: bench-go bench-wheel bench-load bench-cost bench-mem ## Go benchmarks, the wheel bandit table, the HTTP load figures, CPU cost per decision, memory per key
+bench: bench-go bench-wheel bench-load bench-cost bench-mem bench-schema ## Go benchmarks, the wheel bandit table, the HTTP load figures, CPU cost per decision, memory per key, schema v2 against v1
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
@@ -40,6 +40,9 @@ bench-load: ## throughput and fixed-rate p99, as ratios to a bare fasthttp basel
 
 bench-mem: ## memory per key from the process at 1M keys (MEM_KEYS), and a 2M-key burst through the decision log (BURST_KEYS)
 	@scripts/memkeys.sh
+
+bench-schema: ## feature schema v2 against v1 (its last commit, in a git worktree), in one run: stage 2 and the decide path, v2/v1
+	@scripts/benchschema.sh
 
 bench-cost: ## CPU-seconds per 1M decisions, embedded and Redis mode, in $ per request at $0.04/vCPU-hour (COST_VCPU_HOUR)
 	@scripts/cost.sh
