@@ -9,19 +9,6 @@ import (
 
 var tv2 = time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
 
-func raw2(t *testing.T, s *Store, key, name string, at time.Time) float64 {
-	t.Helper()
-	v, ok := s.Snapshot(key, at)
-	if !ok {
-		t.Fatalf("%s not held", key)
-	}
-	x, ok := v.Get(name)
-	if !ok {
-		t.Fatalf("no feature %s", name)
-	}
-	return x.Raw
-}
-
 // rate_change is 0 for a key at its own pace, new or old, and rises when a
 // key that was slow for a day speeds up (a sleeper, a compromised key).
 func TestRateChange(t *testing.T) {
@@ -29,7 +16,7 @@ func TestRateChange(t *testing.T) {
 	o := Observation{Tier: TierFree}
 	// A new key, 10 requests a minute for 30 minutes: no change yet.
 	s.ObserveN("new", o, 300, 30*time.Minute, tv2.Add(30*time.Minute))
-	if c := raw2(t, s, "new", "rate_change", tv2.Add(30*time.Minute)); math.Abs(c) > 0.5 {
+	if c := raw(t, s, "new", "rate_change", tv2.Add(30*time.Minute)); math.Abs(c) > 0.5 {
 		t.Errorf("a new key at a steady pace: rate_change %.2f, want about 0", c)
 	}
 	// Two days at 1 a minute, then an hour at 30 a minute.
@@ -37,15 +24,15 @@ func TestRateChange(t *testing.T) {
 		s.ObserveN("sleeper", o, 60, time.Hour, tv2.Add(time.Duration(h+1)*time.Hour))
 	}
 	at := tv2.Add(48 * time.Hour)
-	if c := raw2(t, s, "sleeper", "rate_change", at); math.Abs(c) > 0.3 {
+	if c := raw(t, s, "sleeper", "rate_change", at); math.Abs(c) > 0.3 {
 		t.Errorf("two steady days: rate_change %.2f, want about 0", c)
 	}
 	// 1440·(1−e⁻²) decayed requests over 1440 min.
-	if d := raw2(t, s, "sleeper", "rate_1d", at); math.Abs(d-(1-math.Exp(-2))) > 0.02 {
+	if d := raw(t, s, "sleeper", "rate_1d", at); math.Abs(d-(1-math.Exp(-2))) > 0.02 {
 		t.Errorf("rate_1d after two days at 1/min: %.3f, want %.3f", d, 1-math.Exp(-2))
 	}
 	s.ObserveN("sleeper", o, 1800, time.Hour, at.Add(time.Hour))
-	if c := raw2(t, s, "sleeper", "rate_change", at.Add(time.Hour)); c < 3 {
+	if c := raw(t, s, "sleeper", "rate_change", at.Add(time.Hour)); c < 3 {
 		t.Errorf("an hour at 30× its pace: rate_change %.2f, want above 3 (log2)", c)
 	}
 	v := s.Vector("sleeper", at.Add(time.Hour), nil)
@@ -105,26 +92,26 @@ func TestLabelStateAndSuspicion(t *testing.T) {
 	s.Observe("good", Observation{ClientIP: "192.0.2.1"}, tv2)
 	s.Label("bad", true, 0, tv2.Add(time.Minute))
 	s.Label("good", false, 0, tv2.Add(time.Minute))
-	if v := raw2(t, s, "bad", "label_state", tv2.Add(time.Minute)); v != 1 {
+	if v := raw(t, s, "bad", "label_state", tv2.Add(time.Minute)); v != 1 {
 		t.Errorf("abusive: label_state %v, want 1", v)
 	}
-	if v := raw2(t, s, "good", "label_state", tv2.Add(time.Minute)); v != -1 {
+	if v := raw(t, s, "good", "label_state", tv2.Add(time.Minute)); v != -1 {
 		t.Errorf("abusive: false: label_state %v, want -1", v)
 	}
-	if v := raw2(t, s, "bad", "label_state", tv2.Add(24*time.Hour+time.Minute)); math.Abs(v-math.Exp(-1)) > 1e-3 {
+	if v := raw(t, s, "bad", "label_state", tv2.Add(24*time.Hour+time.Minute)); math.Abs(v-math.Exp(-1)) > 1e-3 {
 		t.Errorf("a day later: label_state %v, want 1/e", v)
 	}
 	s.Observe("neighbour", Observation{ClientIP: "198.51.100.9"}, tv2.Add(2*time.Minute))
 	s.Observe("stranger", Observation{ClientIP: "203.0.113.5"}, tv2.Add(2*time.Minute))
-	if v := raw2(t, s, "neighbour", "ip_suspicion", tv2.Add(2*time.Minute)); math.Abs(v-0.5) > 1e-3 {
+	if v := raw(t, s, "neighbour", "ip_suspicion", tv2.Add(2*time.Minute)); math.Abs(v-0.5) > 1e-3 {
 		t.Errorf("a key on the labelled key's address: ip_suspicion %v, want 0.5", v)
 	}
-	if v := raw2(t, s, "stranger", "ip_suspicion", tv2.Add(2*time.Minute)); v != 0 {
+	if v := raw(t, s, "stranger", "ip_suspicion", tv2.Add(2*time.Minute)); v != 0 {
 		t.Errorf("a key elsewhere: ip_suspicion %v, want 0", v)
 	}
 	// Past a day the address is no longer suspect.
 	s.Observe("late", Observation{ClientIP: "198.51.100.9"}, tv2.Add(25*time.Hour))
-	if v := raw2(t, s, "late", "ip_suspicion", tv2.Add(25*time.Hour)); v != 0 {
+	if v := raw(t, s, "late", "ip_suspicion", tv2.Add(25*time.Hour)); v != 0 {
 		t.Errorf("a day after the label: ip_suspicion %v, want 0", v)
 	}
 	// The table is bounded.

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/devflow/flowguard/internal/atomicfile"
 )
 
 // Local is the learner of the embedded default: one partition fed by a
@@ -146,31 +148,9 @@ func (l *Local) tick(onErr func(error)) {
 	data, err := l.part.Checkpoint(l.now())
 	l.mu.Unlock()
 	if err == nil {
-		err = writeFileAtomic(l.file, data)
+		err = atomicfile.Write(l.file, func(w io.Writer) error { _, err := w.Write(data); return err })
 	}
 	if err != nil {
 		onErr(fmt.Errorf("checkpoint: %w", err))
 	}
-}
-
-// writeFileAtomic writes data to a temporary file beside path, syncs it and
-// renames it over path: a crash leaves the old file or the new one.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
+	"github.com/devflow/flowguard/internal/atomicfile"
 	"github.com/devflow/flowguard/internal/config"
 	"github.com/devflow/flowguard/pipeline"
 	"github.com/devflow/flowguard/quotas"
@@ -198,23 +199,7 @@ func (q *quotaRefit) saveLocked() error {
 	if q.cfg.StateFile == "" {
 		return nil
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(q.cfg.StateFile), filepath.Base(q.cfg.StateFile)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := quotas.WriteState(tmp, q.rec, q.installed.Load()); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), q.cfg.StateFile)
+	return atomicfile.Write(q.cfg.StateFile, func(w io.Writer) error { return quotas.WriteState(w, q.rec, q.installed.Load()) })
 }
 
 // run refits every quotas.refit_every while some rule has daily_quota:
