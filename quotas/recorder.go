@@ -186,37 +186,56 @@ func (r *Recorder) group(tier, endpoint string) int32 {
 // the user-days of keys malicious reports true for marked malicious: the
 // keys an abusive label holds. User is the key's hash in hex.
 func (r *Recorder) Table(malicious func(keyHash uint64) bool) (*UsageTable, error) {
+	return Merged(malicious, r)
+}
+
+// Merged is Table over the usage of several recorders, each one
+// instance's share of the same keys' traffic: a user-day's requests add up
+// over the recorders, and each day keeps the keys under the lowest sample
+// threshold any recorder reached that day, so the merged sample is still
+// the same keys on every instance.
+func Merged(malicious func(keyHash uint64) bool, recs ...*Recorder) (*UsageTable, error) {
 	type cell struct {
 		k recKey
 		n int64
 	}
-	byDay := make(map[Day][]cell)
 	thresh := make(map[Day]uint64)
-	for i := range r.shards {
-		s := &r.shards[i]
-		s.mu.Lock()
-		for d, day := range s.days {
-			if t, ok := thresh[d]; !ok || day.thresh < t {
-				thresh[d] = day.thresh
+	for _, r := range recs {
+		for i := range r.shards {
+			s := &r.shards[i]
+			s.mu.Lock()
+			for d, day := range s.days {
+				if t, ok := thresh[d]; !ok || day.thresh < t {
+					thresh[d] = day.thresh
+				}
 			}
-			for k, n := range day.counts {
-				byDay[d] = append(byDay[d], cell{k, n})
-			}
+			s.mu.Unlock()
 		}
-		s.mu.Unlock()
 	}
-	r.groupMu.RLock()
-	names := slices.Clone(r.names)
-	r.groupMu.RUnlock()
 	var rows []UsageRow
-	for d, cells := range byDay {
-		for _, c := range cells {
-			if c.k.key > thresh[d] {
-				continue
+	for _, r := range recs {
+		byDay := make(map[Day][]cell)
+		for i := range r.shards {
+			s := &r.shards[i]
+			s.mu.Lock()
+			for d, day := range s.days {
+				for k, n := range day.counts {
+					if k.key <= thresh[d] {
+						byDay[d] = append(byDay[d], cell{k, n})
+					}
+				}
 			}
-			g := names[c.k.group]
-			rows = append(rows, UsageRow{Tier: g.tier, Endpoint: g.endpoint, User: strconv.FormatUint(c.k.key, 16), Day: d,
-				Requests: c.n, Malicious: malicious != nil && malicious(c.k.key)})
+			s.mu.Unlock()
+		}
+		r.groupMu.RLock()
+		names := slices.Clone(r.names)
+		r.groupMu.RUnlock()
+		for d, cells := range byDay {
+			for _, c := range cells {
+				g := names[c.k.group]
+				rows = append(rows, UsageRow{Tier: g.tier, Endpoint: g.endpoint, User: strconv.FormatUint(c.k.key, 16), Day: d,
+					Requests: c.n, Malicious: malicious != nil && malicious(c.k.key)})
+			}
 		}
 	}
 	return NewUsageTable(rows)

@@ -1,6 +1,7 @@
 package serving
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp"
 
 	"github.com/devflow/flowguard/internal/atomicfile"
@@ -38,6 +40,9 @@ type quotaRefit struct {
 	installed atomic.Pointer[quotas.Installed]
 	last      atomic.Pointer[refitReport]
 
+	// shared, with redis:, is where every instance's usage meets.
+	shared *quotaShare
+
 	refits      *prometheus.CounterVec
 	refused     prometheus.Gauge
 	lastInstall prometheus.Gauge
@@ -56,6 +61,8 @@ type refitReport struct {
 	Total    *quotas.EndpointBacktest  `json:"total,omitempty"`
 	Error    string                    `json:"error,omitempty"`
 	Fitted   []quotas.Quota            `json:"fitted,omitempty"`
+	// Instances is how many instances' usage the fit read (with redis:).
+	Instances int `json:"instances,omitempty"`
 }
 
 // loadQuotaState reads quotas.state_file: the usage recorded and the fit
@@ -85,8 +92,18 @@ func loadQuotaState(cfg config.Quotas, log *slog.Logger) (*quotas.Recorder, *quo
 	return rec, nil, err
 }
 
-func newQuotaRefit(cfg config.Quotas, rec *quotas.Recorder, in *quotas.Installed, pipe *pipeline.Pipeline, log *slog.Logger, reg *prometheus.Registry) *quotaRefit {
+// newQuotaRefit returns the refit; with client set (redis:), it shares
+// this instance's usage, as id, and fits on every instance's.
+func newQuotaRefit(cfg config.Quotas, rec *quotas.Recorder, in *quotas.Installed, pipe *pipeline.Pipeline, log *slog.Logger, reg *prometheus.Registry,
+	client redis.UniversalClient, prefix, id string) *quotaRefit {
 	q := &quotaRefit{cfg: cfg, rec: rec, pipe: pipe, log: log}
+	if client != nil {
+		q.shared = &quotaShare{client: client, prefix: prefix, id: id, ttl: time.Duration(cfg.RecorderDays()+1) * 24 * time.Hour,
+			rc: quotas.RecorderConfig{Days: cfg.RecorderDays(), MaxUserDays: cfg.MaxUserDaysPerDay},
+			bad: prometheus.NewCounter(prometheus.CounterOpts{Name: "flowguard_quota_shared_unreadable_total",
+				Help: "Other instances' quota usage read from Redis that could not be decoded and was left out of a refit."})}
+		reg.MustRegister(q.shared.bad)
+	}
 	if in != nil {
 		q.installed.Store(in)
 		pipe.SetDailyQuotas(in.Quotas)
@@ -139,7 +156,24 @@ func (q *quotaRefit) refit(ctx context.Context) *refitReport {
 	now := q.pipe.Now()
 	rep := &refitReport{At: now}
 	labelled := q.pipe.LabelledHashes()
-	table, err := q.rec.Table(func(h uint64) bool { _, ok := labelled[h]; return ok })
+	recs := []*quotas.Recorder{q.rec}
+	var err error
+	if q.shared != nil {
+		// Every instance's share of the keys' traffic: a fit on this
+		// instance's alone would be too tight. If Redis cannot give it,
+		// the refit fails and the quotas before stay.
+		if err = q.shared.publish(ctx, q.rec); err == nil {
+			var others []*quotas.Recorder
+			if others, err = q.shared.others(ctx, q.log); err == nil {
+				recs = append(recs, others...)
+			}
+		}
+		rep.Instances = len(recs)
+	}
+	var table *quotas.UsageTable
+	if err == nil {
+		table, err = quotas.Merged(func(h uint64) bool { _, ok := labelled[h]; return ok }, recs...)
+	}
 	var res *quotas.RefitResult
 	if err == nil {
 		res, err = quotas.Refit(ctx, table, quotas.RefitConfig{
@@ -212,10 +246,21 @@ func (q *quotaRefit) run(ctx context.Context) {
 	}
 	t := time.NewTimer(next)
 	defer t.Stop()
+	var share <-chan time.Time
+	if q.shared != nil {
+		tick := time.NewTicker(q.cfg.ShareEvery)
+		defer tick.Stop()
+		share = tick.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-share:
+			if err := q.shared.publish(ctx, q.rec); err != nil {
+				q.log.Warn("quota usage not shared through redis", "err", err)
+			}
+			continue
 		case <-t.C:
 		}
 		if q.pipe.Policies().FittedDaily() {
@@ -248,4 +293,69 @@ func (s *Server) handleQuotas(ctx *fasthttp.RequestCtx, refit bool) {
 	}
 	ctx.SetContentType("application/json")
 	ctx.SetBody(body)
+}
+
+// quotaShare is the instances' usage in Redis: each writes its own
+// (quotas.WriteState, no fit) under PREFIXquota:usage:ID, with a TTL of
+// the days kept, and lists its ID in PREFIXquota:instances.
+type quotaShare struct {
+	client redis.UniversalClient
+	prefix string
+	id     string
+	ttl    time.Duration
+	rc     quotas.RecorderConfig
+	bad    prometheus.Counter
+}
+
+func (s *quotaShare) usageKey(id string) string { return s.prefix + "quota:usage:" + id }
+func (s *quotaShare) setKey() string            { return s.prefix + "quota:instances" }
+
+func (s *quotaShare) publish(ctx context.Context, rec *quotas.Recorder) error {
+	var buf bytes.Buffer
+	if err := quotas.WriteState(&buf, rec, nil); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, s.usageKey(s.id), buf.Bytes(), s.ttl)
+		p.SAdd(ctx, s.setKey(), s.id)
+		p.Expire(ctx, s.setKey(), s.ttl)
+		return nil
+	})
+	return err
+}
+
+// others reads the other instances' usage. An instance whose usage has
+// expired leaves the list; one whose usage cannot be read is logged,
+// counted and left out.
+func (s *quotaShare) others(ctx context.Context, log *slog.Logger) ([]*quotas.Recorder, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	ids, err := s.client.SMembers(ctx, s.setKey()).Result()
+	if err != nil {
+		return nil, err
+	}
+	var out []*quotas.Recorder
+	for _, id := range ids {
+		if id == s.id {
+			continue
+		}
+		data, err := s.client.Get(ctx, s.usageKey(id)).Bytes()
+		switch {
+		case errors.Is(err, redis.Nil):
+			s.client.SRem(ctx, s.setKey(), id)
+			continue
+		case err != nil:
+			return nil, err
+		}
+		rec, _, err := quotas.ReadState(bytes.NewReader(data), s.rc)
+		if err != nil {
+			s.bad.Inc()
+			log.Error("an instance's quota usage in redis is unreadable; the refit leaves it out", "instance", id, "err", err)
+			continue
+		}
+		out = append(out, rec)
+	}
+	return out, nil
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/devflow/flowguard/internal/config"
+	"github.com/devflow/flowguard/internal/testredis"
 	"github.com/devflow/flowguard/pipeline"
 	"github.com/devflow/flowguard/quotas"
 )
@@ -229,4 +231,56 @@ func threeDays(n int) []float64 {
 		v = append(v, float64(i+1), float64(i+1), float64(i+1))
 	}
 	return v
+}
+
+// With redis:, every instance's refit fits on all instances' usage
+// (quotas.share_every; a refit shares first): two instances that each saw
+// half of every key's requests install the quota one instance seeing all
+// of them would have, where each alone would fit one half as large.
+func TestFittedDailyQuotaAcrossInstances(t *testing.T) {
+	rs := testredis.Start(t)
+	clock := newFakeDay()
+	conf := func() *config.Loaded {
+		return mustParse(t, fmt.Sprintf(fittedPolicies, 100, filepath.Join(t.TempDir(), "q.gz"))+
+			fmt.Sprintf("redis:\n  addrs: [%q]\n  instances: 2\n", rs.Addr()))
+	}
+	a := startServerOpts(t, conf(), Options{Clock: clock.now, InstanceID: "a"})
+	b := startServerOpts(t, conf(), Options{Clock: clock.now, InstanceID: "b"})
+	for range 4 {
+		useHalf(t, a, 60, 0)
+		useHalf(t, b, 60, 1)
+		clock.next()
+	}
+	want := quotas.PercentileCont(threeDays(60), 0.99)
+	// b refits first, when a has shared nothing: on its half alone.
+	if vb := getQuotas(t, b, true); vb.LastRefit.Instances != 1 || vb.Installed == nil || vb.Installed.Quotas[0].Quota > 0.6*want {
+		t.Fatalf("b alone: %+v, installed %+v; want a fit on 1 instance about half of %v", vb.LastRefit, vb.Installed, want)
+	}
+	va := getQuotas(t, a, true)
+	if va.LastRefit.Result != quotas.RefitInstalled || va.LastRefit.Instances != 2 || va.Installed == nil ||
+		math.Abs(va.Installed.Quotas[0].Quota-want) > 1e-9 {
+		t.Fatalf("a's refit: %+v, installed %+v; want %v fitted on 2 instances", va.LastRefit, va.Installed, want)
+	}
+	if vb := getQuotas(t, b, true); vb.Installed == nil || vb.Installed.Quotas[0].Quota != va.Installed.Quotas[0].Quota {
+		t.Fatalf("b's second refit: %+v, want a's quota %v", vb.Installed, va.Installed.Quotas[0].Quota)
+	}
+}
+
+// useHalf sends instance half of a day of keys k0…k(n-1): key i asks for
+// i+1 requests in all, the first instance (half 0) sending the larger half.
+func useHalf(t *testing.T, ts *testServer, n, half int) {
+	t.Helper()
+	var items []string
+	for i := range n {
+		c := (i + 1) / 2
+		if half == 0 {
+			c = i + 1 - c
+		}
+		if c > 0 {
+			items = append(items, fmt.Sprintf(`{"key":"k%d","cost":%d}`, i, c))
+		}
+	}
+	if resp, b := post(t, ts.URL+"/v1/decide/batch", "["+strings.Join(items, ",")+"]"); resp.StatusCode != 200 {
+		t.Fatalf("batch: %d %s", resp.StatusCode, b)
+	}
 }

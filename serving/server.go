@@ -248,10 +248,14 @@ func New(cfg *config.Loaded, opts Options) (_ *Server, err error) {
 		s.fsync = newFeatureSync(s.redis, cfg.Redis.Prefix, id, cfg.ML.IdleTTL, cfg.ML.ShareEvery, cfg.ML.Epoch,
 			s.pipe.Features(), clock, cfg.ML.MaxKeys)
 	}
-	s.quotas = newQuotaRefit(cfg.Quotas, usage, installed, s.pipe, log, s.metrics.reg)
-	if cfg.Redis != nil && cfg.Redis.Instances > 1 && cfg.Policies.FittedDaily() {
-		log.Warn("daily_quota: fitted fits on the usage this instance serves; with redis.instances above 1 and keys spread over instances the quotas come out too tight (docs/quotas.md#in-serving)",
-			"instances", cfg.Redis.Instances)
+	if s.redis != nil {
+		id := opts.InstanceID
+		if id == "" {
+			id = defaultInstanceID()
+		}
+		s.quotas = newQuotaRefit(cfg.Quotas, usage, installed, s.pipe, log, s.metrics.reg, s.redis, cfg.Redis.Prefix, id)
+	} else {
+		s.quotas = newQuotaRefit(cfg.Quotas, usage, installed, s.pipe, log, s.metrics.reg, nil, "", "")
 	}
 	s.metrics.registerML(s.pipe)
 	s.metrics.registerFeatureSync(s.fsync)

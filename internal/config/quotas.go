@@ -34,6 +34,10 @@ type Quotas struct {
 	// MaxUserDaysPerDay caps the user-days kept per day; past it keys are
 	// sampled by a hash of the key. About 40 bytes each. Default: 50000.
 	MaxUserDaysPerDay int `yaml:"max_user_days_per_day"`
+	// ShareEvery is how often, with redis:, each instance writes its
+	// usage to Redis, where every instance's refit reads all of them: each
+	// instance counts only its share of a key's requests. Default: 10m.
+	ShareEvery time.Duration `yaml:"share_every"`
 	// StateFile keeps the usage and the installed quotas across restarts:
 	// written after every refit and at shutdown, read at start. "": kept
 	// in memory only. Default: "".
@@ -62,6 +66,9 @@ func (q *Quotas) defaults() {
 	if q.MaxUserDaysPerDay == 0 {
 		q.MaxUserDaysPerDay = 50_000
 	}
+	if q.ShareEvery == 0 {
+		q.ShareEvery = 10 * time.Minute
+	}
 }
 
 func (q *Quotas) validate(d *yamlx.Doc) yamlx.Errors {
@@ -86,6 +93,9 @@ func (q *Quotas) validate(d *yamlx.Doc) yamlx.Errors {
 	}
 	if q.MinUserDays < 1 {
 		bad("min_user_days", "%d must be at least 1", q.MinUserDays)
+	}
+	if q.ShareEvery < time.Second || q.ShareEvery > 24*time.Hour {
+		bad("share_every", "%s must be between 1s and 24h0m0s", q.ShareEvery)
 	}
 	if q.MaxUserDaysPerDay < 64 || q.MaxUserDaysPerDay > 10_000_000 {
 		bad("max_user_days_per_day", "%d must be between 64 and 10000000", q.MaxUserDaysPerDay)
