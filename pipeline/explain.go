@@ -41,6 +41,9 @@ type Explanation struct {
 	Ceiling        float64 `json:"ceiling"`
 	BaseRate       int64   `json:"base_rate"`
 	Limit          int64   `json:"limit"`
+	// DailyQuota is the rule's daily quota before the multiplier (pinned,
+	// or the installed fit); 0: no daily window now.
+	DailyQuota float64 `json:"daily_quota"`
 	// Model is the key of the variant's own model; "": the main model.
 	Model          string  `json:"model,omitempty"`
 	ModelVersion   string  `json:"model_version"`
@@ -77,7 +80,7 @@ func (p *Pipeline) Explain(req *Request) Explanation {
 		FeaturesSchema: p.feats.Schema().Version(), Features: map[string]float64{},
 		BlockThreshold: p.cfg.BlockThreshold, AutoBlock: rule.AutoBlock, Variant: VariantStatic,
 		Multiplier: m, Propensity: 1, Floor: rule.Floor, Ceiling: rule.Ceiling,
-		BaseRate: rule.Limit.Rate, Limit: base.Rate, Arms: []ArmExplanation{},
+		BaseRate: rule.Limit.Rate, Limit: base.Rate, DailyQuota: p.dailyQuota(rule), Arms: []ArmExplanation{},
 	}
 
 	// Stage 1.

@@ -164,6 +164,9 @@ func TestFittedDailyQuotaRefit(t *testing.T) {
 		!strings.HasPrefix(r.Header.Get("RateLimit"), `"free-day";r=0;`) || r.Header.Get("Retry-After") == "" {
 		t.Fatalf("the 60th request: %d %v, want 429 with the daily window's RateLimit and a Retry-After", r.StatusCode, r.Header)
 	}
+	if e := explainOf(t, ts, "k_fresh", ""); math.Abs(e.DailyQuota-want) > 1e-9 {
+		t.Errorf("explain: daily_quota %v, want the installed %v", e.DailyQuota, want)
+	}
 	// A pinned quota needs no fit.
 	if r := check(t, ts, "k_pin", "pinned", 50); r.StatusCode != 200 {
 		t.Fatalf("pinned: 50 requests %d, want 200", r.StatusCode)
