@@ -46,9 +46,10 @@ func expectedMultiplier(t testing.TB, ts *testServer, key string) float64 {
 
 // labelLearning runs the learning loop end to end over real sockets: four
 // abusive and four benign keys of one tenant for four epochs, labels for
-// the abusive ones, four epochs more. It returns the mean expected
+// the abusive ones, four epochs more — and, when settled is set, more
+// epochs (twelve at most) until it holds. It returns the mean expected
 // multipliers of each before the labels and after.
-func labelLearning(t *testing.T, policies string) (ts *testServer, badBefore, badAfter, goodBefore, goodAfter float64) {
+func labelLearning(t *testing.T, policies string, settled func(badBefore, badNow float64) bool) (ts *testServer, badBefore, badAfter, goodBefore, goodAfter float64) {
 	ts = startML(t, policies, Options{Seed: 42}, nil)
 	bad := []string{"bad-0", "bad-1", "bad-2", "bad-3"}
 	good := []string{"good-0", "good-1", "good-2", "good-3"}
@@ -95,7 +96,7 @@ func labelLearning(t *testing.T, policies string) (ts *testServer, badBefore, ba
 	if resp, b := post(t, ts.URL+"/v1/labels", "["+labels+"]"); resp.StatusCode != 202 {
 		t.Fatalf("labels resent: %d %s", resp.StatusCode, b)
 	}
-	for e := 4; e < 8; e++ {
+	for e := 4; e < 8 || (settled != nil && e < 16 && !settled(badBefore, mean(bad))); e++ {
 		epoch(e)
 	}
 	badAfter, goodAfter = mean(bad), mean(good)
@@ -107,7 +108,7 @@ func labelLearning(t *testing.T, policies string) (ts *testServer, badBefore, ba
 // the labels the abusive keys' multiplier drops while the benign keys of
 // the same tenant keep theirs.
 func TestLabelsLowerAbusiveMultipliers(t *testing.T) {
-	ts, badBefore, badAfter, goodBefore, goodAfter := labelLearning(t, learnPolicies)
+	ts, badBefore, badAfter, goodBefore, goodAfter := labelLearning(t, learnPolicies, nil)
 	if badAfter > 0.6*badBefore {
 		t.Errorf("abusive keys' multiplier %.2f → %.2f: did not drop by 40%%", badBefore, badAfter)
 	}
@@ -135,10 +136,16 @@ func TestLabelsLowerAbusiveMultipliers(t *testing.T) {
 
 // With the risk gate (ml.shrink_risk 0.5, the default): the keys the risk
 // model does not suspect are never drawn below ×1, whatever the labels of
-// other keys taught the bandit, and the labelled keys, which it learns to
-// suspect, still lose a large part of their budget.
+// other keys taught the bandit; the labelled keys' multiplier still drops,
+// to the lower arms the gate leaves (×1, ×1.5), although the risk model
+// scores them about 0.06 — it does not learn them as abusive in a few
+// epochs, so the gate, not the bandit, is what keeps them from the floor.
+// How many epochs the bandit takes depends on how many the learner got
+// through (a loaded machine: more than four), so the test waits for the
+// drop, up to twelve.
 func TestRiskGateKeepsBenignKeysAtBase(t *testing.T) {
-	ts, badBefore, badAfter, _, goodAfter := labelLearning(t, strings.Replace(learnPolicies, "shrink_risk: -1", "shrink_risk: 0.5", 1))
+	dropped := func(before, now float64) bool { return now <= 0.7*before }
+	ts, badBefore, badAfter, _, goodAfter := labelLearning(t, strings.Replace(learnPolicies, "shrink_risk: -1", "shrink_risk: 0.5", 1), dropped)
 	for _, k := range []string{"good-0", "good-1", "good-2", "good-3"} {
 		resp, b := get(t, ts.URL+"/v1/keys/"+k+"/explain?tenant=devco")
 		if resp.StatusCode != 200 {
@@ -153,8 +160,16 @@ func TestRiskGateKeepsBenignKeysAtBase(t *testing.T) {
 	if goodAfter < 1 {
 		t.Errorf("benign keys' expected multiplier %.2f, below ×1", goodAfter)
 	}
-	if badAfter > 0.7*badBefore {
-		t.Errorf("abusive keys' multiplier %.2f → %.2f: did not drop by 30%%", badBefore, badAfter)
+	if !dropped(badBefore, badAfter) {
+		t.Errorf("abusive keys' multiplier %.2f → %.2f after 12 epochs: did not drop by 30%%", badBefore, badAfter)
+	}
+	for _, k := range []string{"bad-0", "bad-1", "bad-2", "bad-3"} {
+		e := explainOf(t, ts, k, "devco")
+		for _, a := range e.Arms {
+			if a.Multiplier < 1 && e.Risk < 0.5 {
+				t.Errorf("labelled %s may be drawn at %s though its risk is %.2f", k, a.Name, e.Risk)
+			}
+		}
 	}
 }
 
