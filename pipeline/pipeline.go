@@ -400,13 +400,15 @@ func (p *Pipeline) Decide(ctx context.Context, req *Request) (d Decision) {
 		return d
 	}
 	d.fill(res)
+	var daily limiter.Limit
 	if q := p.dailyQuota(rule); q > 0 {
-		d.Daily = policy.DailyLimit(q, m).Rate
+		daily = policy.DailyLimit(q, m)
+		d.Daily = daily.Rate
 	}
 	if d.Daily > 0 && res.OK() {
 		// The second window, after the first so that a request the rate
 		// refuses does not spend the day's budget.
-		day, err := p.o.Limiter.Decide(ctx, limiter.Key{Name: req.Key, Scope: rule.DailyScope}, policy.DailyLimit(float64(d.Daily), 1), req.Cost)
+		day, err := p.o.Limiter.Decide(ctx, limiter.Key{Name: req.Key, Scope: rule.DailyScope}, daily, req.Cost)
 		if err == nil && !day.OK() {
 			d.Action, d.Reason, d.Remaining = ActionThrottle, ReasonDailyQuota, 0
 			d.RetryAfterMS, d.ResetMS = ceilMillis(day.RetryAfter), ceilMillis(day.ResetAfter)

@@ -45,7 +45,7 @@ func appendRateLimitPolicy(b []byte, d *Decision) []byte {
 	if d.Daily > 0 {
 		// The daily window: "free-day";q=5000;w=86400.
 		b = append(b, ", "...)
-		b = appendSFString(b, d.Rule.Name+dailyPolicySuffix)
+		b = appendDailyName(b, d.Rule.Name)
 		b = append(b, ";q="...)
 		b = strconv.AppendInt(b, d.Daily, 10)
 		b = append(b, ";w=86400"...)
@@ -53,14 +53,18 @@ func appendRateLimitPolicy(b []byte, d *Decision) []byte {
 	return b
 }
 
-// dailyPolicySuffix names a rule's daily window in the RateLimit fields.
-const dailyPolicySuffix = "-day"
+// appendDailyName appends the quoted name of a rule's daily window,
+// "free-day", without building the string.
+func appendDailyName(b []byte, name string) []byte {
+	b = appendSFString(b, name)
+	return append(b[:len(b)-1], `-day"`...)
+}
 
 // appendRateLimit appends the RateLimit value: "free";r=19;t=1, or the
 // daily window's when it is what throttled: "free-day";r=0;t=3600.
 func appendRateLimit(b []byte, d *Decision) []byte {
 	if d.Reason == pipeline.ReasonDailyQuota {
-		b = appendSFString(b, d.Rule.Name+dailyPolicySuffix)
+		b = appendDailyName(b, d.Rule.Name)
 	} else {
 		b = appendSFString(b, d.Rule.Name)
 	}

@@ -93,7 +93,7 @@ func loadQuotaState(cfg config.Quotas, log *slog.Logger) (*quotas.Recorder, *quo
 }
 
 // newQuotaRefit returns the refit; with client set (redis:), it shares
-// this instance's usage, as id, and fits on every instance's.
+// this instance's usage, as id under prefix, and fits on every instance's.
 func newQuotaRefit(cfg config.Quotas, rec *quotas.Recorder, in *quotas.Installed, pipe *pipeline.Pipeline, log *slog.Logger, reg *prometheus.Registry,
 	client redis.UniversalClient, prefix, id string) *quotaRefit {
 	q := &quotaRefit{cfg: cfg, rec: rec, pipe: pipe, log: log}

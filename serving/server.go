@@ -188,11 +188,13 @@ func New(cfg *config.Loaded, opts Options) (_ *Server, err error) {
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
 	}
+	// id names this instance in what it shares: region heartbeats, feature
+	// records and quota usage.
+	id := opts.InstanceID
+	if id == "" {
+		id = defaultInstanceID()
+	}
 	if cfg.Regions != nil {
-		id := opts.InstanceID
-		if id == "" {
-			id = defaultInstanceID()
-		}
 		if s.regions, err = newRegionShares(cfg, id, clock, log, s.metrics.reg); err != nil {
 			return nil, fmt.Errorf("serving: regions: %w", err)
 		}
@@ -241,22 +243,14 @@ func New(cfg *config.Loaded, opts Options) (_ *Server, err error) {
 		s.labels = queueLabels{s.queue}
 	}
 	if s.redis != nil {
-		id := opts.InstanceID
-		if id == "" {
-			id = defaultInstanceID()
-		}
 		s.fsync = newFeatureSync(s.redis, cfg.Redis.Prefix, id, cfg.ML.IdleTTL, cfg.ML.ShareEvery, cfg.ML.Epoch,
 			s.pipe.Features(), clock, cfg.ML.MaxKeys)
 	}
-	if s.redis != nil {
-		id := opts.InstanceID
-		if id == "" {
-			id = defaultInstanceID()
-		}
-		s.quotas = newQuotaRefit(cfg.Quotas, usage, installed, s.pipe, log, s.metrics.reg, s.redis, cfg.Redis.Prefix, id)
-	} else {
-		s.quotas = newQuotaRefit(cfg.Quotas, usage, installed, s.pipe, log, s.metrics.reg, nil, "", "")
+	prefix := ""
+	if cfg.Redis != nil {
+		prefix = cfg.Redis.Prefix
 	}
+	s.quotas = newQuotaRefit(cfg.Quotas, usage, installed, s.pipe, log, s.metrics.reg, s.redis, prefix, id)
 	s.metrics.registerML(s.pipe)
 	s.metrics.registerFeatureSync(s.fsync)
 	s.metrics.registerLearner(s.queue, s.learner)
